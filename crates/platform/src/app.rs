@@ -1,0 +1,382 @@
+//! Running a set of services in one process.
+//!
+//! A service crate implements [`ServiceModule`]: its name and schema, its
+//! migrations, the streams it produces, and `start`, which mounts its gRPC
+//! service and returns its background tasks (event consumers, timers). [`run`]
+//! does the rest for every module alike: a pool pinned to the schema,
+//! migrations, stream provisioning, the outbox relay, the gRPC and HTTP ports,
+//! health and readiness, and the shutdown order (stop accepting, drain
+//! in-flight requests, stop consumers, flush the outbox, return).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures::future::BoxFuture;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use tonic::service::interceptor::InterceptedService;
+use tonic_health::ServingStatus;
+
+use crate::auth::{AuthError, AuthInterceptor, Authenticator};
+use crate::clock::{Clock, admin::ClockAdmin};
+use crate::config::{ClockMode, Config, NatsConfig};
+use crate::db::{self, DbError};
+use crate::events::consumer::{Consumer, ConsumerSpec, EventHandler};
+use crate::events::outbox::Relay;
+use crate::events::{EventError, Namespace, StreamSpec};
+use crate::grpc::{self, Mounted};
+use crate::http::{self, Readiness};
+use crate::metrics::Metrics;
+use crate::shutdown::{self, Shutdown};
+
+/// A task that runs until the background shutdown signal.
+pub type BackgroundTask = BoxFuture<'static, ()>;
+
+/// One service of the platform, as the runtime sees it.
+pub trait ServiceModule: Send + Sync + 'static {
+    /// The name used with `--services`, e.g. `intake`.
+    fn name(&self) -> &'static str;
+    /// One line for `baladiya list-services`.
+    fn description(&self) -> &'static str;
+    /// The Postgres schema the service owns.
+    fn schema(&self) -> &'static str {
+        self.name()
+    }
+    /// The service's embedded migrations (versions 100 and up).
+    fn migrator(&self) -> Migrator;
+    /// The streams the service publishes to.
+    fn streams(&self) -> &'static [StreamSpec];
+    /// Mounts the gRPC service(s) and returns the background tasks.
+    fn start<'a>(
+        &'a self,
+        ctx: &'a ServiceContext,
+        mounted: &'a mut Mounted,
+    ) -> BoxFuture<'a, Result<Vec<BackgroundTask>, StartError>>;
+}
+
+/// Why the platform could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Events(#[from] EventError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("clock.start: {0}")]
+    ClockStart(String),
+    #[error("service {service} failed to start: {reason}")]
+    Service {
+        service: &'static str,
+        reason: String,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Serve(String),
+}
+
+/// What a service gets to work with.
+#[derive(Clone)]
+pub struct ServiceContext {
+    pub config: Arc<Config>,
+    pub clock: Clock,
+    /// Pinned to the service's schema.
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub js: jetstream::Context,
+    pub namespace: Namespace,
+    pub metrics: Arc<Metrics>,
+    pub auth: Authenticator,
+    background: Shutdown,
+}
+
+impl std::fmt::Debug for ServiceContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceContext")
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+impl ServiceContext {
+    /// An idempotent consumer task applying `spec`'s events through `handler`.
+    pub fn consumer<H: EventHandler>(&self, spec: ConsumerSpec, handler: H) -> BackgroundTask {
+        let consumer = Consumer::new(
+            spec,
+            handler,
+            self.pool.clone(),
+            self.js.clone(),
+            self.namespace.clone(),
+            &self.config.events,
+            self.metrics.clone(),
+        );
+        Box::pin(consumer.run(self.background.clone()))
+    }
+
+    /// The signal background tasks stop on (after the gRPC port drained).
+    pub fn background_shutdown(&self) -> Shutdown {
+        self.background.clone()
+    }
+
+    /// Wraps a gRPC service so every call carries an authenticated caller.
+    pub fn protect<S>(&self, service: S) -> InterceptedService<S, AuthInterceptor> {
+        InterceptedService::new(service, self.auth.interceptor())
+    }
+}
+
+/// The bound ports.
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: tokio::net::TcpListener,
+    pub http: tokio::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured addresses (port 0 picks a free port).
+    pub async fn bind(config: &crate::config::ServerConfig) -> Result<Self, StartError> {
+        let bind = |addr: String| async move {
+            tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })
+        };
+        Ok(Self {
+            grpc: bind(config.grpc_addr.clone()).await?,
+            http: bind(config.http_addr.clone()).await?,
+        })
+    }
+}
+
+/// The clock the configuration asks for.
+pub fn clock_from_config(config: &crate::config::ClockConfig) -> Result<Clock, StartError> {
+    Ok(match config.mode {
+        ClockMode::System => Clock::system(),
+        ClockMode::Manual if config.start.is_empty() => Clock::manual(chrono::Utc::now()),
+        ClockMode::Manual => Clock::manual(
+            chrono::DateTime::parse_from_rfc3339(&config.start)
+                .map_err(|e| StartError::ClockStart(e.to_string()))?
+                .with_timezone(&chrono::Utc),
+        ),
+    })
+}
+
+/// Connects to NATS. The client keeps reconnecting in the background, so a
+/// server can start while NATS is down and become ready when it returns.
+pub async fn connect_nats(config: &NatsConfig) -> Result<async_nats::Client, EventError> {
+    let fail = |reason: String| EventError::Connect {
+        url: config.url.clone(),
+        reason,
+    };
+    let mut options = async_nats::ConnectOptions::new()
+        .name("baladiya")
+        .retry_on_initial_connect()
+        .request_timeout(Some(Duration::from_millis(config.ack_timeout_ms)));
+    if !config.credentials_file.is_empty() {
+        options = options
+            .credentials_file(&config.credentials_file)
+            .await
+            .map_err(|e| fail(format!("nats.credentials_file: {e}")))?;
+    }
+    if !config.user.is_empty() {
+        options =
+            options.user_and_password(config.user.clone(), config.password.expose().to_string());
+    }
+    let urls: Vec<&str> = config.url.split(',').map(str::trim).collect();
+    options.connect(urls).await.map_err(|e| fail(e.to_string()))
+}
+
+/// Applies every module's migrations (the `baladiya migrate` command).
+pub async fn migrate_all(
+    config: &Config,
+    modules: &[Arc<dyn ServiceModule>],
+) -> Result<(), StartError> {
+    for module in modules {
+        let pool = db::schema_pool(&config.database, module.schema())?;
+        db::migrate(&pool, module.schema(), &module.migrator()).await?;
+        tracing::info!(schema = module.schema(), "migrations applied");
+        pool.close().await;
+    }
+    Ok(())
+}
+
+/// Runs `modules` until `shutdown` fires, then drains and returns.
+pub async fn run(
+    config: Config,
+    modules: Vec<Arc<dyn ServiceModule>>,
+    clock: Clock,
+    listeners: Listeners,
+    mut shutdown: Shutdown,
+) -> Result<(), StartError> {
+    let config = Arc::new(config);
+    let metrics = Metrics::new();
+    let auth = Authenticator::from_config(&config.auth)?;
+    let nats = connect_nats(&config.nats).await?;
+    let js = jetstream::ContextBuilder::new()
+        .ack_timeout(Duration::from_millis(config.nats.ack_timeout_ms))
+        .build(nats.clone());
+    let namespace = Namespace::new(&config.events.namespace);
+    let (background_trigger, background) = shutdown::channel();
+    let grace = config.server.shutdown_grace();
+
+    let mut mounted = Mounted::default();
+    let mut tasks: Vec<BackgroundTask> = Vec::new();
+    let mut schemas = Vec::new();
+    for module in &modules {
+        let pool = db::schema_pool(&config.database, module.schema())?;
+        let migrator = Arc::new(module.migrator());
+        if config.database.migrate_on_start {
+            db::migrate(&pool, module.schema(), &migrator).await?;
+        }
+        schemas.push((module.schema().to_string(), pool.clone(), migrator));
+        tasks.push(Box::pin(provision_streams(
+            js.clone(),
+            namespace.clone(),
+            config.clone(),
+            module.streams(),
+            background.clone(),
+        )));
+        tasks.push(Box::pin(
+            Relay::new(
+                pool.clone(),
+                module.schema(),
+                js.clone(),
+                namespace.clone(),
+                &config.events,
+                metrics.clone(),
+            )
+            .run(background.clone(), grace),
+        ));
+        let ctx = ServiceContext {
+            config: config.clone(),
+            clock: clock.clone(),
+            pool,
+            nats: nats.clone(),
+            js: js.clone(),
+            namespace: namespace.clone(),
+            metrics: metrics.clone(),
+            auth: auth.clone(),
+            background: background.clone(),
+        };
+        tasks.extend(module.start(&ctx, &mut mounted).await?);
+        tracing::info!(service = module.name(), "service started");
+    }
+    if config.clock.mode == ClockMode::Manual {
+        mounted.add(InterceptedService::new(
+            baladiya_proto::admin::v1::clock_service_server::ClockServiceServer::new(
+                ClockAdmin::new(clock.clone()),
+            )
+            .max_decoding_message_size(config.server.max_request_bytes),
+            auth.interceptor(),
+        ));
+    }
+
+    let readiness = Readiness {
+        schemas,
+        nats: nats.clone(),
+    };
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    tasks.push(Box::pin(report_readiness(
+        health_reporter.clone(),
+        readiness.clone(),
+        background.clone(),
+    )));
+    let names: Vec<&'static str> = mounted.names().to_vec();
+
+    let grpc_addr = listeners.grpc.local_addr().ok();
+    let http_addr = listeners.http.local_addr().ok();
+    let mut http_stop = background.clone();
+    let http_task = tokio::spawn(http::serve(
+        listeners.http,
+        http::router(metrics.clone(), readiness),
+        async move { http_stop.wait().await },
+    ));
+    let running: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
+    tracing::info!(?grpc_addr, ?http_addr, services = ?names, "baladiya is serving");
+
+    let mut signal = shutdown.clone();
+    let reporter = health_reporter.clone();
+    let stop_names = names.clone();
+    let serve = grpc::serve(
+        &config.server,
+        mounted,
+        (health_reporter, health_service),
+        listeners.grpc,
+        metrics.clone(),
+        async move {
+            signal.wait().await;
+            tracing::info!("shutting down: refusing new requests, draining in-flight ones");
+            grpc::set_status(&reporter, &stop_names, ServingStatus::NotServing).await;
+        },
+    );
+    tokio::pin!(serve);
+    let served = tokio::select! {
+        result = &mut serve => result.map_err(|e| StartError::Serve(e.to_string())),
+        () = async { shutdown.wait().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "in-flight requests did not finish within the grace period");
+            Ok(())
+        }
+    };
+
+    // The port is drained: stop consumers and timers, flush the outbox.
+    background_trigger.trigger();
+    let all = futures::future::join_all(running);
+    if tokio::time::timeout(grace + Duration::from_secs(1), all)
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks did not stop within the grace period");
+    }
+    let _ = http_task.await;
+    nats.flush().await.ok();
+    tracing::info!("baladiya stopped");
+    served
+}
+
+async fn provision_streams(
+    js: jetstream::Context,
+    namespace: Namespace,
+    config: Arc<Config>,
+    streams: &'static [StreamSpec],
+    mut shutdown: Shutdown,
+) {
+    for spec in streams {
+        loop {
+            match spec.ensure(&js, &namespace, &config.events).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "stream provisioning failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.wait() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn report_readiness(
+    reporter: tonic_health::server::HealthReporter,
+    readiness: Readiness,
+    mut shutdown: Shutdown,
+) {
+    loop {
+        let status = if readiness.problems().await.is_empty() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        reporter.set_service_status(grpc::READINESS, status).await;
+        tokio::select! {
+            _ = shutdown.wait() => {
+                reporter.set_service_status(grpc::READINESS, ServingStatus::NotServing).await;
+                return;
+            }
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! Who is calling: bearer JWTs verified into a [`CallerIdentity`] that the
+//! gRPC interceptor puts into request extensions, so every handler is written
+//! against a caller from the first day.
+//!
+//! `jwt` mode verifies RS256 or EdDSA tokens against public keys from config
+//! (several keys may be active during a rotation) and checks issuer, audience
+//! and expiry. `dev` mode accepts only HS256 tokens minted by
+//! `baladiya dev-token` with the configured dev secret, and config validation
+//! refuses it in production. The authorization policy (which role may call
+//! which RPC) builds on this hook.
+
+use std::fmt;
+use std::str::FromStr;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Status};
+
+use crate::config::{AuthConfig, AuthMode};
+use crate::error::ApiError;
+
+/// What a caller is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A channel front-end (940, portal, app, kiosk, ...), with its channel.
+    Channel,
+    /// A partner body, with its partner code.
+    Partner,
+    /// A municipal operator, with a municipality or all of them.
+    Operator,
+    /// Reads indicators and streams.
+    Analyst,
+    /// Runs the platform.
+    Admin,
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "channel" => Ok(Self::Channel),
+            "partner" => Ok(Self::Partner),
+            "operator" => Ok(Self::Operator),
+            "analyst" => Ok(Self::Analyst),
+            "admin" => Ok(Self::Admin),
+            other => Err(format!(
+                "unknown role '{other}': expected channel, partner, operator, analyst or admin"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Self::Channel => "channel",
+            Self::Partner => "partner",
+            Self::Operator => "operator",
+            Self::Analyst => "analyst",
+            Self::Admin => "admin",
+        };
+        f.write_str(s)
+    }
+}
+
+/// The token's claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub iss: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub municipality: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// An authenticated caller, found in request extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerIdentity {
+    /// The token subject (a system or person id).
+    pub subject: String,
+    pub role: Role,
+    /// Partner code, for `partner` callers.
+    pub partner: Option<String>,
+    /// Municipality code, for `operator` callers; `None` means all.
+    pub municipality: Option<String>,
+    /// Channel, for `channel` callers.
+    pub channel: Option<String>,
+}
+
+impl CallerIdentity {
+    /// `PERMISSION_DENIED` unless the caller has `role` (admins pass every check).
+    pub fn require(&self, role: Role) -> Result<&Self, Status> {
+        if self.role == role || self.role == Role::Admin {
+            Ok(self)
+        } else {
+            Err(ApiError::permission_denied(format!("requires the {role} role")).into())
+        }
+    }
+}
+
+/// The caller of a request that went through the auth interceptor.
+pub fn caller<T>(request: &Request<T>) -> Result<&CallerIdentity, Status> {
+    request
+        .extensions()
+        .get::<CallerIdentity>()
+        .ok_or_else(|| ApiError::unauthenticated("missing bearer token").into())
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid public key #{index} in auth.public_keys: {reason}")]
+    BadKey { index: usize, reason: String },
+    #[error("{0}")]
+    Token(String),
+    #[error("cannot sign token: {0}")]
+    Sign(String),
+}
+
+/// Verifies bearer tokens.
+#[derive(Clone)]
+pub struct Authenticator {
+    keys: Vec<(Algorithm, DecodingKey)>,
+    validation_issuer: String,
+    validation_audience: String,
+    leeway: u64,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("keys", &self.keys.len())
+            .field("issuer", &self.validation_issuer)
+            .finish()
+    }
+}
+
+impl Authenticator {
+    /// Builds the verifier for the configured mode.
+    pub fn from_config(config: &AuthConfig) -> Result<Self, AuthError> {
+        let keys = match config.mode {
+            AuthMode::Dev => vec![(
+                Algorithm::HS256,
+                DecodingKey::from_secret(config.dev_secret.expose().as_bytes()),
+            )],
+            AuthMode::Jwt => config
+                .public_keys
+                .iter()
+                .enumerate()
+                .map(|(index, pem)| {
+                    DecodingKey::from_rsa_pem(pem.as_bytes())
+                        .map(|k| (Algorithm::RS256, k))
+                        .or_else(|_| {
+                            DecodingKey::from_ed_pem(pem.as_bytes()).map(|k| (Algorithm::EdDSA, k))
+                        })
+                        .map_err(|e| AuthError::BadKey {
+                            index,
+                            reason: e.to_string(),
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(Self {
+            keys,
+            validation_issuer: config.issuer.clone(),
+            validation_audience: config.audience.clone(),
+            leeway: config.leeway_secs,
+        })
+    }
+
+    /// Verifies a token and returns who it names.
+    pub fn verify(&self, token: &str) -> Result<CallerIdentity, AuthError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| AuthError::Token(format!("malformed token: {e}")))?;
+        let mut last = AuthError::Token(format!("no key accepts algorithm {:?}", header.alg));
+        for (alg, key) in self.keys.iter().filter(|(alg, _)| *alg == header.alg) {
+            let mut validation = Validation::new(*alg);
+            validation.set_issuer(&[&self.validation_issuer]);
+            validation.set_audience(&[&self.validation_audience]);
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            validation.leeway = self.leeway;
+            match jsonwebtoken::decode::<Claims>(token, key, &validation) {
+                Ok(data) => {
+                    let c = data.claims;
+                    return Ok(CallerIdentity {
+                        subject: c.sub,
+                        role: c.role,
+                        partner: c.partner,
+                        municipality: c.municipality,
+                        channel: c.channel,
+                    });
+                }
+                Err(e) => last = AuthError::Token(format!("token refused: {e}")),
+            }
+        }
+        Err(last)
+    }
+
+    /// A tonic interceptor that requires a valid bearer token and stores the
+    /// caller in request extensions.
+    pub fn interceptor(&self) -> AuthInterceptor {
+        AuthInterceptor(self.clone())
+    }
+}
+
+/// Requires a valid bearer token on every call and puts the
+/// [`CallerIdentity`] into the request's extensions.
+#[derive(Debug, Clone)]
+pub struct AuthInterceptor(Authenticator);
+
+impl tonic::service::Interceptor for AuthInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let auth = &self.0;
+        {
+            let header = request
+                .metadata()
+                .get("authorization")
+                .ok_or_else(|| Status::from(ApiError::unauthenticated("missing bearer token")))?;
+            let token = header
+                .to_str()
+                .ok()
+                .and_then(|h| {
+                    h.strip_prefix("Bearer ")
+                        .or_else(|| h.strip_prefix("bearer "))
+                })
+                .ok_or_else(|| {
+                    Status::from(ApiError::unauthenticated(
+                        "authorization must be 'Bearer <token>'",
+                    ))
+                })?;
+            let identity = auth
+                .verify(token.trim())
+                .map_err(|e| Status::from(ApiError::unauthenticated(e.to_string())))?;
+            request.extensions_mut().insert(identity);
+            Ok(request)
+        }
+    }
+}
+
+/// What a dev token names.
+#[derive(Debug, Clone)]
+pub struct DevTokenRequest {
+    pub subject: String,
+    pub role: Role,
+    pub partner: Option<String>,
+    pub municipality: Option<String>,
+    pub channel: Option<String>,
+    pub ttl: chrono::Duration,
+}
+
+/// Mints an HS256 token accepted in `dev` mode. Refuses in `jwt` mode.
+pub fn mint_dev_token(config: &AuthConfig, request: &DevTokenRequest) -> Result<String, AuthError> {
+    if config.mode != AuthMode::Dev {
+        return Err(AuthError::Sign(
+            "dev tokens exist only in dev mode (auth.mode = \"dev\")".into(),
+        ));
+    }
+    if request.role == Role::Partner && request.partner.is_none() {
+        return Err(AuthError::Sign(
+            "a partner token needs --partner CODE".into(),
+        ));
+    }
+    if request.role == Role::Channel && request.channel.is_none() {
+        return Err(AuthError::Sign(
+            "a channel token needs --channel NAME".into(),
+        ));
+    }
+    let now = chrono::Utc::now().timestamp();
+    let claims = Claims {
+        sub: request.subject.clone(),
+        iss: config.issuer.clone(),
+        aud: config.audience.clone(),
+        iat: now,
+        exp: now + request.ttl.num_seconds(),
+        role: request.role,
+        partner: request.partner.clone(),
+        municipality: request.municipality.clone(),
+        channel: request.channel.clone(),
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(config.dev_secret.expose().as_bytes()),
+    )
+    .map_err(|e| AuthError::Sign(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev_request(role: Role) -> DevTokenRequest {
+        DevTokenRequest {
+            subject: "tester".into(),
+            role,
+            partner: Some("MOTLS".into()),
+            municipality: None,
+            channel: None,
+            ttl: chrono::Duration::hours(1),
+        }
+    }
+
+    #[test]
+    fn dev_tokens_round_trip_into_a_caller() {
+        let config = AuthConfig::default();
+        let token = mint_dev_token(&config, &dev_request(Role::Partner)).expect("mint");
+        let auth = Authenticator::from_config(&config).expect("auth");
+        let who = auth.verify(&token).expect("verify");
+        assert_eq!(who.role, Role::Partner);
+        assert_eq!(who.partner.as_deref(), Some("MOTLS"));
+    }
+
+    #[test]
+    fn expired_wrong_audience_and_foreign_tokens_are_refused() {
+        let config = AuthConfig::default();
+        let auth = Authenticator::from_config(&config).expect("auth");
+        let mut expired = dev_request(Role::Admin);
+        expired.ttl = chrono::Duration::hours(-1);
+        let token = mint_dev_token(&config, &expired).expect("mint");
+        assert!(
+            auth.verify(&token)
+                .unwrap_err()
+                .to_string()
+                .contains("Expired")
+        );
+
+        let other = AuthConfig {
+            audience: "someone-else".into(),
+            ..AuthConfig::default()
+        };
+        let token = mint_dev_token(&other, &dev_request(Role::Admin)).expect("mint");
+        assert!(auth.verify(&token).is_err());
+
+        let forged = AuthConfig {
+            dev_secret: crate::config::Secret::new("another-secret-of-length"),
+            ..AuthConfig::default()
+        };
+        let token = mint_dev_token(&forged, &dev_request(Role::Admin)).expect("mint");
+        assert!(auth.verify(&token).is_err());
+        assert!(auth.verify("not.a.token").is_err());
+    }
+
+    #[test]
+    fn jwt_mode_refuses_hs256_and_dev_minting() {
+        let config = AuthConfig {
+            mode: AuthMode::Jwt,
+            public_keys: vec![ED25519_PUBLIC.into()],
+            ..AuthConfig::default()
+        };
+        let auth = Authenticator::from_config(&config).expect("ed25519 key accepted");
+        let dev = mint_dev_token(&AuthConfig::default(), &dev_request(Role::Admin)).expect("mint");
+        assert!(
+            auth.verify(&dev).is_err(),
+            "an HS256 token must not pass jwt mode"
+        );
+        assert!(mint_dev_token(&config, &dev_request(Role::Admin)).is_err());
+    }
+
+    #[test]
+    fn jwt_mode_verifies_eddsa_tokens() {
+        let config = AuthConfig {
+            mode: AuthMode::Jwt,
+            public_keys: vec!["garbage".into(), ED25519_PUBLIC.into()],
+            ..AuthConfig::default()
+        };
+        let err = Authenticator::from_config(&config).expect_err("bad key named");
+        assert!(err.to_string().contains("#0"), "{err}");
+
+        let config = AuthConfig {
+            public_keys: vec![ED25519_PUBLIC.into()],
+            ..config
+        };
+        let auth = Authenticator::from_config(&config).expect("auth");
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            sub: "moj-case-system".into(),
+            iss: config.issuer.clone(),
+            aud: config.audience.clone(),
+            iat: now,
+            exp: now + 600,
+            role: Role::Partner,
+            partner: Some("MOJ".into()),
+            municipality: None,
+            channel: None,
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::EdDSA),
+            &claims,
+            &EncodingKey::from_ed_pem(ED25519_PRIVATE.as_bytes()).expect("key"),
+        )
+        .expect("sign");
+        assert_eq!(
+            auth.verify(&token).expect("verify").partner.as_deref(),
+            Some("MOJ")
+        );
+    }
+
+    #[test]
+    fn interceptor_puts_the_caller_in_extensions() {
+        let config = AuthConfig::default();
+        let auth = Authenticator::from_config(&config).expect("auth");
+        use tonic::service::Interceptor;
+        let mut intercept = auth.interceptor();
+        let token = mint_dev_token(&config, &dev_request(Role::Admin)).expect("mint");
+        let mut request = Request::new(());
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ascii"),
+        );
+        let request = intercept.call(request).expect("accepted");
+        assert_eq!(caller(&request).expect("caller").role, Role::Admin);
+
+        let status = intercept.call(Request::new(())).expect_err("no token");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    }
+
+    /// A test-only Ed25519 key pair (RFC 8032 test vector 1 as PKCS#8/SPKI).
+    const ED25519_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g\n-----END PRIVATE KEY-----\n";
+    const ED25519_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n-----END PUBLIC KEY-----\n";
+}

@@ -1,0 +1,738 @@
+//! Configuration: compiled-in defaults, then a TOML file, then environment
+//! variables `BALADIYA__SECTION__KEY` (the environment wins), then
+//! [`Config::validate`], which names every bad key at once.
+//!
+//! The loader takes the environment as a map so tests never touch the process
+//! environment. Secrets are [`Secret`]s: they deserialize normally but print as
+//! `<redacted>` in `Debug` and in `baladiya config print`.
+//!
+//! Every key is documented in `deploy/config/baladiya.example.toml`; a test
+//! checks that file parses and validates.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Prefix of configuration environment variables.
+pub const ENV_PREFIX: &str = "BALADIYA";
+
+/// The whole platform configuration. Service crates add their own sections.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where this deployment runs: `development` or `production`.
+    pub environment: Environment,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub nats: NatsConfig,
+    pub events: EventsConfig,
+    pub telemetry: TelemetryConfig,
+    pub auth: AuthConfig,
+    pub clock: ClockConfig,
+}
+
+/// The deployment marker; production refuses development-only settings.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Environment {
+    #[default]
+    Development,
+    Production,
+}
+
+/// Network listeners and request limits.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// gRPC listen address; port 0 picks a free port.
+    pub grpc_addr: String,
+    /// HTTP listen address for `/metrics`, `/healthz`, `/readyz`.
+    pub http_addr: String,
+    /// Largest accepted gRPC request message, in bytes.
+    pub max_request_bytes: usize,
+    /// Upper bound on any request's deadline, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Concurrent requests allowed on one HTTP/2 connection.
+    pub max_concurrent_requests_per_connection: usize,
+    /// How long shutdown waits for in-flight requests, in milliseconds.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            grpc_addr: "0.0.0.0:50051".into(),
+            http_addr: "0.0.0.0:8080".into(),
+            max_request_bytes: 4 * 1024 * 1024,
+            request_timeout_ms: 30_000,
+            max_concurrent_requests_per_connection: 256,
+            shutdown_grace_ms: 25_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Per-request time limit.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    /// Drain budget on shutdown.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// PostgreSQL connection.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/database`.
+    pub url: Secret,
+    /// Connections per service pool.
+    pub max_connections: u32,
+    /// How long to wait for a connection, in milliseconds.
+    pub acquire_timeout_ms: u64,
+    /// Run pending migrations when the server starts.
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("postgres://postgres@127.0.0.1:5432/baladiya"),
+            max_connections: 8,
+            acquire_timeout_ms: 5_000,
+            migrate_on_start: true,
+        }
+    }
+}
+
+/// NATS connection.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// `nats://host:port`; several may be given separated by commas.
+    pub url: String,
+    /// Path of a NATS `.creds` file (operator mode); empty for none.
+    pub credentials_file: String,
+    /// User name, if the server uses user/password authentication.
+    pub user: String,
+    /// Password for `user`.
+    pub password: Secret,
+    /// How long to wait for a JetStream publish acknowledgement, in milliseconds.
+    pub ack_timeout_ms: u64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            credentials_file: String::new(),
+            user: String::new(),
+            password: Secret::default(),
+            ack_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Event streams, the outbox relay and consumers.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// A token put before every subject and stream name, to run several
+    /// isolated deployments (or tests) on one NATS. Empty in production.
+    pub namespace: String,
+    /// Replicas of each stream (3 in a production cluster).
+    pub stream_replicas: usize,
+    /// How long streams keep events, in hours.
+    pub stream_max_age_hours: u64,
+    /// JetStream duplicate window, in seconds; at least 120.
+    pub duplicate_window_secs: u64,
+    /// Relay poll interval when no notification arrives, in milliseconds.
+    pub outbox_poll_ms: u64,
+    /// Events the relay publishes per transaction.
+    pub outbox_batch: i64,
+    /// Days a published outbox row is kept before it is pruned.
+    pub outbox_retention_days: u32,
+    /// Deliveries of one event before it is parked.
+    pub consumer_max_attempts: u32,
+    /// First redelivery delay, in milliseconds; doubles each attempt.
+    pub consumer_backoff_ms: u64,
+    /// Longest redelivery delay, in milliseconds.
+    pub consumer_backoff_max_ms: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            namespace: String::new(),
+            stream_replicas: 1,
+            stream_max_age_hours: 24 * 400,
+            duplicate_window_secs: 300,
+            outbox_poll_ms: 1_000,
+            outbox_batch: 256,
+            outbox_retention_days: 7,
+            consumer_max_attempts: 5,
+            consumer_backoff_ms: 500,
+            consumer_backoff_max_ms: 60_000,
+        }
+    }
+}
+
+/// Logs and traces.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `pretty` for a terminal, `json` for log collectors.
+    pub log_format: LogFormat,
+    /// A tracing `EnvFilter` directive, e.g. `info,baladiya=debug`.
+    pub log_filter: String,
+    /// OTLP/gRPC endpoint for traces, e.g. `http://otel-collector:4317`; empty disables export.
+    pub otlp_endpoint: String,
+    /// `service.name` resource attribute of exported traces.
+    pub service_name: String,
+    /// Fraction of root traces sampled, 0 to 1.
+    pub trace_sample_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Pretty,
+            log_filter: "info".into(),
+            otlp_endpoint: String::new(),
+            service_name: "baladiya".into(),
+            trace_sample_ratio: 1.0,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+/// Caller authentication.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `jwt` verifies tokens against `public_keys`; `dev` accepts tokens minted
+    /// by `baladiya dev-token` with `dev_secret` (never in production).
+    pub mode: AuthMode,
+    /// Expected `iss` claim.
+    pub issuer: String,
+    /// Expected `aud` claim.
+    pub audience: String,
+    /// PEM public keys (RSA for RS256, Ed25519 for EdDSA) accepted for `jwt` mode.
+    pub public_keys: Vec<String>,
+    /// Shared secret that signs dev tokens (HS256).
+    pub dev_secret: Secret,
+    /// Allowed clock skew when checking `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::Dev,
+            issuer: "baladiya".into(),
+            audience: "baladiya".into(),
+            public_keys: Vec::new(),
+            dev_secret: Secret::new("baladiya-dev-secret-not-for-production"),
+            leeway_secs: 30,
+        }
+    }
+}
+
+/// How bearer tokens are verified.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    #[default]
+    Dev,
+    Jwt,
+}
+
+/// The process clock.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClockConfig {
+    /// `system` (the OS clock) or `manual` (moved only by `baladiya.admin.v1.ClockService`).
+    pub mode: ClockMode,
+    /// RFC 3339 instant a manual clock starts at; empty means the current time.
+    pub start: String,
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        Self {
+            mode: ClockMode::System,
+            start: String::new(),
+        }
+    }
+}
+
+/// Which clock the process uses.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockMode {
+    #[default]
+    System,
+    Manual,
+}
+
+/// A secret value: readable by the code, never printed.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "<redacted>"
+        })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&redact(&self.0))
+    }
+}
+
+/// Hides a secret for display. A URL keeps its scheme, user, host and path and
+/// loses only its password, so an operator can still see where it points.
+fn redact(value: &str) -> String {
+    if value.is_empty() {
+        return String::new();
+    }
+    if let Some((scheme, rest)) = value.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+    {
+        let user = userinfo.split(':').next().unwrap_or_default();
+        return if userinfo.contains(':') {
+            format!("{scheme}://{user}:<redacted>@{host}")
+        } else {
+            value.to_string()
+        };
+    }
+    if value.contains("://") {
+        return value.to_string();
+    }
+    "<redacted>".into()
+}
+
+/// One problem with one configuration key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyError {
+    /// Dotted key, e.g. `server.grpc_addr`.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<KeyError>),
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then the `BALADIYA__…` entries of
+    /// `env`, and validates the result.
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        // Defaults come from `#[serde(default)]` on every section, so secrets
+        // never pass through their redacting serializer on the way in.
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        }
+        let ours: config::Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("auth.public_keys")
+                .try_parsing(true)
+                .source(Some(ours)),
+        );
+        let merged = builder
+            .build()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let config: Config = merged
+            .try_deserialize()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every key and reports all problems at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, key: &str, message: &str| {
+            if !ok {
+                errors.push(KeyError {
+                    key: key.into(),
+                    message: message.into(),
+                });
+            }
+        };
+        let addr_ok = |a: &str| a.parse::<SocketAddr>().is_ok();
+        check(
+            addr_ok(&self.server.grpc_addr),
+            "server.grpc_addr",
+            "must be host:port, e.g. 0.0.0.0:50051",
+        );
+        check(
+            addr_ok(&self.server.http_addr),
+            "server.http_addr",
+            "must be host:port, e.g. 0.0.0.0:8080",
+        );
+        check(
+            (1024..=64 * 1024 * 1024).contains(&self.server.max_request_bytes),
+            "server.max_request_bytes",
+            "must be between 1024 and 67108864",
+        );
+        check(
+            self.server.request_timeout_ms >= 100,
+            "server.request_timeout_ms",
+            "must be at least 100",
+        );
+        check(
+            self.server.max_concurrent_requests_per_connection > 0,
+            "server.max_concurrent_requests_per_connection",
+            "must be positive",
+        );
+        let db = self.database.url.expose();
+        check(
+            db.starts_with("postgres://") || db.starts_with("postgresql://"),
+            "database.url",
+            "must start with postgres:// or postgresql://",
+        );
+        check(
+            (1..=200).contains(&self.database.max_connections),
+            "database.max_connections",
+            "must be between 1 and 200",
+        );
+        check(
+            !self.nats.url.is_empty()
+                && self.nats.url.split(',').all(|u| {
+                    let u = u.trim();
+                    u.starts_with("nats://") || u.starts_with("tls://") || u.contains(':')
+                }),
+            "nats.url",
+            "must be one or more nats://host:port, comma separated",
+        );
+        check(
+            self.nats.password.expose().is_empty() || !self.nats.user.is_empty(),
+            "nats.user",
+            "must be set when nats.password is set",
+        );
+        check(
+            self.events.namespace.is_empty()
+                || self
+                    .events
+                    .namespace
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "events.namespace",
+            "may hold only letters, digits and '_'",
+        );
+        check(
+            (1..=5).contains(&self.events.stream_replicas),
+            "events.stream_replicas",
+            "must be between 1 and 5",
+        );
+        check(
+            self.events.duplicate_window_secs >= 120,
+            "events.duplicate_window_secs",
+            "must be at least 120 (longer than the relay's retry horizon)",
+        );
+        check(
+            self.events.outbox_batch > 0 && self.events.outbox_batch <= 10_000,
+            "events.outbox_batch",
+            "must be between 1 and 10000",
+        );
+        check(
+            self.events.consumer_max_attempts >= 1,
+            "events.consumer_max_attempts",
+            "must be at least 1",
+        );
+        check(
+            self.events.consumer_backoff_ms <= self.events.consumer_backoff_max_ms,
+            "events.consumer_backoff_ms",
+            "must not exceed events.consumer_backoff_max_ms",
+        );
+        check(
+            tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter).is_ok(),
+            "telemetry.log_filter",
+            "is not a valid filter directive",
+        );
+        check(
+            self.telemetry.otlp_endpoint.is_empty()
+                || self.telemetry.otlp_endpoint.starts_with("http://")
+                || self.telemetry.otlp_endpoint.starts_with("https://"),
+            "telemetry.otlp_endpoint",
+            "must be empty or an http(s):// URL",
+        );
+        check(
+            (0.0..=1.0).contains(&self.telemetry.trace_sample_ratio),
+            "telemetry.trace_sample_ratio",
+            "must be between 0 and 1",
+        );
+        match self.auth.mode {
+            AuthMode::Dev => {
+                check(
+                    self.environment != Environment::Production,
+                    "auth.mode",
+                    "dev mode is refused when environment = \"production\"",
+                );
+                check(
+                    self.auth.dev_secret.expose().len() >= 16,
+                    "auth.dev_secret",
+                    "must be at least 16 characters",
+                );
+            }
+            AuthMode::Jwt => check(
+                !self.auth.public_keys.is_empty(),
+                "auth.public_keys",
+                "at least one PEM public key is required in jwt mode",
+            ),
+        }
+        check(
+            !self.auth.issuer.is_empty(),
+            "auth.issuer",
+            "must not be empty",
+        );
+        check(
+            !self.auth.audience.is_empty(),
+            "auth.audience",
+            "must not be empty",
+        );
+        check(
+            self.clock.mode != ClockMode::Manual || self.environment != Environment::Production,
+            "clock.mode",
+            "manual is refused when environment = \"production\"",
+        );
+        check(
+            self.clock.start.is_empty()
+                || chrono::DateTime::parse_from_rfc3339(&self.clock.start).is_ok(),
+            "clock.start",
+            "must be empty or an RFC 3339 instant such as 2026-03-01T07:30:00+03:00",
+        );
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errors))
+        }
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn write_temp(contents: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("baladiya-{}.toml", uuid::Uuid::now_v7()));
+        std::fs::write(&path, contents).expect("write temp config");
+        path
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, &HashMap::new()).expect("defaults load");
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_env_overrides_file() {
+        let path = write_temp(
+            "[server]\ngrpc_addr = \"127.0.0.1:7000\"\nhttp_addr = \"127.0.0.1:7001\"\n[events]\noutbox_batch = 10\n",
+        );
+        let c = Config::load(
+            Some(&path),
+            &env(&[
+                ("BALADIYA__SERVER__GRPC_ADDR", "127.0.0.1:9000"),
+                ("BALADIYA__DATABASE__MAX_CONNECTIONS", "3"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(c.server.grpc_addr, "127.0.0.1:9000", "env beats file");
+        assert_eq!(c.server.http_addr, "127.0.0.1:7001", "file beats default");
+        assert_eq!(c.events.outbox_batch, 10);
+        assert_eq!(c.database.max_connections, 3);
+        assert_eq!(
+            c.server.max_request_bytes,
+            ServerConfig::default().max_request_bytes
+        );
+        std::fs::remove_file(path).ok();
+    }
+
+    #[test]
+    fn validation_names_every_bad_key() {
+        let err = Config::load(
+            None,
+            &env(&[
+                ("BALADIYA__SERVER__GRPC_ADDR", "nowhere"),
+                ("BALADIYA__DATABASE__URL", "mysql://x"),
+                ("BALADIYA__EVENTS__DUPLICATE_WINDOW_SECS", "5"),
+            ]),
+        )
+        .expect_err("must fail");
+        let ConfigError::Invalid(errors) = err else {
+            panic!("expected validation errors, got {err}");
+        };
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "server.grpc_addr",
+                "database.url",
+                "events.duplicate_window_secs"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_refused_by_name() {
+        let path = write_temp("[server]\ngrpc_adr = \"127.0.0.1:1\"\n");
+        let err = Config::load(Some(&path), &HashMap::new()).expect_err("typo refused");
+        assert!(err.to_string().contains("grpc_adr"), "{err}");
+        let err = Config::load(
+            None,
+            &env(&[("BALADIYA__DATABASE__MAX_CONNECTIONS", "lots")]),
+        )
+        .expect_err("bad number refused");
+        assert!(err.to_string().contains("max_connections"), "{err}");
+        std::fs::remove_file(path).ok();
+    }
+
+    #[test]
+    fn production_refuses_dev_auth_and_manual_clock() {
+        let err = Config::load(
+            None,
+            &env(&[
+                ("BALADIYA__ENVIRONMENT", "production"),
+                ("BALADIYA__CLOCK__MODE", "manual"),
+            ]),
+        )
+        .expect_err("refused");
+        let text = err.to_string();
+        assert!(text.contains("auth.mode"), "{text}");
+        assert!(text.contains("clock.mode"), "{text}");
+    }
+
+    #[test]
+    fn list_values_come_from_env() {
+        let c = Config::load(
+            None,
+            &env(&[
+                ("BALADIYA__AUTH__MODE", "jwt"),
+                ("BALADIYA__AUTH__PUBLIC_KEYS", "a,b"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(c.auth.public_keys, ["a", "b"]);
+    }
+
+    #[test]
+    fn secrets_are_redacted_when_printed() {
+        let mut c = Config::default();
+        c.database.url = Secret::new("postgres://app:hunter2@db:5432/baladiya");
+        c.nats.user = "svc".into();
+        c.nats.password = Secret::new("s3cret");
+        let printed = c.to_redacted_toml();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(!printed.contains("baladiya-dev-secret"), "{printed}");
+        assert!(printed.contains("postgres://app:<redacted>@db:5432/baladiya"));
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn example_file_documents_a_valid_config() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config/baladiya.example.toml");
+        let c = Config::load(Some(&path), &HashMap::new()).expect("example config is valid");
+        // Every key of the effective config appears in the example file.
+        let example = std::fs::read_to_string(&path).expect("read example");
+        let rendered: toml::Table = toml::from_str(&c.to_redacted_toml()).expect("render");
+        for (section, value) in &rendered {
+            match value {
+                toml::Value::Table(keys) => {
+                    assert!(
+                        example.contains(&format!("[{section}]")),
+                        "section [{section}] undocumented"
+                    );
+                    for key in keys.keys() {
+                        assert!(
+                            example.contains(&format!("\n{key} =")),
+                            "key {section}.{key} undocumented in the example config"
+                        );
+                    }
+                }
+                _ => assert!(
+                    example.contains(&format!("{section} =")),
+                    "key {section} undocumented"
+                ),
+            }
+        }
+    }
+}

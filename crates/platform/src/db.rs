@@ -1,0 +1,147 @@
+//! PostgreSQL: one pool per service, each pinned to the service's own schema.
+//!
+//! Every connection of a service's pool starts with `search_path` set to that
+//! service's schema, so service SQL names its tables unqualified and cannot
+//! reach another service's tables by accident. Migrations are embedded: the
+//! platform's own (outbox, inbox, parked events; versions below 100) followed
+//! by the service's (versions 100 and up), recorded in the schema's own
+//! `_sqlx_migrations` table, run under sqlx's advisory lock so replicas that
+//! start together migrate once.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::config::DatabaseConfig;
+
+/// The platform's migrations, applied in every service schema first.
+static PLATFORM_MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// Lowest version a service migration may use.
+pub const FIRST_SERVICE_MIGRATION: i64 = 100;
+
+/// Why the database could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database.url is not a valid PostgreSQL URL: {0}")]
+    Url(sqlx::Error),
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(sqlx::Error),
+    #[error("schema name '{0}' must be lowercase letters, digits and '_'")]
+    SchemaName(String),
+    #[error(
+        "migration {version} of schema '{schema}' collides with the platform's (service migrations start at {FIRST_SERVICE_MIGRATION})"
+    )]
+    Version { schema: String, version: i64 },
+    #[error("migrating schema '{schema}' failed: {source}")]
+    Migrate {
+        schema: String,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+fn valid_schema(schema: &str) -> Result<(), DbError> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && schema.starts_with(|c: char| c.is_ascii_lowercase())
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(DbError::SchemaName(schema.into()))
+    }
+}
+
+/// Connection options for `database.url`.
+pub fn connect_options(config: &DatabaseConfig) -> Result<PgConnectOptions, DbError> {
+    PgConnectOptions::from_str(config.url.expose()).map_err(DbError::Url)
+}
+
+/// A pool whose connections use `schema` as their search path. Connects lazily,
+/// so a server can start (and report not ready) while PostgreSQL is down.
+pub fn schema_pool(config: &DatabaseConfig, schema: &str) -> Result<PgPool, DbError> {
+    valid_schema(schema)?;
+    let options = connect_options(config)?
+        .options([("search_path", schema)])
+        .application_name(&format!("baladiya-{schema}"));
+    Ok(PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+        .connect_lazy_with(options))
+}
+
+/// Creates `schema` if needed and applies the platform's migrations then the
+/// service's, under an advisory lock.
+pub async fn migrate(pool: &PgPool, schema: &str, service: &Migrator) -> Result<(), DbError> {
+    valid_schema(schema)?;
+    let mut migrations: Vec<Migration> = PLATFORM_MIGRATIONS.iter().cloned().collect();
+    for m in service.iter() {
+        if m.version < FIRST_SERVICE_MIGRATION {
+            return Err(DbError::Version {
+                schema: schema.into(),
+                version: m.version,
+            });
+        }
+        migrations.push(m.clone());
+    }
+    let mut migrator = Migrator::with_migrations(migrations);
+    migrator.create_schema(Cow::Owned(schema.to_string()));
+    migrator.dangerous_set_table_name(Cow::Owned(format!("{schema}._sqlx_migrations")));
+    let mut conn = pool.acquire().await.map_err(DbError::Connect)?;
+    migrator
+        .run(&mut *conn)
+        .await
+        .map_err(|source| DbError::Migrate {
+            schema: schema.into(),
+            source,
+        })
+}
+
+/// A migrator with no migrations, for services whose schema holds only the
+/// platform's tables.
+pub fn no_service_migrations() -> Migrator {
+    Migrator::with_migrations(Vec::new())
+}
+
+/// Whether the schema's migrations are all applied.
+pub async fn is_migrated(pool: &PgPool, schema: &str, service: &Migrator) -> bool {
+    let expected = PLATFORM_MIGRATIONS.iter().count() + service.iter().count();
+    let query = format!("SELECT count(*) FROM {schema}._sqlx_migrations WHERE success");
+    match sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(query))
+        .fetch_one(pool)
+        .await
+    {
+        Ok(applied) => applied as usize >= expected,
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_checked() {
+        assert!(valid_schema("intake").is_ok());
+        assert!(valid_schema("sla_watcher").is_ok());
+        for bad in ["", "Intake", "x;drop", "1abc", "a-b"] {
+            assert!(valid_schema(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn platform_migrations_stay_below_service_versions() {
+        assert!(
+            PLATFORM_MIGRATIONS
+                .iter()
+                .all(|m| m.version < FIRST_SERVICE_MIGRATION)
+        );
+    }
+}

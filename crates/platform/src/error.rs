@@ -1,0 +1,293 @@
+//! The one mapping from errors to gRPC status codes (and HTTP statuses).
+//!
+//! Each crate keeps its own `thiserror` enum and converts it into an
+//! [`ApiError`]; only `ApiError` knows about `tonic::Status`. Bad input is
+//! reported with every violated field at once, as `google.rpc.BadRequest`.
+//! Internal errors are logged with their cause and returned without it.
+
+use std::fmt;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// Domain of `google.rpc.ErrorInfo` on every error this platform returns.
+pub const ERROR_DOMAIN: &str = "baladiya.sa";
+
+/// One invalid request field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// Path of the field, e.g. `location.latitude`.
+    pub field: String,
+    /// What is wrong, for a person.
+    pub description: String,
+}
+
+/// Collects field violations so a request is rejected once, listing all of them.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// An empty collection.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Records a violation of `field`.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
+    }
+    /// Records a violation unless `ok`.
+    pub fn check(&mut self, ok: bool, field: &str, description: &str) {
+        if !ok {
+            self.add(field, description);
+        }
+    }
+    /// `Ok` when nothing was recorded, else `INVALID_ARGUMENT` with all of them.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(self.0))
+        }
+    }
+}
+
+/// The outcome classes callers can act on, mirroring `google.rpc.Code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    Aborted,
+    ResourceExhausted,
+    Unavailable,
+    Unauthenticated,
+    PermissionDenied,
+    DeadlineExceeded,
+    Internal,
+}
+
+impl ErrorKind {
+    /// The gRPC code.
+    pub fn grpc_code(self) -> Code {
+        match self {
+            Self::InvalidArgument => Code::InvalidArgument,
+            Self::NotFound => Code::NotFound,
+            Self::AlreadyExists => Code::AlreadyExists,
+            Self::FailedPrecondition => Code::FailedPrecondition,
+            Self::Aborted => Code::Aborted,
+            Self::ResourceExhausted => Code::ResourceExhausted,
+            Self::Unavailable => Code::Unavailable,
+            Self::Unauthenticated => Code::Unauthenticated,
+            Self::PermissionDenied => Code::PermissionDenied,
+            Self::DeadlineExceeded => Code::DeadlineExceeded,
+            Self::Internal => Code::Internal,
+        }
+    }
+
+    /// The HTTP status for the HTTP facades.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::InvalidArgument | Self::FailedPrecondition => 400,
+            Self::Unauthenticated => 401,
+            Self::PermissionDenied => 403,
+            Self::NotFound => 404,
+            Self::AlreadyExists | Self::Aborted => 409,
+            Self::ResourceExhausted => 429,
+            Self::Internal => 500,
+            Self::Unavailable => 503,
+            Self::DeadlineExceeded => 504,
+        }
+    }
+
+    /// `ErrorInfo.reason`, UPPER_SNAKE.
+    fn reason(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "INVALID_ARGUMENT",
+            Self::NotFound => "NOT_FOUND",
+            Self::AlreadyExists => "ALREADY_EXISTS",
+            Self::FailedPrecondition => "FAILED_PRECONDITION",
+            Self::Aborted => "ABORTED",
+            Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Self::Unavailable => "UNAVAILABLE",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::PermissionDenied => "PERMISSION_DENIED",
+            Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Self::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// An error as a caller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    /// Safe to show to the caller.
+    pub message: String,
+    /// Only for `InvalidArgument`.
+    pub violations: Vec<FieldViolation>,
+}
+
+impl ApiError {
+    /// Any kind with a caller-safe message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            violations: Vec::new(),
+        }
+    }
+    /// `INVALID_ARGUMENT` listing every violated field.
+    pub fn invalid(violations: Vec<FieldViolation>) -> Self {
+        let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+        Self {
+            kind: ErrorKind::InvalidArgument,
+            message: format!("invalid request: {}", fields.join(", ")),
+            violations,
+        }
+    }
+    /// `INVALID_ARGUMENT` for one field.
+    pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::invalid(vec![FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        }])
+    }
+    /// `NOT_FOUND`.
+    pub fn not_found(what: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::NotFound, format!("{what} not found"))
+    }
+    /// `FAILED_PRECONDITION`.
+    pub fn failed_precondition(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::FailedPrecondition, message)
+    }
+    /// `UNAUTHENTICATED`.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unauthenticated, message)
+    }
+    /// `PERMISSION_DENIED`.
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::PermissionDenied, message)
+    }
+    /// `INTERNAL`: logs the cause here and hides it from the caller.
+    pub fn internal(cause: &dyn fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(ErrorKind::Internal, "internal error")
+    }
+    /// `UNAVAILABLE`: a dependency is down; logs the cause.
+    pub fn unavailable(cause: &dyn fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "dependency unavailable");
+        Self::new(
+            ErrorKind::Unavailable,
+            "temporarily unavailable, retry with backoff",
+        )
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        let mut details = ErrorDetails::new();
+        for v in &e.violations {
+            details.add_bad_request_violation(v.field.clone(), v.description.clone());
+        }
+        details.set_error_info(
+            e.kind.reason(),
+            ERROR_DOMAIN,
+            std::collections::HashMap::<String, String>::new(),
+        );
+        Status::with_error_details(e.kind.grpc_code(), e.message, details)
+    }
+}
+
+/// Database errors: connection trouble is `UNAVAILABLE`, serialization
+/// conflicts `ABORTED`, the rest `INTERNAL`.
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::unavailable(&e)
+            }
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("40001") | Some("40P01")) =>
+            {
+                Self::new(ErrorKind::Aborted, "concurrent update, retry the request")
+            }
+            _ => Self::internal(&e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_lists_every_field_as_bad_request() {
+        let mut v = Violations::new();
+        v.check(false, "request_id", "is required");
+        v.check(true, "channel", "never reported");
+        v.add("location.latitude", "must be between -90 and 90");
+        let status: Status = v.finish().expect_err("violations").into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let fields: Vec<_> = details
+            .bad_request()
+            .expect("bad request detail")
+            .field_violations
+            .iter()
+            .map(|f| f.field.clone())
+            .collect();
+        assert_eq!(fields, ["request_id", "location.latitude"]);
+        assert_eq!(
+            details.error_info().expect("error info").reason,
+            "INVALID_ARGUMENT"
+        );
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let status: Status = ApiError::internal(&"disk on fire at /var/lib/x").into();
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn every_kind_maps_to_a_distinct_grpc_code() {
+        use ErrorKind::*;
+        let kinds = [
+            InvalidArgument,
+            NotFound,
+            AlreadyExists,
+            FailedPrecondition,
+            Aborted,
+            ResourceExhausted,
+            Unavailable,
+            Unauthenticated,
+            PermissionDenied,
+            DeadlineExceeded,
+            Internal,
+        ];
+        let codes: std::collections::HashSet<_> =
+            kinds.iter().map(|k| k.grpc_code() as i32).collect();
+        assert_eq!(codes.len(), kinds.len());
+        assert_eq!(NotFound.http_status(), 404);
+        assert_eq!(Unavailable.http_status(), 503);
+    }
+
+    #[test]
+    fn pool_timeouts_are_unavailable() {
+        let e: ApiError = sqlx::Error::PoolTimedOut.into();
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+    }
+}

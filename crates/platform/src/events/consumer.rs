@@ -1,0 +1,490 @@
+//! Idempotent event consumers.
+//!
+//! A [`Consumer`] pulls from a durable JetStream consumer and applies each
+//! event through an [`EventHandler`] inside one Postgres transaction that also
+//! records the event id in the `inbox` table; the message is acknowledged only
+//! after that transaction commits. So an event delivered twice (a republish, a
+//! lost ack, a replay from the start of the stream) is applied once.
+//!
+//! A handler that fails gets the event again after a backoff that doubles per
+//! attempt; after `events.consumer_max_attempts` the event is parked in
+//! `parked_events` (visible as the `baladiya_parked_events` metric) and
+//! terminated on the stream, so one poison event never blocks the ones after
+//! it. Setting `replay_requested` on a parked row (`baladiya events replay`)
+//! makes the running consumer try it again.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use sqlx::postgres::PgPool;
+use sqlx::{PgConnection, Row};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::{EventError, InboundEvent, Namespace};
+use crate::config::EventsConfig;
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::telemetry;
+
+/// Why a handler did not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Might work later (a database hiccup, a dependency down): retried.
+    #[error("{0}")]
+    Retry(String),
+    /// Can never work (undecodable, violates an invariant): parked at once.
+    #[error("{0}")]
+    Reject(String),
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Retry(e.to_string())
+    }
+}
+
+impl From<EventError> for HandlerError {
+    fn from(e: EventError) -> Self {
+        match e {
+            EventError::Decode { .. } | EventError::Header { .. } => Self::Reject(e.to_string()),
+            other => Self::Retry(other.to_string()),
+        }
+    }
+}
+
+/// Applies events of some kinds to a service's state.
+pub trait EventHandler: Send + Sync + 'static {
+    /// Applies `event` using `conn`, which is inside the transaction that also
+    /// records the event in the inbox; do every write through it.
+    fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &InboundEvent,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// Where a consumer reads from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    /// Durable consumer name, unique per stream, e.g. `routing-reports`.
+    pub name: String,
+    /// Stream name without namespace, e.g. `INTAKE`.
+    pub stream: String,
+    /// Subjects without namespace, e.g. `baladiya.intake.report.>`.
+    pub subjects: Vec<String>,
+}
+
+/// A running consumer.
+pub struct Consumer<H> {
+    spec: ConsumerSpec,
+    handler: H,
+    pool: PgPool,
+    js: jetstream::Context,
+    namespace: Namespace,
+    max_attempts: u32,
+    backoff: Duration,
+    backoff_max: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl<H> std::fmt::Debug for Consumer<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("spec", &self.spec)
+            .finish()
+    }
+}
+
+/// What happened to one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Duplicate,
+    Retried,
+    Parked,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Duplicate => "duplicate",
+            Self::Retried => "retried",
+            Self::Parked => "parked",
+        }
+    }
+}
+
+impl<H: EventHandler> Consumer<H> {
+    /// A consumer applying events through `handler` in `pool`'s schema.
+    pub fn new(
+        spec: ConsumerSpec,
+        handler: H,
+        pool: PgPool,
+        js: jetstream::Context,
+        namespace: Namespace,
+        config: &EventsConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            spec,
+            handler,
+            pool,
+            js,
+            namespace,
+            max_attempts: config.consumer_max_attempts,
+            backoff: Duration::from_millis(config.consumer_backoff_ms),
+            backoff_max: Duration::from_millis(config.consumer_backoff_max_ms),
+            metrics,
+        }
+    }
+
+    /// Creates (or updates) the durable consumer on the server.
+    pub async fn provision(&self) -> Result<jetstream::consumer::PullConsumer, EventError> {
+        let stream_name = self.namespace.stream(&self.spec.stream);
+        let fail = |reason: String| EventError::Stream {
+            stream: stream_name.clone(),
+            reason,
+        };
+        let stream = self
+            .js
+            .get_stream(&stream_name)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let config = pull::Config {
+            durable_name: Some(self.spec.name.clone()),
+            filter_subjects: self
+                .spec
+                .subjects
+                .iter()
+                .map(|s| self.namespace.subject(s))
+                .collect(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            // Parking is ours (bounded attempts); the server never gives up on its own.
+            max_deliver: -1,
+            max_ack_pending: 1_000,
+            ..Default::default()
+        };
+        stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| fail(e.to_string()))
+    }
+
+    /// Pulls and applies events until `shutdown`; the batch in hand finishes first.
+    pub async fn run(self, mut shutdown: Shutdown) {
+        let mut consumer = loop {
+            match self.provision().await {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!(consumer = %self.spec.name, error = %e, "cannot provision consumer; retrying");
+                    tokio::select! {
+                        _ = shutdown.wait() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            }
+        };
+        let mut last_stats = Instant::now() - Duration::from_secs(60);
+        while !shutdown.is_triggered() {
+            if last_stats.elapsed() >= Duration::from_secs(5) {
+                last_stats = Instant::now();
+                if let Ok(info) = consumer.info().await {
+                    self.metrics
+                        .set_consumer_lag(&self.spec.name, info.num_pending);
+                }
+                self.replay_requested().await;
+                self.update_parked_gauge().await;
+            }
+            let batch = consumer
+                .fetch()
+                .max_messages(64)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(consumer = %self.spec.name, error = %e, "fetch failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.wait() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
+                }
+            };
+            while let Some(message) = batch.next().await {
+                match message {
+                    Ok(message) => {
+                        self.deliver(message).await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(consumer = %self.spec.name, error = %e, "batch ended");
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::info!(consumer = %self.spec.name, "consumer stopped");
+    }
+
+    async fn deliver(&self, message: jetstream::Message) -> Outcome {
+        let started = Instant::now();
+        let attempt = message.info().map(|i| i.delivered).unwrap_or(1).max(1) as u32;
+        let subject = self.namespace.strip(message.subject.as_str()).to_string();
+        let headers = message.headers.clone().unwrap_or_default();
+        let outcome = match InboundEvent::from_parts(
+            subject.clone(),
+            &headers,
+            message.payload.clone(),
+        ) {
+            Err(e) => {
+                let header_json = headers_to_json(&headers);
+                self.park(
+                    None,
+                    &subject,
+                    header_json,
+                    &message.payload,
+                    &e.to_string(),
+                    attempt,
+                )
+                .await
+            }
+            Ok(event) => {
+                let span = tracing::info_span!("consume", otel.kind = "consumer", messaging.system = "nats",
+                    messaging.destination.name = %subject, consumer = %self.spec.name, event.id = %event.id);
+                telemetry::set_remote_parent(&span, event.traceparent.as_deref());
+                match self.apply(&event).instrument(span).await {
+                    Ok(true) => Ok(Outcome::Applied),
+                    Ok(false) => Ok(Outcome::Duplicate),
+                    Err(HandlerError::Retry(reason)) if attempt < self.max_attempts => {
+                        tracing::warn!(consumer = %self.spec.name, event.id = %event.id, attempt, error = %reason, "event failed; will retry");
+                        Err(self.delay(attempt))
+                    }
+                    Err(e) => {
+                        tracing::error!(consumer = %self.spec.name, event.id = %event.id, attempt, error = %e, "event parked");
+                        self.park(
+                            Some(event.id),
+                            &subject,
+                            headers_to_json(&headers),
+                            &message.payload,
+                            &e.to_string(),
+                            attempt,
+                        )
+                        .await
+                    }
+                }
+            }
+        };
+        let outcome = match outcome {
+            Ok(o) => {
+                let kind = if o == Outcome::Parked {
+                    AckKind::Term
+                } else {
+                    AckKind::Ack
+                };
+                if let Err(e) = message.double_ack_with(kind).await {
+                    tracing::warn!(consumer = %self.spec.name, error = %e, "ack failed; the event will come again and be skipped");
+                }
+                o
+            }
+            Err(delay) => {
+                let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+                Outcome::Retried
+            }
+        };
+        self.metrics
+            .record_event(&self.spec.name, outcome.label(), started.elapsed());
+        outcome
+    }
+
+    /// Applies `event` once: `Ok(false)` if the inbox already has it.
+    async fn apply(&self, event: &InboundEvent) -> Result<bool, HandlerError> {
+        let mut tx = self.pool.begin().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.spec.name)
+        .bind(event.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            return Ok(false);
+        }
+        AssertUnwindSafe(self.handler.handle(&mut tx, event))
+            .catch_unwind()
+            .await
+            .map_err(|_| HandlerError::Retry("handler panicked".into()))??;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        self.backoff.saturating_mul(factor).min(self.backoff_max)
+    }
+
+    /// Records a poison event; `Err` (retry later) only if even that fails.
+    async fn park(
+        &self,
+        event_id: Option<Uuid>,
+        subject: &str,
+        headers: serde_json::Value,
+        payload: &Bytes,
+        error: &str,
+        attempts: u32,
+    ) -> Result<Outcome, Duration> {
+        let result = sqlx::query(
+            "INSERT INTO parked_events (consumer, event_id, subject, headers, payload, error, attempts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (consumer, event_id) DO UPDATE
+               SET error = EXCLUDED.error, attempts = parked_events.attempts + EXCLUDED.attempts,
+                   parked_at = now(), replay_requested = false, replayed_at = NULL",
+        )
+        .bind(&self.spec.name)
+        .bind(event_id)
+        .bind(subject)
+        .bind(headers)
+        .bind(payload.as_ref())
+        .bind(error)
+        .bind(attempts as i32)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(Outcome::Parked),
+            Err(e) => {
+                tracing::error!(consumer = %self.spec.name, error = %e, "cannot park event; will retry");
+                Err(self.backoff_max)
+            }
+        }
+    }
+
+    /// Tries again every parked event an operator asked to replay.
+    pub async fn replay_requested(&self) -> usize {
+        let rows = sqlx::query(
+            "SELECT id, subject, headers, payload FROM parked_events
+             WHERE consumer = $1 AND replay_requested ORDER BY id LIMIT 100",
+        )
+        .bind(&self.spec.name)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap_or_default();
+        let mut replayed = 0;
+        for row in rows {
+            let (Ok(id), Ok(subject), Ok(headers), Ok(payload)) = (
+                row.try_get::<i64, _>("id"),
+                row.try_get::<String, _>("subject"),
+                row.try_get::<serde_json::Value, _>("headers"),
+                row.try_get::<Vec<u8>, _>("payload"),
+            ) else {
+                continue;
+            };
+            let result =
+                match InboundEvent::from_parts(subject, &json_to_headers(&headers), payload.into())
+                {
+                    Ok(event) => self.apply(&event).await.map(|_| ()),
+                    Err(e) => Err(HandlerError::from(e)),
+                };
+            let update = match &result {
+                Ok(()) => sqlx::query(
+                    "UPDATE parked_events SET replay_requested = false, replayed_at = now() WHERE id = $1",
+                )
+                .bind(id),
+                Err(e) => sqlx::query(
+                    "UPDATE parked_events SET replay_requested = false, attempts = attempts + 1, error = $2 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(e.to_string()),
+            };
+            if let Err(e) = update.execute(&self.pool).await {
+                tracing::warn!(consumer = %self.spec.name, error = %e, "cannot record replay");
+            }
+            if result.is_ok() {
+                replayed += 1;
+                self.metrics
+                    .record_event(&self.spec.name, "replayed", Duration::ZERO);
+            }
+        }
+        replayed
+    }
+
+    async fn update_parked_gauge(&self) {
+        if let Ok(n) = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM parked_events WHERE consumer = $1 AND replayed_at IS NULL",
+        )
+        .bind(&self.spec.name)
+        .fetch_one(&self.pool)
+        .await
+        {
+            self.metrics.set_parked(&self.spec.name, n);
+        }
+    }
+}
+
+/// Asks running consumers to replay parked events: all of `consumer`'s, or one.
+/// Returns how many rows were marked.
+pub async fn request_replay(
+    pool: &PgPool,
+    consumer: &str,
+    id: Option<i64>,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE parked_events SET replay_requested = true
+         WHERE consumer = $1 AND replayed_at IS NULL AND ($2::bigint IS NULL OR id = $2)",
+    )
+    .bind(consumer)
+    .bind(id)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+fn headers_to_json(headers: &async_nats::HeaderMap) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .filter_map(|(name, values)| {
+            values.first().map(|v| {
+                (
+                    name.to_string(),
+                    serde_json::Value::String(v.as_str().to_string()),
+                )
+            })
+        })
+        .collect();
+    serde_json::Value::Object(map)
+}
+
+fn json_to_headers(value: &serde_json::Value) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(map) = value.as_object() {
+        for (name, v) in map {
+            if let Some(s) = v.as_str() {
+                headers.insert(name.as_str(), s);
+            }
+        }
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_survive_parking_as_json() {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("ce-id", "0190");
+        h.insert("Nats-Msg-Id", "0190");
+        let back = json_to_headers(&headers_to_json(&h));
+        assert_eq!(back.get("ce-id").map(|v| v.as_str()), Some("0190"));
+        assert_eq!(back.get("Nats-Msg-Id").map(|v| v.as_str()), Some("0190"));
+    }
+}

@@ -1,0 +1,298 @@
+//! The transactional outbox: a state change and its events commit together,
+//! and a relay publishes committed events to JetStream in order.
+//!
+//! [`enqueue`] inserts the event into the service schema's `outbox` table
+//! inside the caller's transaction and sends a `NOTIFY` (delivered on commit)
+//! to wake the relay. The [`Relay`] takes a transaction-scoped advisory lock so
+//! one replica relays a schema at a time, reads unsent rows in `seq` order,
+//! publishes each with `Nats-Msg-Id` = event id and waits for its ack before
+//! the next, then marks the batch sent in the same transaction. NATS being down
+//! only delays events. A relay that dies between publishing and marking
+//! republishes on restart; JetStream's duplicate window drops the copy, and the
+//! consumers' inbox drops anything older.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgListener, PgPool};
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::{EventError, Namespace, OutboundEvent};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use std::sync::Arc;
+
+/// The `NOTIFY` channel; the payload is the schema that has new events.
+pub const NOTIFY_CHANNEL: &str = "baladiya_outbox";
+
+/// Writes `event` to the outbox of the connection's schema, inside the
+/// caller's transaction.
+pub async fn enqueue(conn: &mut PgConnection, event: &OutboundEvent) -> Result<(), EventError> {
+    sqlx::query(
+        "INSERT INTO outbox (event_id, subject, ce_type, ce_source, ce_subject, dataschema, occurred_at, traceparent, payload)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(event.id)
+    .bind(&event.subject)
+    .bind(&event.ce_type)
+    .bind(&event.source)
+    .bind(&event.aggregate_id)
+    .bind(&event.dataschema)
+    .bind(event.occurred_at)
+    .bind(&event.traceparent)
+    .bind(&event.payload)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, current_schema())")
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Unsent events of the pool's schema, oldest first.
+pub async fn unsent(pool: &PgPool, limit: i64) -> Result<Vec<OutboundEvent>, EventError> {
+    let mut conn = pool.acquire().await?;
+    Ok(load_unsent(&mut conn, limit)
+        .await?
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect())
+}
+
+async fn load_unsent(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<(i64, OutboundEvent)>, EventError> {
+    let rows = sqlx::query(
+        "SELECT seq, event_id, subject, ce_type, ce_source, ce_subject, dataschema, occurred_at, traceparent, payload
+         FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<i64, _>("seq")?,
+                OutboundEvent {
+                    id: r.try_get::<Uuid, _>("event_id")?,
+                    subject: r.try_get("subject")?,
+                    ce_type: r.try_get("ce_type")?,
+                    source: r.try_get("ce_source")?,
+                    aggregate_id: r.try_get("ce_subject")?,
+                    dataschema: r.try_get("dataschema")?,
+                    occurred_at: r.try_get::<DateTime<Utc>, _>("occurred_at")?,
+                    traceparent: r.try_get("traceparent")?,
+                    payload: r.try_get("payload")?,
+                },
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(EventError::from)
+}
+
+/// Publishes one event and waits for JetStream to store it.
+pub async fn publish(
+    js: &jetstream::Context,
+    namespace: &Namespace,
+    event: &OutboundEvent,
+) -> Result<(), EventError> {
+    let subject = namespace.subject(&event.subject);
+    let fail = |reason: String| EventError::Publish {
+        subject: subject.clone(),
+        reason,
+    };
+    js.publish_with_headers(
+        subject.clone(),
+        event.headers(),
+        event.payload.clone().into(),
+    )
+    .await
+    .map_err(|e| fail(e.to_string()))?
+    .await
+    .map_err(|e| fail(e.to_string()))?;
+    Ok(())
+}
+
+/// Relays one schema's outbox to JetStream.
+pub struct Relay {
+    pool: PgPool,
+    schema: String,
+    js: jetstream::Context,
+    namespace: Namespace,
+    batch: i64,
+    poll: Duration,
+    retention_days: u32,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+impl Relay {
+    /// A relay for the schema `pool` is pinned to.
+    pub fn new(
+        pool: PgPool,
+        schema: &str,
+        js: jetstream::Context,
+        namespace: Namespace,
+        config: &crate::config::EventsConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            pool,
+            schema: schema.to_string(),
+            js,
+            namespace,
+            batch: config.outbox_batch,
+            poll: Duration::from_millis(config.outbox_poll_ms),
+            retention_days: config.outbox_retention_days,
+            metrics,
+        }
+    }
+
+    /// Publishes one batch. Returns how many events were published; 0 also
+    /// when another replica holds the schema's relay lock.
+    pub async fn relay_once(&self) -> Result<usize, EventError> {
+        let mut tx = self.pool.begin().await?;
+        let locked: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_xact_lock(hashtext('baladiya_outbox_relay.' || current_schema()))",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if !locked {
+            return Ok(0);
+        }
+        let batch = load_unsent(&mut tx, self.batch).await?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let mut published = Vec::with_capacity(batch.len());
+        let mut failure = None;
+        for (seq, event) in &batch {
+            match publish(&self.js, &self.namespace, event).await {
+                Ok(()) => published.push(*seq),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        // Mark what was stored, so a failure midway does not republish the
+        // head of the batch forever; order is kept because we stop at the
+        // first failure.
+        if !published.is_empty() {
+            sqlx::query("UPDATE outbox SET sent_at = now() WHERE seq = ANY($1)")
+                .bind(&published)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            self.metrics
+                .add_outbox_published(&self.schema, published.len() as u64);
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(published.len()),
+        }
+    }
+
+    /// Publishes until the outbox is empty (or an error stops it).
+    pub async fn drain(&self) -> Result<usize, EventError> {
+        let mut total = 0;
+        loop {
+            let n = self.relay_once().await?;
+            total += n;
+            if n < self.batch as usize {
+                self.update_backlog().await;
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn update_backlog(&self) {
+        if let Ok(backlog) =
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+                .fetch_one(&self.pool)
+                .await
+        {
+            self.metrics.set_outbox_backlog(&self.schema, backlog);
+        }
+    }
+
+    async fn prune(&self) {
+        let result =
+            sqlx::query("DELETE FROM outbox WHERE sent_at < now() - make_interval(days => $1)")
+                .bind(self.retention_days as i32)
+                .execute(&self.pool)
+                .await;
+        if let Err(e) = result {
+            tracing::warn!(schema = %self.schema, error = %e, "outbox prune failed");
+        }
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
+        listener.listen(NOTIFY_CHANNEL).await.ok()?;
+        Some(listener)
+    }
+
+    /// Relays until `shutdown`, then flushes what is left (bounded by `grace`).
+    pub async fn run(self, mut shutdown: Shutdown, grace: Duration) {
+        let mut listener = None;
+        let mut failures: u32 = 0;
+        let mut rounds: u64 = 0;
+        while !shutdown.is_triggered() {
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
+            match self.drain().await {
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(schema = %self.schema, error = %e, failures, "outbox relay failed; will retry");
+                }
+            }
+            rounds += 1;
+            if rounds % 3600 == 0 {
+                self.prune().await;
+            }
+            let backoff = if failures == 0 {
+                self.poll
+            } else {
+                Duration::from_millis((100u64 << failures.min(6)).min(5_000))
+            };
+            let schema = self.schema.clone();
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = tokio::time::sleep(backoff) => {}
+                woke = async {
+                    match listener.as_mut() {
+                        Some(l) => l.recv().await.map(|n| n.payload() == schema),
+                        None => std::future::pending().await,
+                    }
+                }, if failures == 0 => {
+                    if woke.is_err() {
+                        listener = None;
+                    }
+                }
+            }
+        }
+        match tokio::time::timeout(grace, self.drain()).await {
+            Ok(Ok(n)) => tracing::info!(schema = %self.schema, flushed = n, "outbox relay stopped"),
+            Ok(Err(e)) => {
+                tracing::warn!(schema = %self.schema, error = %e, "outbox flush failed; events stay in the outbox")
+            }
+            Err(_) => {
+                tracing::warn!(schema = %self.schema, "outbox flush timed out; events stay in the outbox")
+            }
+        }
+    }
+}

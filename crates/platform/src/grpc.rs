@@ -1,0 +1,199 @@
+//! The gRPC port: every mounted service, `grpc.health.v1`, server reflection
+//! (v1 and v1alpha, because older grpcurl speaks only v1alpha), request limits,
+//! deadlines, RED metrics and trace context, and a graceful drain.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tower::{Layer, Service};
+
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+
+/// The health-service name Kubernetes readiness probes ask for.
+pub const READINESS: &str = "readiness";
+
+/// The services to put on the port, with their full proto names.
+#[derive(Default)]
+pub struct Mounted {
+    routes: tonic::service::RoutesBuilder,
+    names: Vec<&'static str>,
+}
+
+impl std::fmt::Debug for Mounted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mounted")
+            .field("names", &self.names)
+            .finish()
+    }
+}
+
+impl Mounted {
+    /// Adds a service; `S::NAME` is its full proto name.
+    pub fn add<S>(&mut self, service: S)
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(service);
+    }
+
+    /// Full proto names of the mounted services.
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+}
+
+/// The reflection services, serving Baladiya's descriptors plus health and
+/// `google.rpc` so grpcurl can decode error details.
+fn reflection() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(baladiya_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(baladiya_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    Ok((v1, v1alpha))
+}
+
+/// Sets every mounted service (and the whole server, `""`) to `status`.
+pub async fn set_status(health: &HealthReporter, names: &[&'static str], status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for name in names {
+        health.set_service_status(*name, status).await;
+    }
+}
+
+/// Serves `mounted` on `listener` until `shutdown` resolves, then stops
+/// accepting and waits for in-flight requests.
+pub async fn serve(
+    config: &ServerConfig,
+    mounted: Mounted,
+    health: (
+        HealthReporter,
+        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    ),
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (reporter, health_service) = health;
+    set_status(&reporter, &mounted.names, ServingStatus::Serving).await;
+    let (reflection_v1, reflection_v1alpha) = match reflection() {
+        Ok(r) => r,
+        Err(e) => {
+            // The descriptor set is compiled in; failing here is a build bug.
+            tracing::error!(error = %e, "reflection descriptors are invalid");
+            return Ok(());
+        }
+    };
+    let mut routes = mounted.routes;
+    routes
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    Server::builder()
+        .timeout(config.request_timeout())
+        .concurrency_limit_per_connection(config.max_concurrent_requests_per_connection)
+        .http2_max_pending_accept_reset_streams(Some(64))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .max_connection_age(Duration::from_secs(30 * 60))
+        .trace_fn(crate::telemetry::grpc_request_span)
+        .layer(RpcMetricsLayer { metrics })
+        .add_routes(routes.routes())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+/// Records RED metrics for every RPC.
+#[derive(Debug, Clone)]
+struct RpcMetricsLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcMetrics {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RpcMetrics<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B, RB> Service<http::Request<B>> for RpcMetrics<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path().to_string();
+        let started = Instant::now();
+        let future = self.inner.call(request);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let result = future.await;
+            let (service, method) = path
+                .trim_start_matches('/')
+                .split_once('/')
+                .unwrap_or((path.as_str(), ""));
+            // Errors from handlers come as trailers-only responses, so the code
+            // is in the headers; a response without one is OK so far.
+            let code = match &result {
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map(tonic::Code::from_i32)
+                    .unwrap_or(tonic::Code::Ok),
+                Err(_) => tonic::Code::Unknown,
+            };
+            metrics.record_rpc(service, method, &format!("{code:?}"), started.elapsed());
+            result
+        })
+    }
+}

@@ -1,0 +1,27 @@
+//! What every Baladiya service stands on, so that a service crate is mostly
+//! domain code.
+//!
+//! | module | what it gives a service |
+//! |---|---|
+//! | [`config`] | the layered configuration and its validation |
+//! | [`telemetry`] | logs, traces and W3C trace context across gRPC and NATS |
+//! | [`error`] | the one mapping from errors to gRPC status codes |
+//! | [`db`] | a pool pinned to the service's schema and embedded migrations |
+//! | [`events`] | CloudEvents over JetStream, the outbox relay, idempotent consumers |
+//! | [`auth`] | the caller identity from a bearer token |
+//! | [`clock`] | the process clock, movable in tests |
+//! | [`grpc`], [`http`] | the two ports, health, reflection, metrics |
+//! | [`app`] | [`app::ServiceModule`] and [`app::run`], which wire all of it |
+
+pub mod app;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,196 @@
+//! Prometheus metrics served at `/metrics`: RED metrics per RPC and per event
+//! consumer, consumer lag, parked events and outbox backlog.
+//!
+//! One [`Metrics`] per process, passed to whatever records into it (tests run
+//! several platforms in one process, so there is no global registry).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+/// The process's metric families.
+pub struct Metrics {
+    registry: Registry,
+    rpc_requests: Family<Labels, Counter>,
+    rpc_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    consumer_events: Family<Labels, Counter>,
+    consumer_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    consumer_lag: Family<Labels, Gauge>,
+    parked_events: Family<Labels, Gauge>,
+    outbox_backlog: Family<Labels, Gauge>,
+    outbox_published: Family<Labels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// Registers every family.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("baladiya");
+        let m = Self {
+            rpc_requests: Family::default(),
+            rpc_duration: Family::new_with_constructor(latency_histogram),
+            consumer_events: Family::default(),
+            consumer_duration: Family::new_with_constructor(latency_histogram),
+            consumer_lag: Family::default(),
+            parked_events: Family::default(),
+            outbox_backlog: Family::default(),
+            outbox_published: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "grpc_requests",
+            "gRPC requests handled, by service, method and status code",
+            m.rpc_requests.clone(),
+        );
+        registry.register(
+            "grpc_request_duration_seconds",
+            "gRPC request latency, by service and method",
+            m.rpc_duration.clone(),
+        );
+        registry.register(
+            "consumer_events",
+            "Events seen by a consumer, by outcome (applied, duplicate, retried, parked, replayed)",
+            m.consumer_events.clone(),
+        );
+        registry.register(
+            "consumer_handle_duration_seconds",
+            "Time to apply one event, by consumer",
+            m.consumer_duration.clone(),
+        );
+        registry.register(
+            "consumer_lag_events",
+            "Events in the stream not yet delivered to the consumer",
+            m.consumer_lag.clone(),
+        );
+        registry.register(
+            "parked_events",
+            "Events a consumer parked and nobody replayed yet",
+            m.parked_events.clone(),
+        );
+        registry.register(
+            "outbox_backlog_events",
+            "Outbox events not yet published, by schema",
+            m.outbox_backlog.clone(),
+        );
+        registry.register(
+            "outbox_published_events",
+            "Outbox events published to JetStream, by schema",
+            m.outbox_published.clone(),
+        );
+        Arc::new(Self { registry, ..m })
+    }
+
+    /// Records one finished RPC.
+    pub fn record_rpc(&self, service: &str, method: &str, code: &str, elapsed: Duration) {
+        self.rpc_requests
+            .get_or_create(&vec![
+                ("service", service.to_string()),
+                ("method", method.to_string()),
+                ("code", code.to_string()),
+            ])
+            .inc();
+        self.rpc_duration
+            .get_or_create(&vec![
+                ("service", service.to_string()),
+                ("method", method.to_string()),
+            ])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one event a consumer saw.
+    pub fn record_event(&self, consumer: &str, outcome: &'static str, elapsed: Duration) {
+        self.consumer_events
+            .get_or_create(&vec![
+                ("consumer", consumer.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
+            .inc();
+        self.consumer_duration
+            .get_or_create(&vec![("consumer", consumer.to_string())])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets a consumer's lag.
+    pub fn set_consumer_lag(&self, consumer: &str, pending: u64) {
+        self.consumer_lag
+            .get_or_create(&vec![("consumer", consumer.to_string())])
+            .set(pending as i64);
+    }
+
+    /// Sets how many events a consumer has parked.
+    pub fn set_parked(&self, consumer: &str, parked: i64) {
+        self.parked_events
+            .get_or_create(&vec![("consumer", consumer.to_string())])
+            .set(parked);
+    }
+
+    /// Sets a schema's outbox backlog.
+    pub fn set_outbox_backlog(&self, schema: &str, backlog: i64) {
+        self.outbox_backlog
+            .get_or_create(&vec![("schema", schema.to_string())])
+            .set(backlog);
+    }
+
+    /// Counts published outbox events.
+    pub fn add_outbox_published(&self, schema: &str, n: u64) {
+        self.outbox_published
+            .get_or_create(&vec![("schema", schema.to_string())])
+            .inc_by(n);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_recorded_values() {
+        let m = Metrics::new();
+        m.record_rpc(
+            "baladiya.admin.v1.ClockService",
+            "GetTime",
+            "OK",
+            Duration::from_millis(3),
+        );
+        m.set_outbox_backlog("intake", 7);
+        m.set_consumer_lag("routing-reports", 2);
+        let text = m.render();
+        assert!(
+            text.contains("baladiya_grpc_requests_total{service=\"baladiya.admin.v1.ClockService\",method=\"GetTime\",code=\"OK\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("baladiya_outbox_backlog_events{schema=\"intake\"} 7"),
+            "{text}"
+        );
+        assert!(text.contains("baladiya_consumer_lag_events{consumer=\"routing-reports\"} 2"));
+    }
+}
