@@ -1,1 +1,495 @@
+//! The integration harness: run the platform against real PostgreSQL and NATS
+//! JetStream, in-process or as a child process of the built binary, each test
+//! with a fresh database and its own NATS namespace (streams and subjects).
+//!
+//! URLs come from `BALADIYA__DATABASE__URL` / `BALADIYA__NATS__URL` (which
+//! `make test` sets through `scripts/devenv.py`), else the default local ports.
+//! All tests live in this crate's one test binary, so the workspace builds it
+//! once and runs the tests in parallel.
 
+pub mod probe;
+
+#[cfg(test)]
+mod events_it;
+#[cfg(test)]
+mod server_it;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use baladiya_platform::app::{self, Listeners, ServiceModule, StartError};
+use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
+use baladiya_platform::clock::Clock;
+use baladiya_platform::config::{ClockMode, Config, Secret};
+use baladiya_platform::shutdown::{self, ShutdownTrigger};
+use chrono::{DateTime, Utc};
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// PostgreSQL URL of the server to test against, naming database `name`.
+fn database_url(name: &str) -> String {
+    let base = std::env::var("BALADIYA__DATABASE__URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let (without_query, query) = match base.split_once('?') {
+        Some((b, q)) => (b.to_string(), format!("?{q}")),
+        None => (base.clone(), String::new()),
+    };
+    let scheme_end = without_query.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = without_query[scheme_end..]
+        .find('/')
+        .map(|i| i + scheme_end)
+        .unwrap_or(without_query.len());
+    format!("{}/{name}{query}", &without_query[..host_end])
+}
+
+/// NATS URL to test against.
+pub fn nats_url() -> String {
+    std::env::var("BALADIYA__NATS__URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// A fresh database and NATS namespace for one test.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    pub database: String,
+    pub namespace: String,
+    pub nats_url: String,
+}
+
+impl TestEnv {
+    /// Names a new database and namespace (created on first use).
+    pub fn new() -> Self {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        Self {
+            database: format!("t_{id}"),
+            namespace: format!("t{}", &id[id.len() - 12..]),
+            nats_url: nats_url(),
+        }
+    }
+
+    /// The test database's URL.
+    pub fn database_url(&self) -> String {
+        database_url(&self.database)
+    }
+
+    /// A configuration for this test: loopback port 0, manual clock, dev auth,
+    /// quick retries.
+    pub fn config(&self) -> Config {
+        let mut c = Config::default();
+        c.server.grpc_addr = "127.0.0.1:0".into();
+        c.server.http_addr = "127.0.0.1:0".into();
+        c.server.shutdown_grace_ms = 10_000;
+        c.database.url = Secret::new(self.database_url());
+        c.database.max_connections = 6;
+        c.nats.url = self.nats_url.clone();
+        c.nats.ack_timeout_ms = 2_000;
+        c.events.namespace = self.namespace.clone();
+        c.events.outbox_poll_ms = 100;
+        c.events.consumer_max_attempts = 3;
+        c.events.consumer_backoff_ms = 50;
+        c.events.consumer_backoff_max_ms = 200;
+        c.telemetry.log_filter = "warn".into();
+        c.clock.mode = ClockMode::Manual;
+        c.clock.start = "2026-03-01T07:30:00+03:00".into();
+        c
+    }
+
+    /// A NATS client for assertions.
+    pub async fn nats(&self) -> anyhow::Result<async_nats::Client> {
+        Ok(async_nats::connect(&self.nats_url).await?)
+    }
+
+    /// Drops the database and the namespace's streams.
+    pub async fn cleanup(&self) {
+        if let Ok(nats) = self.nats().await {
+            let js = async_nats::jetstream::new(nats);
+            let prefix = format!("{}_", self.namespace);
+            let mut names = js.stream_names();
+            let mut ours = Vec::new();
+            while let Some(Ok(name)) = futures::StreamExt::next(&mut names).await {
+                if name.starts_with(&prefix) {
+                    ours.push(name);
+                }
+            }
+            for name in ours {
+                let _ = js.delete_stream(&name).await;
+            }
+        }
+        use sqlx::Connection;
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&database_url("postgres")).await {
+            let drop = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database);
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(&mut admin)
+                .await;
+        }
+    }
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A dev token for `role`.
+pub fn token(config: &Config, role: Role) -> String {
+    mint_dev_token(
+        &config.auth,
+        &DevTokenRequest {
+            subject: "test".into(),
+            role,
+            partner: (role == Role::Partner).then(|| "MOTLS".into()),
+            municipality: None,
+            channel: (role == Role::Channel).then(|| "CHANNEL_CALL_CENTER_940".into()),
+            ttl: chrono::Duration::hours(1),
+        },
+    )
+    .expect("dev token")
+}
+
+/// Adds `authorization: Bearer <token>` to a request.
+pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    request
+}
+
+/// Installs tracing once per test process and keeps its pipeline alive (a
+/// dropped guard shuts the tracer down, which would end trace propagation).
+fn init_telemetry(config: &Config) {
+    static TELEMETRY: std::sync::OnceLock<Option<baladiya_platform::telemetry::TelemetryGuard>> =
+        std::sync::OnceLock::new();
+    TELEMETRY.get_or_init(|| baladiya_platform::telemetry::init(&config.telemetry).ok());
+}
+
+/// The platform running inside the test process.
+pub struct RunningPlatform {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub clock: Clock,
+    pub config: Config,
+    trigger: ShutdownTrigger,
+    handle: JoinHandle<Result<(), StartError>>,
+}
+
+impl RunningPlatform {
+    /// Starts `modules` with `config` on loopback ports and waits until gRPC answers.
+    pub async fn start(
+        config: Config,
+        modules: Vec<Arc<dyn ServiceModule>>,
+    ) -> anyhow::Result<Self> {
+        init_telemetry(&config);
+        let clock = app::clock_from_config(&config.clock)?;
+        let listeners = Listeners::bind(&config.server).await?;
+        let grpc = listeners.grpc.local_addr()?;
+        let http = listeners.http.local_addr()?;
+        let (trigger, signal) = shutdown::channel();
+        let handle = tokio::spawn(app::run(
+            config.clone(),
+            modules,
+            clock.clone(),
+            listeners,
+            signal,
+        ));
+        let platform = Self {
+            grpc,
+            http,
+            clock,
+            config,
+            trigger,
+            handle,
+        };
+        platform.wait_serving().await?;
+        Ok(platform)
+    }
+
+    async fn wait_serving(&self) -> anyhow::Result<()> {
+        for _ in 0..200 {
+            if self.handle.is_finished() {
+                anyhow::bail!("platform exited during start");
+            }
+            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.grpc))?
+                .connect()
+                .await
+            {
+                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+                if health
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("platform did not start serving")
+    }
+
+    /// A gRPC channel to the platform.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        Ok(Channel::from_shared(format!("http://{}", self.grpc))?
+            .connect()
+            .await?)
+    }
+
+    /// A dev token for `role`.
+    pub fn token(&self, role: Role) -> String {
+        token(&self.config, role)
+    }
+
+    /// GETs a path on the HTTP port: (status, body).
+    pub async fn http_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        http_get(self.http, path).await
+    }
+
+    /// Triggers shutdown and waits until the platform has stopped.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.trigger.trigger();
+        self.handle.await??;
+        Ok(())
+    }
+
+    /// Fires the shutdown signal without waiting.
+    pub fn trigger_shutdown(&self) {
+        self.trigger.trigger();
+    }
+
+    /// Waits for a shutdown begun by [`Self::trigger_shutdown`].
+    pub async fn join(self) -> anyhow::Result<()> {
+        self.handle.await??;
+        Ok(())
+    }
+}
+
+/// A minimal HTTP/1.1 GET, enough for the platform's own endpoints.
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A free loopback port (bound then released; fine for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The built `baladiya` binary (`make test` builds it first).
+pub fn baladiya_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("BALADIYA_BIN") {
+        return PathBuf::from(path);
+    }
+    // target/debug/deps/<test binary> -> target/debug/baladiya
+    let exe = std::env::current_exe().expect("current exe");
+    let debug = exe.parent().and_then(Path::parent).expect("target dir");
+    debug.join("baladiya")
+}
+
+/// The platform running as a child process of the built binary.
+pub struct ChildPlatform {
+    pub child: tokio::process::Child,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl ChildPlatform {
+    /// Runs `baladiya run --services <services>` against `env`, with extra
+    /// environment, and waits for `/healthz`.
+    pub async fn spawn(
+        env: &TestEnv,
+        services: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let binary = baladiya_binary();
+        anyhow::ensure!(
+            binary.exists(),
+            "{} is missing: run `cargo build --bin baladiya`",
+            binary.display()
+        );
+        let mut command = tokio::process::Command::new(binary);
+        command
+            .args(["run", "--services", services])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("BALADIYA__SERVER__GRPC_ADDR", grpc.to_string())
+            .env("BALADIYA__SERVER__HTTP_ADDR", http.to_string())
+            .env("BALADIYA__DATABASE__URL", env.database_url())
+            .env("BALADIYA__NATS__URL", &env.nats_url)
+            .env("BALADIYA__EVENTS__NAMESPACE", &env.namespace)
+            .env("BALADIYA__TELEMETRY__LOG_FILTER", "warn")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        let child = command.spawn()?;
+        let mut platform = Self { child, grpc, http };
+        for _ in 0..200 {
+            if let Some(status) = platform.child.try_wait()? {
+                anyhow::bail!("baladiya exited during start: {status}");
+            }
+            if matches!(http_get(http, "/healthz").await, Ok((200, _))) {
+                return Ok(platform);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("baladiya did not start")
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    pub async fn terminate(mut self) -> anyhow::Result<Option<i32>> {
+        let pid = self.child.id().context("child already exited")?;
+        let status = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
+        Ok(exit.code())
+    }
+}
+
+/// A private nats-server this test can stop and restart.
+pub struct NatsProcess {
+    pub port: u16,
+    store: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl NatsProcess {
+    fn binary() -> PathBuf {
+        if let Ok(path) = std::env::var("BALADIYA_TEST_NATS_SERVER") {
+            return PathBuf::from(path);
+        }
+        let venv = workspace_root().join(".venv/bin/nats-server");
+        if venv.exists() {
+            venv
+        } else {
+            PathBuf::from("nats-server")
+        }
+    }
+
+    /// Starts a JetStream server on a free port with a fresh store.
+    pub async fn start() -> anyhow::Result<Self> {
+        let store =
+            std::env::temp_dir().join(format!("baladiya-nats-{}", uuid::Uuid::now_v7().simple()));
+        let mut nats = Self {
+            port: free_port(),
+            store,
+            child: None,
+        };
+        nats.resume().await?;
+        Ok(nats)
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (its store stays).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store.
+    pub async fn resume(&mut self) -> anyhow::Result<()> {
+        let child = std::process::Command::new(Self::binary())
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", Self::binary().display()))?;
+        self.child = Some(child);
+        for _ in 0..100 {
+            if let Ok(client) = async_nats::connect(self.url()).await {
+                let js = async_nats::jetstream::new(client);
+                if js.query_account().await.is_ok() {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("nats-server did not start on {}", self.port)
+    }
+}
+
+impl Drop for NatsProcess {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// Polls `check` until it returns `Some`, for up to `seconds`.
+pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An RFC 3339 instant.
+pub fn instant(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .expect("RFC 3339")
+        .with_timezone(&Utc)
+}

@@ -166,7 +166,11 @@ pub fn clock_from_config(config: &crate::config::ClockConfig) -> Result<Clock, S
 
 /// Connects to NATS. The client keeps reconnecting in the background, so a
 /// server can start while NATS is down and become ready when it returns.
-pub async fn connect_nats(config: &NatsConfig) -> Result<async_nats::Client, EventError> {
+pub fn connect_nats(config: &NatsConfig) -> BoxFuture<'_, Result<async_nats::Client, EventError>> {
+    Box::pin(connect_nats_inner(config))
+}
+
+async fn connect_nats_inner(config: &NatsConfig) -> Result<async_nats::Client, EventError> {
     let fail = |reason: String| EventError::Connect {
         url: config.url.clone(),
         reason,
@@ -225,6 +229,9 @@ pub async fn run(
     let mut mounted = Mounted::default();
     let mut tasks: Vec<BackgroundTask> = Vec::new();
     let mut schemas = Vec::new();
+    if config.database.migrate_on_start && !modules.is_empty() {
+        db::ensure_database(&config.database).await?;
+    }
     for module in &modules {
         let pool = db::schema_pool(&config.database, module.schema())?;
         let migrator = Arc::new(module.migrator());

@@ -12,6 +12,8 @@ use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+
 use sqlx::migrate::{Migration, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
@@ -77,9 +79,57 @@ pub fn schema_pool(config: &DatabaseConfig, schema: &str) -> Result<PgPool, DbEr
         .connect_lazy_with(options))
 }
 
+/// Creates the database named in `database.url` if it does not exist yet
+/// (a fresh developer machine, a test). Where the role may not create
+/// databases, the error says so and the operator creates it.
+pub fn ensure_database(config: &DatabaseConfig) -> BoxFuture<'_, Result<(), DbError>> {
+    // Boxed so callers' futures stay provably `Send` (sqlx's `Acquire` bounds
+    // otherwise trip the compiler's higher-ranked lifetime check).
+    Box::pin(ensure_database_inner(config))
+}
+
+async fn ensure_database_inner(config: &DatabaseConfig) -> Result<(), DbError> {
+    use sqlx::Connection;
+    let options = connect_options(config)?;
+    match sqlx::PgConnection::connect_with(&options).await {
+        Ok(conn) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
+            let name = options.get_database().unwrap_or("postgres").to_string();
+            let mut admin = sqlx::PgConnection::connect_with(&options.clone().database("postgres"))
+                .await
+                .map_err(DbError::Connect)?;
+            let create = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+            match sqlx::query(sqlx::AssertSqlSafe(create))
+                .execute(&mut admin)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(database = %name, "created database");
+                    Ok(())
+                }
+                // Another process created it at the same moment.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(()),
+                Err(e) => Err(DbError::Connect(e)),
+            }
+        }
+        Err(e) => Err(DbError::Connect(e)),
+    }
+}
+
 /// Creates `schema` if needed and applies the platform's migrations then the
 /// service's, under an advisory lock.
-pub async fn migrate(pool: &PgPool, schema: &str, service: &Migrator) -> Result<(), DbError> {
+pub fn migrate<'a>(
+    pool: &'a PgPool,
+    schema: &'a str,
+    service: &'a Migrator,
+) -> BoxFuture<'a, Result<(), DbError>> {
+    Box::pin(migrate_inner(pool, schema, service))
+}
+
+async fn migrate_inner(pool: &PgPool, schema: &str, service: &Migrator) -> Result<(), DbError> {
     valid_schema(schema)?;
     let mut migrations: Vec<Migration> = PLATFORM_MIGRATIONS.iter().cloned().collect();
     for m in service.iter() {
@@ -94,14 +144,10 @@ pub async fn migrate(pool: &PgPool, schema: &str, service: &Migrator) -> Result<
     let mut migrator = Migrator::with_migrations(migrations);
     migrator.create_schema(Cow::Owned(schema.to_string()));
     migrator.dangerous_set_table_name(Cow::Owned(format!("{schema}._sqlx_migrations")));
-    let mut conn = pool.acquire().await.map_err(DbError::Connect)?;
-    migrator
-        .run(&mut *conn)
-        .await
-        .map_err(|source| DbError::Migrate {
-            schema: schema.into(),
-            source,
-        })
+    migrator.run(pool).await.map_err(|source| DbError::Migrate {
+        schema: schema.into(),
+        source,
+    })
 }
 
 /// A migrator with no migrations, for services whose schema holds only the

@@ -24,6 +24,7 @@ pub const READINESS: &str = "readiness";
 pub struct Mounted {
     routes: tonic::service::RoutesBuilder,
     names: Vec<&'static str>,
+    descriptors: Vec<&'static [u8]>,
 }
 
 impl std::fmt::Debug for Mounted {
@@ -51,15 +52,24 @@ impl Mounted {
         self.routes.add_service(service);
     }
 
+    /// Registers an encoded descriptor set for reflection, for services whose
+    /// protos are not in `baladiya-proto`.
+    pub fn add_descriptors(&mut self, encoded: &'static [u8]) {
+        self.descriptors.push(encoded);
+    }
+
     /// Full proto names of the mounted services.
     pub fn names(&self) -> &[&'static str] {
         &self.names
     }
 }
 
-/// The reflection services, serving Baladiya's descriptors plus health and
-/// `google.rpc` so grpcurl can decode error details.
-fn reflection() -> Result<
+/// The reflection services (v1 and v1alpha). They advertise exactly the
+/// mounted services plus health and reflection, and know Baladiya's, health's
+/// and `google.rpc`'s descriptors so grpcurl can decode error details.
+fn reflection(
+    mounted: &Mounted,
+) -> Result<
     (
         tonic_reflection::server::v1::ServerReflectionServer<
             impl tonic_reflection::server::v1::ServerReflection,
@@ -70,18 +80,28 @@ fn reflection() -> Result<
     ),
     tonic_reflection::server::Error,
 > {
-    let v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(baladiya_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(baladiya_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-    Ok((v1, v1alpha))
+    let builder = || {
+        let mut b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(baladiya_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET);
+        for set in &mounted.descriptors {
+            b = b.register_encoded_file_descriptor_set(set);
+        }
+        for name in mounted.names.iter().chain(ALWAYS_MOUNTED) {
+            b = b.with_service_name(*name);
+        }
+        b
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
+
+/// Services every process serves whatever `--services` says.
+pub const ALWAYS_MOUNTED: &[&str] = &[
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
 
 /// Sets every mounted service (and the whole server, `""`) to `status`.
 pub async fn set_status(health: &HealthReporter, names: &[&'static str], status: ServingStatus) {
@@ -106,7 +126,7 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health_service) = health;
     set_status(&reporter, &mounted.names, ServingStatus::Serving).await;
-    let (reflection_v1, reflection_v1alpha) = match reflection() {
+    let (reflection_v1, reflection_v1alpha) = match reflection(&mounted) {
         Ok(r) => r,
         Err(e) => {
             // The descriptor set is compiled in; failing here is a build bug.

@@ -1,1 +1,272 @@
-fn main() {}
+//! `baladiya`: one binary for every service of the platform.
+//!
+//! `baladiya run --services intake,routing` runs a subset in one process;
+//! `--services all` (the default) runs the whole platform. Kubernetes runs one
+//! Deployment per service from the same image.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use baladiya_platform::app::{self, Listeners};
+use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
+use baladiya_platform::config::Config;
+use baladiya_platform::events::consumer;
+use baladiya_platform::{db, shutdown, telemetry};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "baladiya",
+    version,
+    about = "Municipal services platform: intake, routing, partners, licensing, SLA watcher and KPIs"
+)]
+struct Cli {
+    /// TOML configuration file; BALADIYA__SECTION__KEY environment variables override it.
+    #[arg(long, global = true, env = "BALADIYA_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run services: all of them, or a comma-separated list.
+    Run {
+        #[arg(long, default_value = "all")]
+        services: String,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long, default_value = "all")]
+        services: String,
+    },
+    /// Show or check the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// List the services this binary can run.
+    ListServices,
+    /// Mint a token accepted in dev auth mode.
+    DevToken {
+        /// channel, partner, operator, analyst or admin.
+        #[arg(long)]
+        role: Role,
+        /// Partner code, for --role partner (e.g. MOTLS).
+        #[arg(long)]
+        partner: Option<String>,
+        /// Municipality code, for --role operator (omit for all).
+        #[arg(long)]
+        municipality: Option<String>,
+        /// Channel, for --role channel (e.g. CHANNEL_CALL_CENTER_940).
+        #[arg(long)]
+        channel: Option<String>,
+        /// Token subject.
+        #[arg(long, default_value = "dev")]
+        subject: String,
+        /// Lifetime in hours.
+        #[arg(long, default_value_t = 12)]
+        ttl_hours: i64,
+    },
+    /// Inspect and replay parked events.
+    Events {
+        #[command(subcommand)]
+        action: EventsAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Print the effective configuration, secrets redacted.
+    Print,
+    /// Validate the configuration and exit 0, or list every bad key and exit 1.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsAction {
+    /// List events consumers parked after their bounded attempts.
+    Parked {
+        #[arg(long, default_value = "all")]
+        services: String,
+    },
+    /// Ask a running consumer to apply parked events again.
+    Replay {
+        /// The service whose schema holds the parked event.
+        #[arg(long)]
+        service: String,
+        /// The consumer name.
+        #[arg(long)]
+        consumer: String,
+        /// One parked event id; omit to replay all of the consumer's.
+        #[arg(long)]
+        id: Option<i64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = match Config::load(cli.config.as_deref(), &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("baladiya: {e}");
+            return ExitCode::from(if matches!(cli.command, Command::Config { .. }) {
+                1
+            } else {
+                2
+            });
+        }
+    };
+    match cli.command {
+        Command::Config {
+            action: ConfigAction::Print,
+        } => {
+            print!("{}", config.to_redacted_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Config {
+            action: ConfigAction::Check,
+        } => {
+            println!("configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Command::ListServices => {
+            let catalogue = baladiya_server::catalogue();
+            if catalogue.is_empty() {
+                println!("(no domain services in this build yet)");
+            }
+            for m in catalogue {
+                println!("{:<14} {}", m.name(), m.description());
+            }
+            println!("always mounted: grpc.health.v1.Health, grpc.reflection.v1 and v1alpha");
+            println!("with clock.mode = \"manual\": baladiya.admin.v1.ClockService");
+            ExitCode::SUCCESS
+        }
+        Command::DevToken {
+            role,
+            partner,
+            municipality,
+            channel,
+            subject,
+            ttl_hours,
+        } => {
+            let request = DevTokenRequest {
+                subject,
+                role,
+                partner,
+                municipality,
+                channel,
+                ttl: chrono::Duration::hours(ttl_hours),
+            };
+            match mint_dev_token(&config.auth, &request) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("baladiya: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        command => {
+            let modules = match &command {
+                Command::Run { services }
+                | Command::Migrate { services }
+                | Command::Events {
+                    action: EventsAction::Parked { services },
+                } => services.clone(),
+                Command::Events {
+                    action: EventsAction::Replay { service, .. },
+                } => service.clone(),
+                _ => "all".into(),
+            };
+            let modules = match baladiya_server::select(baladiya_server::catalogue(), &modules) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("baladiya: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("baladiya: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve_command(config, command, modules)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("baladiya: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve_command(
+    config: Config,
+    command: Command,
+    modules: Vec<std::sync::Arc<dyn app::ServiceModule>>,
+) -> anyhow::Result<()> {
+    let _telemetry = telemetry::init(&config.telemetry)?;
+    match command {
+        Command::Run { .. } => {
+            let clock = app::clock_from_config(&config.clock)?;
+            let listeners = Listeners::bind(&config.server).await?;
+            let (trigger, signal) = shutdown::channel();
+            tokio::spawn(async move {
+                shutdown::os_signal().await;
+                trigger.trigger();
+            });
+            app::run(config, modules, clock, listeners, signal).await?;
+        }
+        Command::Migrate { .. } => app::migrate_all(&config, &modules).await?,
+        Command::Events {
+            action: EventsAction::Parked { .. },
+        } => {
+            for m in &modules {
+                let pool = db::schema_pool(&config.database, m.schema())?;
+                for p in consumer::list_parked(&pool)
+                    .await
+                    .context("listing parked events")?
+                {
+                    println!(
+                        "{}\t{}\t#{}\t{}\t{}\tattempts={}\t{}{}",
+                        m.name(),
+                        p.consumer,
+                        p.id,
+                        p.event_id
+                            .map(|e| e.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        p.subject,
+                        p.attempts,
+                        p.error,
+                        if p.replay_requested {
+                            "\t(replay requested)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+        }
+        Command::Events {
+            action: EventsAction::Replay {
+                consumer: name, id, ..
+            },
+        } => {
+            let module = modules.first().context("no service selected")?;
+            let pool = db::schema_pool(&config.database, module.schema())?;
+            let marked = consumer::request_replay(&pool, &name, id).await?;
+            println!("{marked} parked event(s) marked for replay by consumer {name}");
+        }
+        _ => {}
+    }
+    Ok(())
+}

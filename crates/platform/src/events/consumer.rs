@@ -447,6 +447,43 @@ pub async fn request_replay(
     .rows_affected())
 }
 
+/// A parked event, as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedEvent {
+    pub id: i64,
+    pub consumer: String,
+    pub event_id: Option<Uuid>,
+    pub subject: String,
+    pub error: String,
+    pub attempts: i32,
+    pub parked_at: chrono::DateTime<chrono::Utc>,
+    pub replay_requested: bool,
+}
+
+/// Parked events of the pool's schema that were not replayed yet, oldest first.
+pub async fn list_parked(pool: &PgPool) -> Result<Vec<ParkedEvent>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, consumer, event_id, subject, error, attempts, parked_at, replay_requested
+         FROM parked_events WHERE replayed_at IS NULL ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(ParkedEvent {
+                id: r.try_get("id")?,
+                consumer: r.try_get("consumer")?,
+                event_id: r.try_get("event_id")?,
+                subject: r.try_get("subject")?,
+                error: r.try_get("error")?,
+                attempts: r.try_get("attempts")?,
+                parked_at: r.try_get("parked_at")?,
+                replay_requested: r.try_get("replay_requested")?,
+            })
+        })
+        .collect()
+}
+
 fn headers_to_json(headers: &async_nats::HeaderMap) -> serde_json::Value {
     let map: serde_json::Map<String, serde_json::Value> = headers
         .iter()
