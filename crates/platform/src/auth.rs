@@ -327,7 +327,7 @@ mod tests {
         let token = mint_dev_token(&config, &expired).expect("mint");
         assert!(
             auth.verify(&token)
-                .unwrap_err()
+                .expect_err("expired")
                 .to_string()
                 .contains("Expired")
         );

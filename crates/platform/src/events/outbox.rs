@@ -261,7 +261,7 @@ impl Relay {
                 }
             }
             rounds += 1;
-            if rounds % 3600 == 0 {
+            if rounds.is_multiple_of(3600) {
                 self.prune().await;
             }
             let backoff = if failures == 0 {
