@@ -119,10 +119,7 @@ pub async fn write_note(
     let payload = pb::NoteWritten {
         meta: Some(baladiya_proto::events::v1::EventMeta {
             event_id: event_id.to_string(),
-            occurred_at: Some(prost_types::Timestamp {
-                seconds: now.timestamp(),
-                nanos: now.timestamp_subsec_nanos() as i32,
-            }),
+            occurred_at: Some(baladiya_proto::convert::timestamp(now)),
             aggregate_id: note_id.to_string(),
         }),
         note_id: note_id.to_string(),

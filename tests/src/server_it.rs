@@ -27,59 +27,39 @@ async fn health(channel: tonic::transport::Channel, service: &str) -> Result<i32
         .status)
 }
 
-async fn reflected_services_v1(
-    channel: tonic::transport::Channel,
-) -> anyhow::Result<BTreeSet<String>> {
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = ServerReflectionClient::new(channel)
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await?
-        .into_inner();
-    let response = stream
-        .message()
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no response"))?;
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            Ok(list.service.into_iter().map(|s| s.name).collect())
+/// The services a reflection endpoint lists; v1 and v1alpha have the same
+/// shape in different modules.
+macro_rules! reflected_services {
+    ($name:ident, $version:ident) => {
+        async fn $name(channel: tonic::transport::Channel) -> anyhow::Result<BTreeSet<String>> {
+            use tonic_reflection::pb::$version::{
+                ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+                server_reflection_request::MessageRequest,
+                server_reflection_response::MessageResponse,
+            };
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut stream = ServerReflectionClient::new(channel)
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await?
+                .into_inner();
+            let response = stream
+                .message()
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no response"))?;
+            match response.message_response {
+                Some(MessageResponse::ListServicesResponse(list)) => {
+                    Ok(list.service.into_iter().map(|s| s.name).collect())
+                }
+                other => anyhow::bail!("unexpected reflection answer {other:?}"),
+            }
         }
-        other => anyhow::bail!("unexpected reflection answer {other:?}"),
-    }
-}
-
-async fn reflected_services_v1alpha(
-    channel: tonic::transport::Channel,
-) -> anyhow::Result<BTreeSet<String>> {
-    use tonic_reflection::pb::v1alpha::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = ServerReflectionClient::new(channel)
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await?
-        .into_inner();
-    let response = stream
-        .message()
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no response"))?;
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            Ok(list.service.into_iter().map(|s| s.name).collect())
-        }
-        other => anyhow::bail!("unexpected reflection answer {other:?}"),
-    }
 }
+reflected_services!(reflected_services_v1, v1);
+reflected_services!(reflected_services_v1alpha, v1alpha);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_cover_exactly_the_mounted_services() -> anyhow::Result<()> {
@@ -128,10 +108,13 @@ async fn health_and_reflection_cover_exactly_the_mounted_services() -> anyhow::R
         metrics.contains("baladiya_grpc_requests_total{service=\"grpc.health.v1.Health\",method=\"Check\",code=\"Ok\"}"),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("baladiya_outbox_backlog_events{schema=\"probe\"}"),
-        "{metrics}"
-    );
+    eventually(10, "the outbox backlog gauge", || async {
+        let (_, metrics) = platform.http_get("/metrics").await?;
+        Ok(metrics
+            .contains("baladiya_outbox_backlog_events{schema=\"probe\"} 0")
+            .then_some(()))
+    })
+    .await?;
     platform.stop().await?;
     env.cleanup().await;
     Ok(())
@@ -506,5 +489,78 @@ async fn the_bootstrap_starts_private_postgres_and_nats_when_none_answer() -> an
     let _ = std::fs::remove_dir_all(&dir);
     result?;
     assert!(down.status.success());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_deadline_is_cut_off_and_leaves_nothing_behind() -> anyhow::Result<()> {
+    let env = TestEnv::new();
+    let config = env.config();
+    let platform = RunningPlatform::start(config.clone(), vec![Arc::new(Probe::default())]).await?;
+    let mut probe = pb::probe_service_client::ProbeServiceClient::new(platform.channel().await?);
+    let mut request = authorized(
+        pb::WriteNoteRequest {
+            body: "too-slow".into(),
+            hold_ms: 1_000,
+        },
+        &platform.token(Role::Channel),
+    );
+    request.set_timeout(Duration::from_millis(100));
+    let status = probe
+        .write_note(request)
+        .await
+        .expect_err("deadline exceeded");
+    assert!(
+        matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{status:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let pool = baladiya_platform::db::schema_pool(&config.database, "probe")?;
+    let (notes, events): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM notes), (SELECT count(*) FROM outbox)")
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!(
+        (notes, events),
+        (0, 0),
+        "the cut-off transaction rolled back"
+    );
+    pool.close().await;
+    platform.stop().await?;
+    env.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_migrate_once() -> anyhow::Result<()> {
+    use baladiya_platform::app::ServiceModule;
+    let env = TestEnv::new();
+    let config = env.config();
+    baladiya_platform::db::ensure_database(&config.database).await?;
+    let runs = (0..4).map(|_| {
+        let config = config.clone();
+        tokio::spawn(async move {
+            let pool = baladiya_platform::db::schema_pool(&config.database, "probe")?;
+            baladiya_platform::db::migrate(&pool, "probe", &Probe::default().migrator()).await?;
+            anyhow::Ok(pool)
+        })
+    });
+    let mut pools = Vec::new();
+    for run in futures::future::join_all(runs).await {
+        pools.push(run??);
+    }
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM probe._sqlx_migrations ORDER BY version")
+            .fetch_all(&pools[0])
+            .await?;
+    assert_eq!(
+        applied,
+        [1, 100],
+        "the platform's then the service's, each once"
+    );
+    for pool in pools {
+        pool.close().await;
+    }
+    env.cleanup().await;
     Ok(())
 }

@@ -203,7 +203,7 @@ pub mod admin {
     use crate::auth::{Role, caller};
     use crate::error::ApiError;
     use baladiya_proto::admin::v1 as pb;
-    use chrono::{DateTime, Utc};
+    use baladiya_proto::convert::{instant, timestamp};
     use tonic::{Request, Response, Status};
 
     /// The gRPC face of a manual [`Clock`].
@@ -216,13 +216,6 @@ pub mod admin {
         /// Serves `clock`.
         pub fn new(clock: Clock) -> Self {
             Self { clock }
-        }
-    }
-
-    fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-        prost_types::Timestamp {
-            seconds: t.timestamp(),
-            nanos: t.timestamp_subsec_nanos() as i32,
         }
     }
 
@@ -252,7 +245,7 @@ pub mod admin {
                 .get_ref()
                 .time
                 .as_ref()
-                .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+                .and_then(instant)
                 .ok_or_else(|| ApiError::invalid_field("time", "is required"))?;
             let timers_fired = self.clock.set(to).await.map_err(moved)?;
             Ok(Response::new(pb::SetTimeResponse {

@@ -28,7 +28,40 @@ pub mod admin {
     }
 }
 
-/// A message type's CloudEvents `dataschema` / `Any` type URL.
-pub fn type_url<M: prost::Name>() -> String {
-    M::type_url()
+/// Conversions between protobuf well-known types and chrono.
+pub mod convert {
+    use chrono::{DateTime, Utc};
+
+    /// A `google.protobuf.Timestamp` for an instant.
+    pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+        prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: t.timestamp_subsec_nanos() as i32,
+        }
+    }
+
+    /// The instant a `google.protobuf.Timestamp` names, if it is valid.
+    pub fn instant(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+        u32::try_from(t.nanos)
+            .ok()
+            .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn timestamps_round_trip_and_reject_bad_nanos() {
+            let t = DateTime::parse_from_rfc3339("2026-03-01T07:30:00.25+03:00")
+                .expect("time")
+                .with_timezone(&Utc);
+            assert_eq!(instant(&timestamp(t)), Some(t));
+            let bad = prost_types::Timestamp {
+                seconds: 0,
+                nanos: -1,
+            };
+            assert_eq!(instant(&bad), None);
+        }
+    }
 }
