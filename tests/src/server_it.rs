@@ -166,6 +166,19 @@ async fn requests_need_a_caller_and_bad_input_names_every_field() -> anyhow::Res
         .map(|v| v.field.clone())
         .collect();
     assert_eq!(fields, ["body", "hold_ms"]);
+
+    let oversized = "x".repeat(platform.config.server.max_request_bytes + 1);
+    let status = probe
+        .write_note(authorized(
+            pb::WriteNoteRequest {
+                body: oversized,
+                hold_ms: 0,
+            },
+            &platform.token(Role::Channel),
+        ))
+        .await
+        .expect_err("over the request size limit");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     platform.stop().await?;
     env.cleanup().await;
     Ok(())

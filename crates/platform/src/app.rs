@@ -47,7 +47,9 @@ pub trait ServiceModule: Send + Sync + 'static {
     fn migrator(&self) -> Migrator;
     /// The streams the service publishes to.
     fn streams(&self) -> &'static [StreamSpec];
-    /// Mounts the gRPC service(s) and returns the background tasks.
+    /// Mounts the gRPC service(s) (protected with [`ServiceContext::protect`],
+    /// with `max_decoding_message_size(ctx.config.server.max_request_bytes)`)
+    /// and returns the background tasks.
     fn start<'a>(
         &'a self,
         ctx: &'a ServiceContext,
@@ -116,11 +118,6 @@ impl ServiceContext {
             self.metrics.clone(),
         );
         Box::pin(consumer.run(self.background.clone()))
-    }
-
-    /// The signal background tasks stop on (after the gRPC port drained).
-    pub fn background_shutdown(&self) -> Shutdown {
-        self.background.clone()
     }
 
     /// Wraps a gRPC service so every call carries an authenticated caller.

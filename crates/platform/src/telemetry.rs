@@ -107,15 +107,6 @@ pub fn set_remote_parent(span: &tracing::Span, traceparent: Option<&str>) {
     let _ = span.set_parent(cx);
 }
 
-/// Adds the current trace context to outgoing gRPC metadata.
-pub fn inject_grpc(metadata: &mut tonic::metadata::MetadataMap) {
-    if let Some(tp) = current_traceparent()
-        && let Ok(value) = tp.parse()
-    {
-        metadata.insert("traceparent", value);
-    }
-}
-
 /// A server span for an incoming gRPC request, joined to the caller's trace.
 pub fn grpc_request_span<B>(request: &http::Request<B>) -> tracing::Span {
     let path = request.uri().path();
