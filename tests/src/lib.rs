@@ -12,6 +12,8 @@ pub mod probe;
 #[cfg(test)]
 mod events_it;
 #[cfg(test)]
+mod partners_it;
+#[cfg(test)]
 mod server_it;
 
 use std::net::SocketAddr;
@@ -101,6 +103,7 @@ impl TestEnv {
         c.telemetry.log_filter = "warn".into();
         c.clock.mode = ClockMode::Manual;
         c.clock.start = "2026-03-01T07:30:00+03:00".into();
+        c.seed.dir = workspace_root().join("deploy/seed").display().to_string();
         c
     }
 

@@ -568,7 +568,7 @@ async fn replicas_starting_together_migrate_once() -> anyhow::Result<()> {
             .await?;
     assert_eq!(
         applied,
-        [1, 100],
+        [1, 2, 100],
         "the platform's then the service's, each once"
     );
     for pool in pools {

@@ -47,6 +47,16 @@ pub trait ServiceModule: Send + Sync + 'static {
     fn migrator(&self) -> Migrator;
     /// The streams the service publishes to.
     fn streams(&self) -> &'static [StreamSpec];
+    /// Adds the service's seed data from `dir` where it is missing; returns a
+    /// summary line. Services without seed data keep this default.
+    fn seed<'a>(
+        &'a self,
+        _pool: &'a PgPool,
+        _clock: &'a Clock,
+        _dir: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<Option<String>, StartError>> {
+        Box::pin(async { Ok(None) })
+    }
     /// Mounts the gRPC service(s) (protected with [`ServiceContext::protect`],
     /// with `max_decoding_message_size(ctx.config.server.max_request_bytes)`)
     /// and returns the background tasks.
@@ -77,6 +87,12 @@ pub enum StartError {
     Listen {
         addr: String,
         source: std::io::Error,
+    },
+    #[error("seeding {service} from {dir}: {reason}")]
+    Seed {
+        service: &'static str,
+        dir: String,
+        reason: String,
     },
     #[error("gRPC server failed: {0}")]
     Serve(String),
@@ -195,10 +211,43 @@ pub async fn migrate_all(
     config: &Config,
     modules: &[Arc<dyn ServiceModule>],
 ) -> Result<(), StartError> {
+    if !modules.is_empty() {
+        db::ensure_database(&config.database).await?;
+    }
     for module in modules {
         let pool = db::schema_pool(&config.database, module.schema())?;
         db::migrate(&pool, module.schema(), &module.migrator()).await?;
         tracing::info!(schema = module.schema(), "migrations applied");
+        pool.close().await;
+    }
+    Ok(())
+}
+
+/// Loads every module's seed data (the `baladiya seed` command, and start-up
+/// when `seed.on_start`). A missing directory is an error only when `required`.
+pub async fn seed_all(
+    config: &Config,
+    modules: &[Arc<dyn ServiceModule>],
+    clock: &Clock,
+    required: bool,
+) -> Result<(), StartError> {
+    let dir = std::path::Path::new(&config.seed.dir);
+    if !dir.is_dir() {
+        if required {
+            return Err(StartError::Seed {
+                service: "all",
+                dir: config.seed.dir.clone(),
+                reason: "no such directory".into(),
+            });
+        }
+        tracing::info!(dir = %config.seed.dir, "no seed directory; nothing seeded");
+        return Ok(());
+    }
+    for module in modules {
+        let pool = db::schema_pool(&config.database, module.schema())?;
+        if let Some(summary) = module.seed(&pool, clock, dir).await? {
+            tracing::info!(service = module.name(), "{summary}");
+        }
         pool.close().await;
     }
     Ok(())
@@ -265,6 +314,14 @@ pub async fn run(
             auth: auth.clone(),
             background: background.clone(),
         };
+        if config.seed.on_start
+            && std::path::Path::new(&config.seed.dir).is_dir()
+            && let Some(summary) = module
+                .seed(&ctx.pool, &clock, std::path::Path::new(&config.seed.dir))
+                .await?
+        {
+            tracing::info!(service = module.name(), "{summary}");
+        }
         tasks.extend(module.start(&ctx, &mut mounted).await?);
         tracing::info!(service = module.name(), "service started");
     }

@@ -33,6 +33,27 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub auth: AuthConfig,
     pub clock: ClockConfig,
+    pub seed: SeedConfig,
+}
+
+/// Editable seed data (partners, calendars, agreements, categories, ...).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SeedConfig {
+    /// Directory of seed files; relative paths are from the working directory.
+    pub dir: String,
+    /// Load seed data at start: only what is missing is added, so operators'
+    /// edits are never overwritten.
+    pub on_start: bool,
+}
+
+impl Default for SeedConfig {
+    fn default() -> Self {
+        Self {
+            dir: "deploy/seed".into(),
+            on_start: true,
+        }
+    }
 }
 
 /// The deployment marker; production refuses development-only settings.

@@ -44,6 +44,10 @@ impl Violations {
             self.add(field, description);
         }
     }
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
     /// `Ok` when nothing was recorded, else `INVALID_ARGUMENT` with all of them.
     pub fn finish(self) -> Result<(), ApiError> {
         if self.0.is_empty() {

@@ -8,6 +8,7 @@
 //! | [`error`] | the one mapping from errors to gRPC status codes |
 //! | [`db`] | a pool pinned to the service's schema and embedded migrations |
 //! | [`events`] | CloudEvents over JetStream, the outbox relay, idempotent consumers |
+//! | [`idempotency`] | `request_id` handling for creates |
 //! | [`auth`] | the caller identity from a bearer token |
 //! | [`clock`] | the process clock, movable in tests |
 //! | [`grpc`], [`http`] | the two ports, health, reflection, metrics |
@@ -22,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod http;
+pub mod idempotency;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;

@@ -22,6 +22,17 @@ pub mod events {
     }
 }
 
+pub mod partners {
+    pub mod v1 {
+        tonic::include_proto!("baladiya.partners.v1");
+    }
+    pub mod events {
+        pub mod v1 {
+            tonic::include_proto!("baladiya.partners.events.v1");
+        }
+    }
+}
+
 pub mod admin {
     pub mod v1 {
         tonic::include_proto!("baladiya.admin.v1");

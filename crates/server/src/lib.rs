@@ -7,10 +7,9 @@ use baladiya_platform::app::ServiceModule;
 
 /// Every service this build can run, in start order.
 ///
-/// Each service crate contributes one [`ServiceModule`]; the crates arrive
-/// with their issues (intake, routing, partners, licensing, sla-watcher, kpi).
+/// Each service crate contributes one [`ServiceModule`].
 pub fn catalogue() -> Vec<Arc<dyn ServiceModule>> {
-    Vec::new()
+    vec![Arc::new(baladiya_partners::PartnersService)]
 }
 
 /// Why a `--services` list was refused.

@@ -42,6 +42,11 @@ enum Command {
         #[arg(long, default_value = "all")]
         services: String,
     },
+    /// Apply migrations, then add missing seed data from seed.dir.
+    Seed {
+        #[arg(long, default_value = "all")]
+        services: String,
+    },
     /// Show or check the configuration.
     Config {
         #[command(subcommand)]
@@ -135,9 +140,6 @@ fn main() -> ExitCode {
         }
         Command::ListServices => {
             let catalogue = baladiya_server::catalogue();
-            if catalogue.is_empty() {
-                println!("(no domain services in this build yet)");
-            }
             for m in catalogue {
                 println!("{:<14} {}", m.name(), m.description());
             }
@@ -176,6 +178,7 @@ fn main() -> ExitCode {
             let modules = match &command {
                 Command::Run { services }
                 | Command::Migrate { services }
+                | Command::Seed { services }
                 | Command::Events {
                     action: EventsAction::Parked { services },
                 } => services.clone(),
@@ -227,6 +230,11 @@ async fn serve_command(
             app::run(config, modules, clock, listeners, signal).await?;
         }
         Command::Migrate { .. } => app::migrate_all(&config, &modules).await?,
+        Command::Seed { .. } => {
+            app::migrate_all(&config, &modules).await?;
+            let clock = app::clock_from_config(&config.clock)?;
+            app::seed_all(&config, &modules, &clock, true).await?;
+        }
         Command::Events {
             action: EventsAction::Parked { .. },
         } => {

@@ -43,10 +43,31 @@ pub(crate) struct Window {
 
 /// A working duration as targets state it: whole working days (each as long
 /// as the calendar's working day) plus minutes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct WorkingDuration {
+    #[serde(default)]
     pub days: u32,
+    #[serde(default)]
     pub minutes: u32,
+}
+
+impl WorkingDuration {
+    /// Whether it is no time at all.
+    pub fn is_zero(&self) -> bool {
+        self.days == 0 && self.minutes == 0
+    }
 }
 
 /// A validated business calendar. Build one with [`CalendarSpec::build`].

@@ -227,6 +227,7 @@ impl CalendarSpec {
                 ),
             });
         }
+        let before_weekly = v.len();
         let mut weekly: [Vec<Window>; 7] = Default::default();
         let mut seen = [false; 7];
         for (i, hours) in self.weekly.iter().enumerate() {
@@ -249,7 +250,13 @@ impl CalendarSpec {
                 weekly[idx] = ws.clone();
             }
         }
-        if !self.always_open && weekly.iter().all(Vec::is_empty) && !self.weekly.is_empty() {
+        // Only when the windows themselves were fine: an invalid window is
+        // already reported and would make every day look empty.
+        if !self.always_open
+            && v.len() == before_weekly
+            && weekly.iter().all(Vec::is_empty)
+            && !self.weekly.is_empty()
+        {
             v.push(Violation {
                 field: "weekly".into(),
                 message: "at least one day must have working hours".into(),

@@ -1,0 +1,419 @@
+//! `baladiya.partners.v1.PartnerService`: converts requests, checks the caller,
+//! runs the operation in a transaction, converts the answer. Nothing else.
+
+use baladiya_platform::auth::{Role, caller};
+use baladiya_platform::clock::Clock;
+use baladiya_platform::error::{ApiError, Violations};
+use baladiya_platform::idempotency::{self, Claim};
+use baladiya_proto::convert::{instant, timestamp};
+use baladiya_proto::partners::v1 as pb;
+use prost::Message;
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{self, agreement_to_proto, calendar_to_proto, partner_to_proto};
+use crate::domain::{self, CalendarRecord};
+use crate::ops::{self, Exception};
+use crate::store;
+
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 500;
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct PartnerApi {
+    pub pool: PgPool,
+    pub clock: Clock,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn page_token(kind: i32, include_inactive: bool, last: &str) -> String {
+    let raw = format!("{kind}|{include_inactive}|{last}");
+    raw.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_page_token(token: &str, kind: i32, include_inactive: bool) -> Result<String, ApiError> {
+    if token.is_empty() {
+        return Ok(String::new());
+    }
+    let bad = || {
+        ApiError::invalid_field(
+            "page_token",
+            "is not a token from this listing with these filters",
+        )
+    };
+    let bytes = (0..token.len())
+        .step_by(2)
+        .map(|i| {
+            token
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(bad)?;
+    let raw = String::from_utf8(bytes).map_err(|_| bad())?;
+    let mut parts = raw.splitn(3, '|');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(k), Some(i), Some(last))
+            if k == kind.to_string() && i == include_inactive.to_string() =>
+        {
+            Ok(last.to_string())
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn at_or_now(
+    at: &Option<prost_types::Timestamp>,
+    clock: &Clock,
+) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    match at {
+        None => Ok(clock.now()),
+        Some(t) => {
+            instant(t).ok_or_else(|| ApiError::invalid_field("at", "is not a valid timestamp"))
+        }
+    }
+}
+
+impl PartnerApi {
+    async fn calendar_proto(&self, id: &str) -> Result<pb::Calendar, ApiError> {
+        let mut conn = self.pool.acquire().await?;
+        let c = store::calendar(&mut conn, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format_args!("calendar {id}")))?;
+        Ok(calendar_to_proto(&c.record, c.revision, c.updated_at))
+    }
+
+    async fn versions(&self, code: &str) -> Result<Vec<domain::Agreement>, ApiError> {
+        let mut conn = self.pool.acquire().await?;
+        if store::partner(&mut conn, code).await?.is_none() {
+            return Err(ApiError::not_found(format_args!("partner {code}")));
+        }
+        Ok(store::agreements(&mut conn, code).await?)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::partner_service_server::PartnerService for PartnerApi {
+    async fn list_partners(
+        &self,
+        request: Request<pb::ListPartnersRequest>,
+    ) -> Reply<pb::ListPartnersResponse> {
+        caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        v.check(req.page_size >= 0, "page_size", "must not be negative");
+        v.finish()?;
+        let limit = match i64::from(req.page_size) {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let after = parse_page_token(&req.page_token, req.kind, req.include_inactive)?;
+        let kind = convert::kind_from_proto(req.kind);
+        let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
+        let rows = store::partners(&mut conn, &after, kind, req.include_inactive, limit + 1)
+            .await
+            .map_err(ApiError::from)?;
+        let more = rows.len() as i64 > limit;
+        let page: Vec<_> = rows.into_iter().take(limit as usize).collect();
+        let next_page_token = match (more, page.last()) {
+            (true, Some((last, _))) => page_token(req.kind, req.include_inactive, &last.code),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListPartnersResponse {
+            partners: page
+                .iter()
+                .map(|(p, at)| partner_to_proto(p, *at))
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_partner(&self, request: Request<pb::GetPartnerRequest>) -> Reply<pb::Partner> {
+        caller(&request)?;
+        let code = &request.get_ref().code;
+        let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
+        let (partner, at) = store::partner(&mut conn, code)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found(format_args!("partner {code}")))?;
+        Ok(Response::new(partner_to_proto(&partner, at)))
+    }
+
+    async fn upsert_partner(
+        &self,
+        request: Request<pb::UpsertPartnerRequest>,
+    ) -> Reply<pb::Partner> {
+        caller(&request)?.require(Role::Operator)?;
+        let mut v = Violations::new();
+        let Some(proto) = request.get_ref().partner.as_ref() else {
+            return Err(ApiError::invalid_field("partner", "is required").into());
+        };
+        let partner = convert::partner_from_proto(proto, &mut v);
+        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        let at = ops::upsert_partner(&mut tx, &self.clock, &partner, v).await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(partner_to_proto(&partner, at)))
+    }
+
+    async fn get_agreement(
+        &self,
+        request: Request<pb::GetAgreementRequest>,
+    ) -> Reply<pb::Agreement> {
+        caller(&request)?;
+        let req = request.into_inner();
+        let versions = self.versions(&req.partner_code).await?;
+        let found = if req.version == 0 {
+            domain::in_force(&versions, self.clock.now())
+        } else {
+            versions.iter().find(|a| a.version == req.version)
+        };
+        let agreement = found.ok_or_else(|| {
+            ApiError::not_found(format_args!(
+                "agreement version {} of {}",
+                req.version, req.partner_code
+            ))
+        })?;
+        Ok(Response::new(agreement_to_proto(agreement)))
+    }
+
+    async fn list_agreements(
+        &self,
+        request: Request<pb::ListAgreementsRequest>,
+    ) -> Reply<pb::ListAgreementsResponse> {
+        caller(&request)?;
+        let versions = self.versions(&request.get_ref().partner_code).await?;
+        Ok(Response::new(pb::ListAgreementsResponse {
+            agreements: versions.iter().map(agreement_to_proto).collect(),
+        }))
+    }
+
+    async fn publish_agreement(
+        &self,
+        request: Request<pb::PublishAgreementRequest>,
+    ) -> Reply<pb::Agreement> {
+        let who = caller(&request)?.require(Role::Operator)?.subject.clone();
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        idempotency::check_request_id(&req.request_id, &mut v);
+        let Some(agreement) = req.agreement.as_ref() else {
+            v.add("agreement", "is required");
+            v.finish()?;
+            return Err(ApiError::invalid_field("agreement", "is required").into());
+        };
+        let effective_from = match &agreement.effective_from {
+            Some(t) => {
+                let parsed = instant(t);
+                v.check(
+                    parsed.is_some(),
+                    "agreement.effective_from",
+                    "is not a valid timestamp",
+                );
+                parsed
+            }
+            None => None,
+        };
+        let body = convert::body_from_proto(agreement);
+        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        if v.is_empty() {
+            let claim = idempotency::claim::<pb::Agreement>(
+                &mut tx,
+                "PublishAgreement",
+                &req.request_id,
+                &req.encode_to_vec(),
+            )
+            .await?;
+            if let Claim::Replay(original) = claim {
+                return Ok(Response::new(original));
+            }
+        }
+        let published = ops::publish_agreement(
+            &mut tx,
+            &self.clock,
+            &agreement.partner_code,
+            effective_from,
+            body,
+            &who,
+            v,
+        )
+        .await?;
+        let response = agreement_to_proto(&published);
+        idempotency::complete(&mut tx, "PublishAgreement", &req.request_id, &response).await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_calendar(&self, request: Request<pb::GetCalendarRequest>) -> Reply<pb::Calendar> {
+        caller(&request)?;
+        Ok(Response::new(
+            self.calendar_proto(&request.get_ref().id).await?,
+        ))
+    }
+
+    async fn list_calendars(
+        &self,
+        request: Request<pb::ListCalendarsRequest>,
+    ) -> Reply<pb::ListCalendarsResponse> {
+        caller(&request)?;
+        let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
+        let all = store::calendars(&mut conn).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListCalendarsResponse {
+            calendars: all
+                .iter()
+                .map(|c| calendar_to_proto(&c.record, c.revision, c.updated_at))
+                .collect(),
+        }))
+    }
+
+    async fn upsert_calendar(
+        &self,
+        request: Request<pb::UpsertCalendarRequest>,
+    ) -> Reply<pb::Calendar> {
+        caller(&request)?.require(Role::Operator)?;
+        let Some(proto) = request.get_ref().calendar.as_ref() else {
+            return Err(ApiError::invalid_field("calendar", "is required").into());
+        };
+        let mut v = Violations::new();
+        let record: CalendarRecord = convert::calendar_from_proto(proto, &mut v);
+        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        let stored =
+            ops::upsert_calendar(&mut tx, &self.clock, &record, "calendar replaced", v).await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(calendar_to_proto(
+            &stored.record,
+            stored.revision,
+            stored.updated_at,
+        )))
+    }
+
+    async fn add_calendar_exception(
+        &self,
+        request: Request<pb::AddCalendarExceptionRequest>,
+    ) -> Reply<pb::Calendar> {
+        caller(&request)?.require(Role::Operator)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let change = match &req.exception {
+            Some(pb::add_calendar_exception_request::Exception::Holiday(h)) => {
+                v.check(!h.name.trim().is_empty(), "holiday.name", "is required");
+                convert::holiday_from_proto(h, "holiday", &mut v).map(Exception::Holiday)
+            }
+            Some(pb::add_calendar_exception_request::Exception::HoursOverride(o)) => {
+                v.check(
+                    !o.name.trim().is_empty(),
+                    "hours_override.name",
+                    "is required",
+                );
+                convert::override_from_proto(o, "hours_override", &mut v).map(Exception::Hours)
+            }
+            None => {
+                v.add("exception", "a holiday or an hours_override is required");
+                None
+            }
+        };
+        v.finish()?;
+        let Some(change) = change else {
+            return Err(ApiError::invalid_field("exception", "is invalid").into());
+        };
+        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        let stored =
+            ops::add_calendar_exception(&mut tx, &self.clock, &req.calendar_id, change).await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(calendar_to_proto(
+            &stored.record,
+            stored.revision,
+            stored.updated_at,
+        )))
+    }
+
+    async fn resolve_sla_terms(
+        &self,
+        request: Request<pb::ResolveSlaTermsRequest>,
+    ) -> Reply<pb::ResolvedSlaTerms> {
+        caller(&request)?;
+        let req = request.into_inner();
+        let at = at_or_now(&req.at, &self.clock)?;
+        let versions = self.versions(&req.partner_code).await?;
+        let agreement = domain::in_force(&versions, at).ok_or_else(|| {
+            ApiError::not_found(format_args!(
+                "an agreement of {} in force at {at}",
+                req.partner_code
+            ))
+        })?;
+        let priority = convert::priority_from_proto(req.priority);
+        let (terms, matched_by) = agreement
+            .body
+            .terms_for(&req.category_code, priority)
+            .ok_or_else(|| {
+                ApiError::not_found(format_args!(
+                    "terms for category '{}' in agreement version {} of {}",
+                    req.category_code, agreement.version, req.partner_code
+                ))
+            })?;
+        Ok(Response::new(pb::ResolvedSlaTerms {
+            partner_code: req.partner_code.clone(),
+            agreement_version: agreement.version,
+            effective_from: Some(timestamp(agreement.effective_from)),
+            terms: Some(convert::terms_to_proto(
+                terms,
+                domain::warn_at_or_default(&terms.warn_at),
+            )),
+            matched_by: matched_by.into(),
+            escalation_ladder: convert::ladder_to_proto(&req.partner_code, &agreement.body.ladder),
+            calendar: Some(self.calendar_proto(&terms.calendar_id).await?),
+        }))
+    }
+
+    async fn resolve_clearance_terms(
+        &self,
+        request: Request<pb::ResolveClearanceTermsRequest>,
+    ) -> Reply<pb::ResolvedClearanceTerms> {
+        caller(&request)?;
+        let req = request.into_inner();
+        let at = at_or_now(&req.at, &self.clock)?;
+        let versions = self.versions(&req.partner_code).await?;
+        let agreement = domain::in_force(&versions, at).ok_or_else(|| {
+            ApiError::not_found(format_args!(
+                "an agreement of {} in force at {at}",
+                req.partner_code
+            ))
+        })?;
+        let clearance = agreement
+            .body
+            .clearance_for(&req.license_type_code)
+            .ok_or_else(|| {
+                ApiError::not_found(format_args!(
+                    "clearance terms for {} in agreement version {} of {}",
+                    req.license_type_code, agreement.version, req.partner_code
+                ))
+            })?;
+        Ok(Response::new(pb::ResolvedClearanceTerms {
+            partner_code: req.partner_code.clone(),
+            agreement_version: agreement.version,
+            clearance: Some(convert::clearance_to_proto(
+                clearance,
+                domain::warn_at_or_default(&clearance.warn_at),
+            )),
+            escalation_ladder: convert::ladder_to_proto(&req.partner_code, &agreement.body.ladder),
+            calendar: Some(self.calendar_proto(&clearance.calendar_id).await?),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_carry_their_filters() {
+        let token = page_token(1, false, "MOJ");
+        assert_eq!(parse_page_token(&token, 1, false).expect("valid"), "MOJ");
+        assert!(
+            parse_page_token(&token, 2, false).is_err(),
+            "a changed filter is refused"
+        );
+        assert!(parse_page_token("zz", 1, false).is_err());
+        assert!(parse_page_token("abc", 1, false).is_err());
+    }
+}

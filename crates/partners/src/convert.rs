@@ -1,0 +1,431 @@
+//! Proto messages to domain values and back. Parsing problems become field
+//! violations with the proto field paths callers sent.
+
+use baladiya_platform::error::Violations;
+use baladiya_proto::common::v1 as common;
+use baladiya_proto::convert::timestamp;
+use baladiya_proto::partners::v1 as pb;
+use baladiya_worktime::{
+    CalendarSpec, Day, Holiday, HoursOverride, Substitution, WeeklyHours, WindowSpec,
+    WorkingDuration,
+};
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::domain::{
+    Agreement, AgreementBody, CalendarRecord, Clearance, Contact, Level, Partner, PartnerKind,
+    Priority, Terms,
+};
+
+pub fn kind_from_proto(kind: i32) -> Option<PartnerKind> {
+    match pb::PartnerKind::try_from(kind).ok()? {
+        pb::PartnerKind::Ministry => Some(PartnerKind::Ministry),
+        pb::PartnerKind::MunicipalDepartment => Some(PartnerKind::MunicipalDepartment),
+        pb::PartnerKind::Utility => Some(PartnerKind::Utility),
+        pb::PartnerKind::PrivateOperator => Some(PartnerKind::PrivateOperator),
+        pb::PartnerKind::Unspecified => None,
+    }
+}
+
+fn kind_to_proto(kind: PartnerKind) -> pb::PartnerKind {
+    match kind {
+        PartnerKind::Ministry => pb::PartnerKind::Ministry,
+        PartnerKind::MunicipalDepartment => pb::PartnerKind::MunicipalDepartment,
+        PartnerKind::Utility => pb::PartnerKind::Utility,
+        PartnerKind::PrivateOperator => pb::PartnerKind::PrivateOperator,
+    }
+}
+
+/// A partner from an upsert request.
+pub fn partner_from_proto(p: &pb::Partner, v: &mut Violations) -> Partner {
+    let kind = kind_from_proto(p.kind);
+    v.check(kind.is_some(), "partner.kind", "is required");
+    let name = p.name.clone().unwrap_or_default();
+    Partner {
+        code: p.code.trim().to_string(),
+        name_ar: name.ar,
+        name_en: name.en,
+        kind: kind.unwrap_or(PartnerKind::MunicipalDepartment),
+        contacts: p
+            .contacts
+            .iter()
+            .map(|c| Contact {
+                level: c.level,
+                name: c.name.clone(),
+                email: c.email.clone(),
+                phone: c.phone.clone(),
+            })
+            .collect(),
+        calendar_id: p.calendar_id.clone(),
+        active: p.active,
+    }
+}
+
+/// A partner for a response.
+pub fn partner_to_proto(p: &Partner, updated_at: DateTime<Utc>) -> pb::Partner {
+    pb::Partner {
+        code: p.code.clone(),
+        name: Some(common::LocalizedText {
+            ar: p.name_ar.clone(),
+            en: p.name_en.clone(),
+        }),
+        kind: kind_to_proto(p.kind) as i32,
+        contacts: p
+            .contacts
+            .iter()
+            .map(|c| pb::Contact {
+                level: c.level,
+                name: c.name.clone(),
+                email: c.email.clone(),
+                phone: c.phone.clone(),
+            })
+            .collect(),
+        calendar_id: p.calendar_id.clone(),
+        active: p.active,
+        update_time: Some(timestamp(updated_at)),
+    }
+}
+
+fn day_from_proto(day: i32) -> Option<Day> {
+    Some(match pb::DayOfWeek::try_from(day).ok()? {
+        pb::DayOfWeek::Sunday => Day::Sunday,
+        pb::DayOfWeek::Monday => Day::Monday,
+        pb::DayOfWeek::Tuesday => Day::Tuesday,
+        pb::DayOfWeek::Wednesday => Day::Wednesday,
+        pb::DayOfWeek::Thursday => Day::Thursday,
+        pb::DayOfWeek::Friday => Day::Friday,
+        pb::DayOfWeek::Saturday => Day::Saturday,
+        pb::DayOfWeek::Unspecified => return None,
+    })
+}
+
+fn day_to_proto(day: Day) -> i32 {
+    (match day {
+        Day::Sunday => pb::DayOfWeek::Sunday,
+        Day::Monday => pb::DayOfWeek::Monday,
+        Day::Tuesday => pb::DayOfWeek::Tuesday,
+        Day::Wednesday => pb::DayOfWeek::Wednesday,
+        Day::Thursday => pb::DayOfWeek::Thursday,
+        Day::Friday => pb::DayOfWeek::Friday,
+        Day::Saturday => pb::DayOfWeek::Saturday,
+    }) as i32
+}
+
+fn date(text: &str, path: &str, v: &mut Violations) -> Option<NaiveDate> {
+    let parsed = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok();
+    v.check(parsed.is_some(), path, "must be a date YYYY-MM-DD");
+    parsed
+}
+
+fn windows(ws: &[pb::TimeWindow]) -> Vec<WindowSpec> {
+    ws.iter()
+        .map(|w| WindowSpec::new(&w.start, &w.end))
+        .collect()
+}
+
+fn windows_to_proto(ws: &[WindowSpec]) -> Vec<pb::TimeWindow> {
+    ws.iter()
+        .map(|w| pb::TimeWindow {
+            start: w.start.clone(),
+            end: w.end.clone(),
+        })
+        .collect()
+}
+
+/// A holiday from the API; field paths start with `path`. `None` (with the
+/// violations recorded) when a date does not parse.
+pub fn holiday_from_proto(h: &pb::Holiday, path: &str, v: &mut Violations) -> Option<Holiday> {
+    let from = date(&h.start_date, &format!("{path}.start_date"), v);
+    let to = date(&h.end_date, &format!("{path}.end_date"), v);
+    Some(Holiday {
+        name: h.name.clone(),
+        from: from?,
+        to: to?,
+    })
+}
+
+/// An hours override from the API; field paths start with `path`. `None`
+/// (with the violations recorded) when a date does not parse.
+pub fn override_from_proto(
+    o: &pb::HoursOverride,
+    path: &str,
+    v: &mut Violations,
+) -> Option<HoursOverride> {
+    let from = date(&o.start_date, &format!("{path}.start_date"), v);
+    let to = date(&o.end_date, &format!("{path}.end_date"), v);
+    Some(HoursOverride {
+        name: o.name.clone(),
+        from: from?,
+        to: to?,
+        windows: windows(&o.windows),
+    })
+}
+
+/// A worktime field path in the API's terms (`from`/`to` are `start_date`/`end_date`).
+pub fn api_path(prefix: &str, field: &str) -> String {
+    let renamed = field
+        .replace(".from", ".start_date")
+        .replace(".to", ".end_date");
+    format!("{prefix}{renamed}")
+}
+
+/// A calendar from an upsert request.
+pub fn calendar_from_proto(c: &pb::Calendar, v: &mut Violations) -> CalendarRecord {
+    let weekly = c
+        .weekly
+        .iter()
+        .enumerate()
+        .map(|(i, w)| WeeklyHours {
+            days: w
+                .days
+                .iter()
+                .enumerate()
+                .filter_map(|(j, d)| {
+                    let day = day_from_proto(*d);
+                    v.check(
+                        day.is_some(),
+                        &format!("calendar.weekly[{i}].days[{j}]"),
+                        "is not a day of the week",
+                    );
+                    day
+                })
+                .collect(),
+            windows: windows(&w.windows),
+        })
+        .collect();
+    let substitutions = c
+        .substitutions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let (f, o) = (day_from_proto(s.falls_on), day_from_proto(s.observed_on));
+            v.check(
+                f.is_some(),
+                &format!("calendar.substitutions[{i}].falls_on"),
+                "is required",
+            );
+            v.check(
+                o.is_some(),
+                &format!("calendar.substitutions[{i}].observed_on"),
+                "is required",
+            );
+            Some(Substitution {
+                falls_on: f?,
+                observed_on: o?,
+            })
+        })
+        .collect();
+    CalendarRecord {
+        id: c.id.trim().to_string(),
+        name: c.name.clone(),
+        spec: CalendarSpec {
+            time_zone: c.time_zone.clone(),
+            always_open: c.always_open,
+            weekly,
+            overrides: c
+                .overrides
+                .iter()
+                .enumerate()
+                .filter_map(|(i, o)| override_from_proto(o, &format!("calendar.overrides[{i}]"), v))
+                .collect(),
+            holidays: c
+                .holidays
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| holiday_from_proto(h, &format!("calendar.holidays[{i}]"), v))
+                .collect(),
+            substitutions,
+            working_day_minutes: (c.working_day_minutes > 0).then_some(c.working_day_minutes),
+        },
+    }
+}
+
+/// A calendar for a response.
+pub fn calendar_to_proto(
+    c: &CalendarRecord,
+    revision: i64,
+    updated_at: DateTime<Utc>,
+) -> pb::Calendar {
+    let s = &c.spec;
+    pb::Calendar {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        time_zone: s.time_zone.clone(),
+        always_open: s.always_open,
+        weekly: s
+            .weekly
+            .iter()
+            .map(|w| pb::WeeklyHours {
+                days: w.days.iter().map(|d| day_to_proto(*d)).collect(),
+                windows: windows_to_proto(&w.windows),
+            })
+            .collect(),
+        overrides: s
+            .overrides
+            .iter()
+            .map(|o| pb::HoursOverride {
+                name: o.name.clone(),
+                start_date: o.from.to_string(),
+                end_date: o.to.to_string(),
+                windows: windows_to_proto(&o.windows),
+            })
+            .collect(),
+        holidays: s
+            .holidays
+            .iter()
+            .map(|h| pb::Holiday {
+                name: h.name.clone(),
+                start_date: h.from.to_string(),
+                end_date: h.to.to_string(),
+            })
+            .collect(),
+        substitutions: s
+            .substitutions
+            .iter()
+            .map(|x| pb::HolidaySubstitution {
+                falls_on: day_to_proto(x.falls_on),
+                observed_on: day_to_proto(x.observed_on),
+            })
+            .collect(),
+        working_day_minutes: s.working_day_minutes.unwrap_or(0),
+        revision,
+        update_time: Some(timestamp(updated_at)),
+    }
+}
+
+pub fn priority_from_proto(p: i32) -> Priority {
+    match common::Priority::try_from(p).unwrap_or(common::Priority::Unspecified) {
+        common::Priority::Unspecified => Priority::Any,
+        common::Priority::Low => Priority::Low,
+        common::Priority::Normal => Priority::Normal,
+        common::Priority::High => Priority::High,
+        common::Priority::Urgent => Priority::Urgent,
+    }
+}
+
+fn priority_to_proto(p: Priority) -> i32 {
+    (match p {
+        Priority::Any => common::Priority::Unspecified,
+        Priority::Low => common::Priority::Low,
+        Priority::Normal => common::Priority::Normal,
+        Priority::High => common::Priority::High,
+        Priority::Urgent => common::Priority::Urgent,
+    }) as i32
+}
+
+fn duration(d: &Option<common::WorkingDuration>) -> WorkingDuration {
+    d.map(|d| WorkingDuration {
+        days: d.days,
+        minutes: d.minutes,
+    })
+    .unwrap_or_default()
+}
+
+fn duration_to_proto(d: WorkingDuration) -> Option<common::WorkingDuration> {
+    Some(common::WorkingDuration {
+        days: d.days,
+        minutes: d.minutes,
+    })
+}
+
+/// An agreement body from a publish request.
+pub fn body_from_proto(a: &pb::Agreement) -> AgreementBody {
+    AgreementBody {
+        terms: a
+            .terms
+            .iter()
+            .map(|t| Terms {
+                category_code: t.category_code.trim().to_string(),
+                priority: priority_from_proto(t.priority),
+                acknowledge_within: duration(&t.acknowledge_within),
+                resolve_within: duration(&t.resolve_within),
+                calendar_id: t.calendar_id.clone(),
+                warn_at: t.warn_at.clone(),
+            })
+            .collect(),
+        ladder: a
+            .escalation_ladder
+            .iter()
+            .map(|l| Level {
+                level: l.level,
+                delay_after_breach: duration(&l.delay_after_breach),
+                contact: l.contact.clone(),
+                nats_subject: l.nats_subject.clone(),
+                webhook_url: l.webhook_url.clone(),
+            })
+            .collect(),
+        clearances: a
+            .clearances
+            .iter()
+            .map(|c| Clearance {
+                license_type_code: c.license_type_code.trim().to_string(),
+                description: c.description.clone(),
+                within: duration(&c.within),
+                calendar_id: c.calendar_id.clone(),
+                warn_at: c.warn_at.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub fn terms_to_proto(t: &Terms, warn_at: Vec<f64>) -> pb::SlaTerms {
+    pb::SlaTerms {
+        category_code: t.category_code.clone(),
+        priority: priority_to_proto(t.priority),
+        acknowledge_within: duration_to_proto(t.acknowledge_within),
+        resolve_within: duration_to_proto(t.resolve_within),
+        calendar_id: t.calendar_id.clone(),
+        warn_at,
+    }
+}
+
+pub fn clearance_to_proto(c: &Clearance, warn_at: Vec<f64>) -> pb::ClearanceTerms {
+    pb::ClearanceTerms {
+        license_type_code: c.license_type_code.clone(),
+        description: c.description.clone(),
+        within: duration_to_proto(c.within),
+        calendar_id: c.calendar_id.clone(),
+        warn_at,
+    }
+}
+
+/// The ladder with default subjects filled in.
+pub fn ladder_to_proto(partner_code: &str, ladder: &[Level]) -> Vec<pb::EscalationLevel> {
+    ladder
+        .iter()
+        .map(|l| pb::EscalationLevel {
+            level: l.level,
+            delay_after_breach: duration_to_proto(l.delay_after_breach),
+            contact: l.contact.clone(),
+            nats_subject: if l.nats_subject.is_empty() {
+                format!("baladiya.sla.escalation.raised.{partner_code}")
+            } else {
+                l.nats_subject.clone()
+            },
+            webhook_url: l.webhook_url.clone(),
+        })
+        .collect()
+}
+
+/// An agreement version for a response.
+pub fn agreement_to_proto(a: &Agreement) -> pb::Agreement {
+    pb::Agreement {
+        partner_code: a.partner_code.clone(),
+        version: a.version,
+        effective_from: Some(timestamp(a.effective_from)),
+        terms: a
+            .body
+            .terms
+            .iter()
+            .map(|t| terms_to_proto(t, t.warn_at.clone()))
+            .collect(),
+        escalation_ladder: ladder_to_proto(&a.partner_code, &a.body.ladder),
+        clearances: a
+            .body
+            .clearances
+            .iter()
+            .map(|c| clearance_to_proto(c, c.warn_at.clone()))
+            .collect(),
+        publish_time: Some(timestamp(a.published_at)),
+        published_by: a.published_by.clone(),
+    }
+}

@@ -1,0 +1,92 @@
+//! Partner agencies service (`baladiya.partners.v1.PartnerService`, schema
+//! `partners`): the bodies that act on routed cases, their versioned framework
+//! agreements (SLA terms per category and priority, escalation ladders,
+//! licensing clearances) and the working calendars every SLA is measured on.
+//!
+//! - [`domain`]: pure types and rules (validation, which terms are in force);
+//! - [`ops`]: the write operations, shared by the API and the seed loader;
+//! - [`store`]: SQL; [`api`]: the gRPC face; [`seed`]: editable seed files.
+//!
+//! Events (`baladiya.partners.>` on stream `PARTNERS`): partner upserted,
+//! agreement published, calendar changed (with the affected date range).
+
+pub mod api;
+pub mod convert;
+pub mod domain;
+pub mod error;
+pub mod ops;
+pub mod seed;
+pub mod store;
+
+use std::path::Path;
+
+use baladiya_platform::app::{BackgroundTask, ServiceContext, ServiceModule, StartError};
+use baladiya_platform::clock::Clock;
+use baladiya_platform::events::StreamSpec;
+use baladiya_platform::grpc::Mounted;
+use baladiya_proto::partners::v1::partner_service_server::PartnerServiceServer;
+use futures::future::BoxFuture;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+
+static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// The stream partners events go to.
+pub const STREAM: StreamSpec = StreamSpec {
+    name: "PARTNERS",
+    subjects: &["baladiya.partners.>"],
+};
+
+/// The partners service module.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PartnersService;
+
+impl ServiceModule for PartnersService {
+    fn name(&self) -> &'static str {
+        "partners"
+    }
+    fn description(&self) -> &'static str {
+        "partner bodies, versioned agreements with SLA terms and escalation ladders, working calendars"
+    }
+    fn migrator(&self) -> Migrator {
+        Migrator::with_migrations(MIGRATIONS.iter().cloned().collect())
+    }
+    fn streams(&self) -> &'static [StreamSpec] {
+        std::slice::from_ref(&STREAM)
+    }
+    fn seed<'a>(
+        &'a self,
+        pool: &'a PgPool,
+        clock: &'a Clock,
+        dir: &'a Path,
+    ) -> BoxFuture<'a, Result<Option<String>, StartError>> {
+        Box::pin(async move {
+            seed::load(pool, clock, dir)
+                .await
+                .map(Some)
+                .map_err(|e| StartError::Seed {
+                    service: "partners",
+                    dir: dir.display().to_string(),
+                    reason: e.to_string(),
+                })
+        })
+    }
+    fn start<'a>(
+        &'a self,
+        ctx: &'a ServiceContext,
+        mounted: &'a mut Mounted,
+    ) -> BoxFuture<'a, Result<Vec<BackgroundTask>, StartError>> {
+        Box::pin(async move {
+            mounted.add(
+                ctx.protect(
+                    PartnerServiceServer::new(api::PartnerApi {
+                        pool: ctx.pool.clone(),
+                        clock: ctx.clock.clone(),
+                    })
+                    .max_decoding_message_size(ctx.config.server.max_request_bytes),
+                ),
+            );
+            Ok(Vec::new())
+        })
+    }
+}

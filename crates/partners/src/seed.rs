@@ -1,0 +1,127 @@
+//! Seed data from editable TOML files under `<seed dir>/partners/`:
+//! `calendars.toml`, `partners.toml`, `agreements.toml`. Only what is missing
+//! is added (a calendar or partner by id, an agreement for a partner with none),
+//! so operators' later edits survive restarts. Everything goes through the same
+//! operations and validation as the API, in one transaction.
+
+use std::path::Path;
+
+use baladiya_platform::clock::Clock;
+use baladiya_platform::error::{ApiError, Violations};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use sqlx::PgPool;
+
+use crate::domain::{AgreementBody, CalendarRecord, Partner};
+use crate::error::PartnersError;
+use crate::{ops, store};
+
+#[derive(Debug, Deserialize)]
+struct CalendarsFile {
+    #[serde(default)]
+    calendar: Vec<CalendarRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PartnersFile {
+    #[serde(default)]
+    partner: Vec<Partner>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SeedAgreement {
+    partner_code: String,
+    effective_from: DateTime<Utc>,
+    #[serde(flatten)]
+    body: AgreementBody,
+}
+
+#[derive(Debug, Deserialize)]
+struct AgreementsFile {
+    #[serde(default)]
+    agreement: Vec<SeedAgreement>,
+}
+
+fn read<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<T, PartnersError> {
+    let path = dir.join(name);
+    let text = std::fs::read_to_string(&path).map_err(|e| PartnersError::Seed {
+        file: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| PartnersError::Seed {
+        file: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn in_file(file: &Path, what: &str) -> impl Fn(ApiError) -> PartnersError {
+    let file = file.display().to_string();
+    let what = what.to_string();
+    move |e: ApiError| PartnersError::Seed {
+        file: file.clone(),
+        reason: format!(
+            "{what}: {}{}",
+            e.message,
+            e.violations
+                .iter()
+                .map(|v| format!("\n  - {}: {}", v.field, v.description))
+                .collect::<String>()
+        ),
+    }
+}
+
+/// Adds missing seed records; returns what was added.
+pub async fn load(pool: &PgPool, clock: &Clock, seed_dir: &Path) -> Result<String, PartnersError> {
+    let dir = seed_dir.join("partners");
+    let calendars: CalendarsFile = read(&dir, "calendars.toml")?;
+    let partners: PartnersFile = read(&dir, "partners.toml")?;
+    let agreements: AgreementsFile = read(&dir, "agreements.toml")?;
+    let mut tx = pool.begin().await?;
+    let (mut c, mut p, mut a) = (0, 0, 0);
+    let file = dir.join("calendars.toml");
+    for record in &calendars.calendar {
+        if store::calendar(&mut tx, &record.id).await?.is_none() {
+            ops::upsert_calendar(&mut tx, clock, record, "seeded", Violations::new())
+                .await
+                .map_err(in_file(&file, &format!("calendar {}", record.id)))?;
+            c += 1;
+        }
+    }
+    let file = dir.join("partners.toml");
+    for partner in &partners.partner {
+        if store::partner(&mut tx, &partner.code).await?.is_none() {
+            ops::upsert_partner(&mut tx, clock, partner, Violations::new())
+                .await
+                .map_err(in_file(&file, &format!("partner {}", partner.code)))?;
+            p += 1;
+        }
+    }
+    let file = dir.join("agreements.toml");
+    for seed in &agreements.agreement {
+        if store::agreements(&mut tx, &seed.partner_code)
+            .await?
+            .is_empty()
+        {
+            ops::publish_agreement(
+                &mut tx,
+                clock,
+                &seed.partner_code,
+                Some(seed.effective_from),
+                seed.body.clone(),
+                "seed",
+                Violations::new(),
+            )
+            .await
+            .map_err(in_file(
+                &file,
+                &format!("agreement of {}", seed.partner_code),
+            ))?;
+            a += 1;
+        }
+    }
+    tx.commit().await?;
+    Ok(format!(
+        "seeded {c} calendar(s), {p} partner(s), {a} agreement(s) from {}",
+        dir.display()
+    ))
+}
