@@ -12,6 +12,8 @@ pub mod probe;
 #[cfg(test)]
 mod events_it;
 #[cfg(test)]
+mod intake_it;
+#[cfg(test)]
 mod partners_it;
 #[cfg(test)]
 mod server_it;

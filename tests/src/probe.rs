@@ -97,7 +97,7 @@ impl ServiceModule for Probe {
 pub fn consumer_spec() -> ConsumerSpec {
     ConsumerSpec {
         name: CONSUMER.into(),
-        stream: STREAM.name.into(),
+        stream: STREAM,
         subjects: vec!["baladiya.probe.note.>".into()],
     }
 }

@@ -403,6 +403,32 @@ fn the_binary_refuses_unknown_services_bad_flags_and_bad_config() {
         text.contains("postgres://u:<redacted>@db/x") && !text.contains("topsecret"),
         "{text}"
     );
+    let example = crate::workspace_root().join("deploy/config/baladiya.example.toml");
+    let example = example.to_str().expect("utf-8 path");
+    let (code, text) = run(&["--config", example, "config", "check"], &[]);
+    assert_eq!(code, Some(0), "the example configuration is valid: {text}");
+    let (code, text) = run(&["--config", example, "config", "print"], &[]);
+    assert_eq!(code, Some(0));
+    let documented = std::fs::read_to_string(example).expect("example");
+    let printed: toml::Table = toml::from_str(&text).expect("printed TOML");
+    for (section, keys) in printed
+        .iter()
+        .filter_map(|(s, v)| v.as_table().map(|t| (s, t)))
+    {
+        assert!(
+            documented.contains(&format!("[{section}]")),
+            "[{section}] undocumented"
+        );
+        for key in keys.keys() {
+            assert!(
+                documented.contains(&format!("\n{key} =")),
+                "{section}.{key} undocumented"
+            );
+        }
+    }
+    let (code, text) = run(&["config", "check"], &[("BALADIYA__NOSUCH__KEY", "1")]);
+    assert_eq!(code, Some(1));
+    assert!(text.contains("nosuch: unknown section"), "{text}");
     let (code, text) = run(&["--version"], &[]);
     assert_eq!(code, Some(0));
     assert!(text.starts_with("baladiya "), "{text}");

@@ -99,16 +99,8 @@ impl Partner {
             &format!("{prefix}code"),
             "must be 2-32 characters: uppercase letters, digits, '-' or '_', starting with a letter",
         );
-        v.check(
-            !self.name_ar.trim().is_empty(),
-            &format!("{prefix}name.ar"),
-            "is required",
-        );
-        v.check(
-            !self.name_en.trim().is_empty(),
-            &format!("{prefix}name.en"),
-            "is required",
-        );
+        v.require(&self.name_ar, &format!("{prefix}name.ar"));
+        v.require(&self.name_en, &format!("{prefix}name.en"));
         v.check(
             !self.calendar_id.is_empty(),
             &format!("{prefix}calendar_id"),
@@ -155,11 +147,7 @@ impl CalendarRecord {
             &format!("{prefix}id"),
             "must be 1-40 characters: lowercase letters, digits or '-'",
         );
-        v.check(
-            !self.name.trim().is_empty(),
-            &format!("{prefix}name"),
-            "is required",
-        );
+        v.require(&self.name, &format!("{prefix}name"));
         if let Err(problems) = self.spec.build() {
             for p in problems {
                 v.add(format!("{prefix}{}", p.field), p.message);

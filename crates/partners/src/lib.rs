@@ -20,9 +20,11 @@ pub mod store;
 
 use std::path::Path;
 
-use baladiya_platform::app::{BackgroundTask, ServiceContext, ServiceModule, StartError};
+use baladiya_platform::app::{
+    BackgroundTask, ServiceContext, ServiceModule, StartError, seed_error,
+};
 use baladiya_platform::clock::Clock;
-use baladiya_platform::events::StreamSpec;
+use baladiya_platform::events::{StreamSpec, streams};
 use baladiya_platform::grpc::Mounted;
 use baladiya_proto::partners::v1::partner_service_server::PartnerServiceServer;
 use futures::future::BoxFuture;
@@ -30,12 +32,6 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
-
-/// The stream partners events go to.
-pub const STREAM: StreamSpec = StreamSpec {
-    name: "PARTNERS",
-    subjects: &["baladiya.partners.>"],
-};
 
 /// The partners service module.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,7 +48,7 @@ impl ServiceModule for PartnersService {
         Migrator::with_migrations(MIGRATIONS.iter().cloned().collect())
     }
     fn streams(&self) -> &'static [StreamSpec] {
-        std::slice::from_ref(&STREAM)
+        std::slice::from_ref(&streams::PARTNERS)
     }
     fn seed<'a>(
         &'a self,
@@ -64,11 +60,7 @@ impl ServiceModule for PartnersService {
             seed::load(pool, clock, dir)
                 .await
                 .map(Some)
-                .map_err(|e| StartError::Seed {
-                    service: "partners",
-                    dir: dir.display().to_string(),
-                    reason: e.to_string(),
-                })
+                .map_err(|e| seed_error("partners", dir, e))
         })
     }
     fn start<'a>(

@@ -3,7 +3,7 @@
 CREATE TABLE idempotency_keys (
     method     text        NOT NULL,
     request_id text        NOT NULL,
-    request    bytea       NOT NULL,
+    request    bytea       NOT NULL,   -- SHA-256 of the encoded request (never the request: it may hold personal data)
     response   bytea,
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (method, request_id)

@@ -47,6 +47,10 @@ pub trait ServiceModule: Send + Sync + 'static {
     fn migrator(&self) -> Migrator;
     /// The streams the service publishes to.
     fn streams(&self) -> &'static [StreamSpec];
+    /// The service's own configuration section, if it has one.
+    fn config_section(&self) -> Option<crate::config::SectionHandler> {
+        None
+    }
     /// Adds the service's seed data from `dir` where it is missing; returns a
     /// summary line. Services without seed data keep this default.
     fn seed<'a>(
@@ -136,6 +140,11 @@ impl ServiceContext {
         Box::pin(consumer.run(self.background.clone()))
     }
 
+    /// The signal background tasks stop on (after the gRPC port drained).
+    pub fn background_shutdown(&self) -> Shutdown {
+        self.background.clone()
+    }
+
     /// Wraps a gRPC service so every call carries an authenticated caller.
     pub fn protect<S>(&self, service: S) -> InterceptedService<S, AuthInterceptor> {
         InterceptedService::new(service, self.auth.interceptor())
@@ -221,6 +230,19 @@ pub async fn migrate_all(
         pool.close().await;
     }
     Ok(())
+}
+
+/// The error a module's seed loader reports.
+pub fn seed_error(
+    service: &'static str,
+    dir: &std::path::Path,
+    reason: impl std::fmt::Display,
+) -> StartError {
+    StartError::Seed {
+        service,
+        dir: dir.display().to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 /// Loads every module's seed data (the `baladiya seed` command, and start-up

@@ -20,9 +20,11 @@ use serde::{Deserialize, Serialize, Serializer};
 /// Prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "BALADIYA";
 
-/// The whole platform configuration. Service crates add their own sections.
+/// The whole platform configuration. Service crates add their own sections
+/// (see [`ServiceConfig`]); they arrive in `sections` and each service parses
+/// and validates its own.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Config {
     /// Where this deployment runs: `development` or `production`.
     pub environment: Environment,
@@ -34,6 +36,54 @@ pub struct Config {
     pub auth: AuthConfig,
     pub clock: ClockConfig,
     pub seed: SeedConfig,
+    /// Service sections (`[intake]`, ...), by name, as written.
+    #[serde(flatten)]
+    pub sections: std::collections::BTreeMap<String, toml::Value>,
+}
+
+/// A service's own configuration section.
+pub trait ServiceConfig: serde::de::DeserializeOwned + Serialize + Default {
+    /// The section name, e.g. `intake`.
+    const SECTION: &'static str;
+    /// Every problem, with keys relative to the section.
+    fn validate(&self, environment: Environment) -> Vec<KeyError>;
+}
+
+/// How the binary checks and prints a service's section without knowing its type.
+#[derive(Debug, Clone, Copy)]
+pub struct SectionHandler {
+    pub name: &'static str,
+    /// Parses and validates; returns the section with secrets redacted.
+    pub check: fn(&Config) -> Result<toml::Value, Vec<KeyError>>,
+}
+
+impl SectionHandler {
+    /// The handler for `T`.
+    pub fn of<T: ServiceConfig>() -> Self {
+        Self {
+            name: T::SECTION,
+            check: |config| {
+                let section: T = config.section()?;
+                let errors: Vec<KeyError> = section
+                    .validate(config.environment)
+                    .into_iter()
+                    .map(|e| KeyError {
+                        key: format!("{}.{}", T::SECTION, e.key),
+                        message: e.message,
+                    })
+                    .collect();
+                if !errors.is_empty() {
+                    return Err(errors);
+                }
+                toml::Value::try_from(&section).map_err(|e| {
+                    vec![KeyError {
+                        key: T::SECTION.into(),
+                        message: e.to_string(),
+                    }]
+                })
+            },
+        }
+    }
 }
 
 /// Editable seed data (partners, calendars, agreements, categories, ...).
@@ -592,9 +642,56 @@ impl Config {
         }
     }
 
-    /// The effective configuration as TOML, secrets redacted.
+    /// A service's section, defaults where absent.
+    pub fn section<T: ServiceConfig>(&self) -> Result<T, Vec<KeyError>> {
+        match self.sections.get(T::SECTION) {
+            None => Ok(T::default()),
+            Some(value) => value.clone().try_into().map_err(|e: toml::de::Error| {
+                vec![KeyError {
+                    key: T::SECTION.into(),
+                    message: e.message().to_string(),
+                }]
+            }),
+        }
+    }
+
+    /// Checks the service sections against the handlers of the services this
+    /// build has: unknown sections and every bad key are reported. Returns the
+    /// sections rendered with secrets redacted.
+    pub fn check_sections(&self, handlers: &[SectionHandler]) -> Result<toml::Table, ConfigError> {
+        let mut errors = Vec::new();
+        for name in self.sections.keys() {
+            if !handlers.iter().any(|h| h.name == name) {
+                errors.push(KeyError {
+                    key: name.clone(),
+                    message: "unknown section".into(),
+                });
+            }
+        }
+        let mut rendered = toml::Table::new();
+        for h in handlers {
+            match (h.check)(self) {
+                Ok(value) => {
+                    rendered.insert(h.name.to_string(), value);
+                }
+                Err(e) => errors.extend(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(rendered)
+        } else {
+            Err(ConfigError::Invalid(errors))
+        }
+    }
+
+    /// The platform's part of the effective configuration as TOML, secrets
+    /// redacted (service sections are rendered by [`Config::check_sections`]).
     pub fn to_redacted_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        let platform = Config {
+            sections: Default::default(),
+            ..self.clone()
+        };
+        toml::to_string_pretty(&platform).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
 
@@ -735,7 +832,10 @@ mod tests {
         // Every key of the effective config appears in the example file.
         let example = std::fs::read_to_string(&path).expect("read example");
         let rendered: toml::Table = toml::from_str(&c.to_redacted_toml()).expect("render");
-        for (section, value) in &rendered {
+        for (section, value) in rendered
+            .iter()
+            .filter(|(name, _)| !c.sections.contains_key(*name))
+        {
             match value {
                 toml::Value::Table(keys) => {
                     assert!(

@@ -44,6 +44,10 @@ impl Violations {
             self.add(field, description);
         }
     }
+    /// Records `field` as missing when `value` is blank.
+    pub fn require(&mut self, value: &str, field: &str) {
+        self.check(!value.trim().is_empty(), field, "is required");
+    }
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

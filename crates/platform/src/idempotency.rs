@@ -5,7 +5,8 @@
 //! with its response before committing; a concurrent duplicate waits on the
 //! key's row lock and then sees the committed response. A retry with the same
 //! request gets [`Claim::Replay`] with the original response; the same key with
-//! a different request is refused with `ALREADY_EXISTS`.
+//! a different request is refused with `ALREADY_EXISTS`. Only a SHA-256 digest
+//! of the request is kept: requests may carry personal data.
 
 use sqlx::PgConnection;
 
@@ -37,6 +38,12 @@ pub fn check_request_id(request_id: &str, violations: &mut crate::error::Violati
     }
 }
 
+/// The digest stored for a request.
+pub fn digest(request: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(request).to_vec()
+}
+
 /// Claims `request_id` for `method` with the encoded `request`.
 pub async fn claim<R: prost::Message + Default>(
     conn: &mut PgConnection,
@@ -44,19 +51,33 @@ pub async fn claim<R: prost::Message + Default>(
     request_id: &str,
     request: &[u8],
 ) -> Result<Claim<R>, ApiError> {
+    let request = digest(request);
     let inserted = sqlx::query(
         "INSERT INTO idempotency_keys (method, request_id, request) VALUES ($1, $2, $3)
          ON CONFLICT DO NOTHING",
     )
     .bind(method)
     .bind(request_id)
-    .bind(request)
+    .bind(&request)
     .execute(&mut *conn)
     .await?
     .rows_affected();
     if inserted == 1 {
         return Ok(Claim::New);
     }
+    replay(conn, method, request_id, &request)
+        .await
+        .map(Claim::Replay)
+}
+
+/// The stored response for a key whose request digest is `request_digest`:
+/// `ALREADY_EXISTS` if the key was used for another request.
+pub async fn replay<R: prost::Message + Default>(
+    conn: &mut PgConnection,
+    method: &str,
+    request_id: &str,
+    request_digest: &[u8],
+) -> Result<R, ApiError> {
     let (stored, response): (Vec<u8>, Option<Vec<u8>>) = sqlx::query_as(
         "SELECT request, response FROM idempotency_keys WHERE method = $1 AND request_id = $2",
     )
@@ -64,7 +85,7 @@ pub async fn claim<R: prost::Message + Default>(
     .bind(request_id)
     .fetch_one(&mut *conn)
     .await?;
-    if stored != request {
+    if stored != request_digest {
         return Err(ApiError::new(
             ErrorKind::AlreadyExists,
             "request_id was already used for a different request",
@@ -76,9 +97,7 @@ pub async fn claim<R: prost::Message + Default>(
             "the original request is still running; retry",
         )
     })?;
-    R::decode(response.as_slice())
-        .map(Claim::Replay)
-        .map_err(|e| ApiError::internal(&e))
+    R::decode(response.as_slice()).map_err(|e| ApiError::internal(&e))
 }
 
 /// Stores the response of a [`Claim::New`] request.

@@ -22,6 +22,25 @@ pub mod events {
     }
 }
 
+pub mod intake {
+    pub mod v1 {
+        tonic::include_proto!("baladiya.intake.v1");
+    }
+    pub mod events {
+        pub mod v1 {
+            tonic::include_proto!("baladiya.intake.events.v1");
+        }
+    }
+}
+
+pub mod routing {
+    pub mod events {
+        pub mod v1 {
+            tonic::include_proto!("baladiya.routing.events.v1");
+        }
+    }
+}
+
 pub mod partners {
     pub mod v1 {
         tonic::include_proto!("baladiya.partners.v1");

@@ -9,7 +9,10 @@ use baladiya_platform::app::ServiceModule;
 ///
 /// Each service crate contributes one [`ServiceModule`].
 pub fn catalogue() -> Vec<Arc<dyn ServiceModule>> {
-    vec![Arc::new(baladiya_partners::PartnersService)]
+    vec![
+        Arc::new(baladiya_partners::PartnersService),
+        Arc::new(baladiya_intake::IntakeService),
+    ]
 }
 
 /// Why a `--services` list was refused.

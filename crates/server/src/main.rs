@@ -125,11 +125,32 @@ fn main() -> ExitCode {
             });
         }
     };
+    let handlers: Vec<_> = baladiya_server::catalogue()
+        .iter()
+        .filter_map(|m| m.config_section())
+        .collect();
+    let sections = match config.check_sections(&handlers) {
+        Ok(rendered) => rendered,
+        Err(e) => {
+            eprintln!("baladiya: {e}");
+            return ExitCode::from(if matches!(cli.command, Command::Config { .. }) {
+                1
+            } else {
+                2
+            });
+        }
+    };
     match cli.command {
         Command::Config {
             action: ConfigAction::Print,
         } => {
             print!("{}", config.to_redacted_toml());
+            if !sections.is_empty() {
+                print!(
+                    "\n{}",
+                    toml::to_string_pretty(&sections).unwrap_or_default()
+                );
+            }
             ExitCode::SUCCESS
         }
         Command::Config {

@@ -26,7 +26,7 @@ use sqlx::{PgConnection, Row};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{EventError, InboundEvent, Namespace};
+use super::{EventError, InboundEvent, Namespace, StreamSpec};
 use crate::config::EventsConfig;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -74,8 +74,8 @@ pub trait EventHandler: Send + Sync + 'static {
 pub struct ConsumerSpec {
     /// Durable consumer name, unique per stream, e.g. `routing-reports`.
     pub name: String,
-    /// Stream name without namespace, e.g. `INTAKE`.
-    pub stream: String,
+    /// The stream it reads (created if its producer has not started yet).
+    pub stream: StreamSpec,
     /// Subjects without namespace, e.g. `baladiya.intake.report.>`.
     pub subjects: Vec<String>,
 }
@@ -91,6 +91,7 @@ pub struct Consumer<H> {
     backoff: Duration,
     backoff_max: Duration,
     metrics: Arc<Metrics>,
+    events: EventsConfig,
 }
 
 impl<H> std::fmt::Debug for Consumer<H> {
@@ -142,12 +143,17 @@ impl<H: EventHandler> Consumer<H> {
             backoff: Duration::from_millis(config.consumer_backoff_ms),
             backoff_max: Duration::from_millis(config.consumer_backoff_max_ms),
             metrics,
+            events: config.clone(),
         }
     }
 
     /// Creates (or updates) the durable consumer on the server.
     pub async fn provision(&self) -> Result<jetstream::consumer::PullConsumer, EventError> {
-        let stream_name = self.namespace.stream(&self.spec.stream);
+        self.spec
+            .stream
+            .ensure(&self.js, &self.namespace, &self.events)
+            .await?;
+        let stream_name = self.namespace.stream(self.spec.stream.name);
         let fail = |reason: String| EventError::Stream {
             stream: stream_name.clone(),
             reason,

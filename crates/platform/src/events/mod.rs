@@ -15,6 +15,7 @@
 
 pub mod consumer;
 pub mod outbox;
+pub mod streams;
 
 use std::time::Duration;
 

@@ -1,0 +1,243 @@
+//! Intake service (`baladiya.intake.v1.IntakeService`, schema `intake`): the
+//! one front door for citizen reports from every channel.
+//!
+//! - [`domain`]: the rules a submission must pass, priority, tracking numbers;
+//! - [`geo`]: service areas and distances; [`pii`]: encryption and pseudonyms;
+//! - [`store`]: SQL, including the one-statement submit; [`api`]: gRPC;
+//! - [`status`]: keeps the citizen-facing status current from routing events;
+//! - [`seed`]: the category catalogue and service areas as editable files.
+//!
+//! Events (`baladiya.intake.report.<event>.<MUNICIPALITY>.<CATEGORY>`): report
+//! received, report linked as duplicate, report rated. None carries personal
+//! data.
+
+pub mod api;
+pub mod domain;
+pub mod geo;
+pub mod pii;
+pub mod seed;
+pub mod status;
+pub mod store;
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use baladiya_platform::app::{
+    BackgroundTask, ServiceContext, ServiceModule, StartError, seed_error,
+};
+use baladiya_platform::clock::Clock;
+use baladiya_platform::config::{Environment, KeyError, Secret, SectionHandler, ServiceConfig};
+use baladiya_platform::events::{StreamSpec, streams};
+use baladiya_platform::grpc::Mounted;
+use baladiya_proto::intake::v1::intake_service_server::IntakeServiceServer;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+
+use crate::domain::Catalogue;
+
+static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// Development-only keys; `config check` refuses them in production.
+const DEV_PII_KEY: &str = "6465762d6f6e6c792d7069692d6b65792d6e6f742d666f722d70726f64756374";
+const DEV_PSEUDONYM_KEY: &str =
+    "6465762d6f6e6c792d70736575646f6e796d2d6b65792d6e6f742d666f722d70726f64";
+
+/// The `[intake]` configuration section.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntakeConfig {
+    /// AES-256 key for reporters' personal data: 64 hex characters.
+    pub pii_key: Secret,
+    /// Name of that key, stored beside each encrypted row (for rotation).
+    pub pii_key_id: String,
+    /// HMAC key for reporter pseudonyms and page tokens: at least 64 hex characters.
+    pub pseudonym_key: Secret,
+    /// How often each process reloads categories and service areas, in seconds.
+    pub catalogue_refresh_secs: u64,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        Self {
+            pii_key: Secret::new(DEV_PII_KEY),
+            pii_key_id: "dev".into(),
+            pseudonym_key: Secret::new(DEV_PSEUDONYM_KEY),
+            catalogue_refresh_secs: 10,
+        }
+    }
+}
+
+impl ServiceConfig for IntakeConfig {
+    const SECTION: &'static str = "intake";
+
+    fn validate(&self, environment: Environment) -> Vec<KeyError> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, key: &str, message: &str| {
+            if !ok {
+                errors.push(KeyError {
+                    key: key.into(),
+                    message: message.into(),
+                });
+            }
+        };
+        let pii = pii::from_hex(self.pii_key.expose());
+        check(
+            pii.as_ref().is_some_and(|k| k.len() == 32),
+            "pii_key",
+            "must be 64 hex characters (32 bytes)",
+        );
+        let pseudonym = pii::from_hex(self.pseudonym_key.expose());
+        check(
+            pseudonym.as_ref().is_some_and(|k| k.len() >= 32),
+            "pseudonym_key",
+            "must be at least 64 hex characters (32 bytes)",
+        );
+        check(
+            !self.pii_key_id.trim().is_empty(),
+            "pii_key_id",
+            "must not be empty",
+        );
+        check(
+            self.catalogue_refresh_secs >= 1,
+            "catalogue_refresh_secs",
+            "must be at least 1",
+        );
+        if environment == Environment::Production {
+            check(
+                self.pii_key.expose() != DEV_PII_KEY,
+                "pii_key",
+                "the development key is refused in production",
+            );
+            check(
+                self.pseudonym_key.expose() != DEV_PSEUDONYM_KEY,
+                "pseudonym_key",
+                "the development key is refused in production",
+            );
+        }
+        errors
+    }
+}
+
+impl IntakeConfig {
+    /// The keys as a vault (the section has been validated).
+    pub fn vault(&self) -> Option<pii::Vault> {
+        pii::Vault::new(
+            &self.pii_key_id,
+            &pii::from_hex(self.pii_key.expose())?,
+            &pii::from_hex(self.pseudonym_key.expose())?,
+        )
+    }
+}
+
+/// The category catalogue and service areas, reloaded periodically so
+/// operators' changes reach every replica within seconds.
+#[derive(Debug, Default)]
+pub struct CatalogueCache(RwLock<Arc<Catalogue>>);
+
+impl CatalogueCache {
+    /// The current snapshot.
+    pub fn get(&self) -> Arc<Catalogue> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reloads from the database.
+    pub async fn reload(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let mut conn = pool.acquire().await?;
+        let fresh = Arc::new(store::load_catalogue(&mut conn).await?);
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+}
+
+/// The intake service module.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IntakeService;
+
+fn start_error(reason: impl std::fmt::Display) -> StartError {
+    StartError::Service {
+        service: "intake",
+        reason: reason.to_string(),
+    }
+}
+
+impl ServiceModule for IntakeService {
+    fn name(&self) -> &'static str {
+        "intake"
+    }
+    fn description(&self) -> &'static str {
+        "citizen reports from every channel: validation, tracking numbers, duplicates, status, ratings"
+    }
+    fn migrator(&self) -> Migrator {
+        Migrator::with_migrations(MIGRATIONS.iter().cloned().collect())
+    }
+    fn streams(&self) -> &'static [StreamSpec] {
+        std::slice::from_ref(&streams::INTAKE)
+    }
+    fn config_section(&self) -> Option<SectionHandler> {
+        Some(SectionHandler::of::<IntakeConfig>())
+    }
+    fn seed<'a>(
+        &'a self,
+        pool: &'a PgPool,
+        clock: &'a Clock,
+        dir: &'a Path,
+    ) -> BoxFuture<'a, Result<Option<String>, StartError>> {
+        Box::pin(async move {
+            seed::load(pool, clock, dir)
+                .await
+                .map(Some)
+                .map_err(|e| seed_error("intake", dir, e))
+        })
+    }
+    fn start<'a>(
+        &'a self,
+        ctx: &'a ServiceContext,
+        mounted: &'a mut Mounted,
+    ) -> BoxFuture<'a, Result<Vec<BackgroundTask>, StartError>> {
+        Box::pin(async move {
+            let config: IntakeConfig = ctx
+                .config
+                .section()
+                .map_err(|e| start_error(format!("{e:?}")))?;
+            let vault = config
+                .vault()
+                .ok_or_else(|| start_error("intake keys are invalid"))?;
+            let catalogue = Arc::new(CatalogueCache::default());
+            catalogue.reload(&ctx.pool).await.map_err(start_error)?;
+            let api = api::IntakeApi::new(
+                ctx.pool.clone(),
+                ctx.clock.clone(),
+                vault,
+                catalogue.clone(),
+            );
+            mounted.add(
+                ctx.protect(
+                    IntakeServiceServer::new(api)
+                        .max_decoding_message_size(ctx.config.server.max_request_bytes),
+                ),
+            );
+            let refresh = Duration::from_secs(config.catalogue_refresh_secs);
+            let pool = ctx.pool.clone();
+            let mut stop = ctx.background_shutdown();
+            let reload: BackgroundTask = Box::pin(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.wait() => return,
+                        _ = tokio::time::sleep(refresh) => {
+                            if let Err(e) = catalogue.reload(&pool).await {
+                                tracing::warn!(error = %e, "catalogue reload failed; keeping the last one");
+                            }
+                        }
+                    }
+                }
+            });
+            Ok(vec![
+                reload,
+                ctx.consumer(status::consumer_spec(), status::StatusFromCases),
+            ])
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! Keeps each report's citizen-facing status current from routing's case
+//! events: routed to whom, acknowledged, in progress, on hold, resolved,
+//! reopened, closed. Reports linked as duplicates follow their master. Events
+//! may arrive late or out of order; a change older than the recorded one is
+//! ignored.
+
+use baladiya_platform::events::consumer::{ConsumerSpec, EventHandler, HandlerError};
+use baladiya_platform::events::{InboundEvent, streams};
+use baladiya_proto::routing::events::v1 as routing;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::store;
+
+/// The durable consumer reading case events.
+pub fn consumer_spec() -> ConsumerSpec {
+    ConsumerSpec {
+        name: "intake-case-status".into(),
+        stream: streams::ROUTING,
+        subjects: vec!["baladiya.routing.case.>".into()],
+    }
+}
+
+/// Applies case events to report statuses.
+#[derive(Debug, Clone, Copy)]
+pub struct StatusFromCases;
+
+/// The status an event leads to, and whether it names a (new) assignee.
+fn decode(
+    event: &InboundEvent,
+) -> Result<Option<(routing::CaseRef, &'static str, bool)>, HandlerError> {
+    let (case, status, assigns) = match event.ce_type.as_str() {
+        "sa.baladiya.routing.case.routed.v1" => {
+            (event.decode::<routing::CaseRouted>()?.case, "routed", true)
+        }
+        "sa.baladiya.routing.case.acknowledged.v1" => (
+            event.decode::<routing::CaseAcknowledged>()?.case,
+            "acknowledged",
+            false,
+        ),
+        "sa.baladiya.routing.case.work_started.v1" => (
+            event.decode::<routing::CaseWorkStarted>()?.case,
+            "in_progress",
+            false,
+        ),
+        "sa.baladiya.routing.case.put_on_hold.v1" => (
+            event.decode::<routing::CasePutOnHold>()?.case,
+            "on_hold",
+            false,
+        ),
+        "sa.baladiya.routing.case.resumed.v1" => (
+            event.decode::<routing::CaseResumed>()?.case,
+            "in_progress",
+            false,
+        ),
+        "sa.baladiya.routing.case.resolved.v1" => (
+            event.decode::<routing::CaseResolved>()?.case,
+            "resolved",
+            false,
+        ),
+        // Sent back: being routed again, by nobody yet.
+        "sa.baladiya.routing.case.rejected.v1" => (
+            event.decode::<routing::CaseRejected>()?.case,
+            "received",
+            false,
+        ),
+        "sa.baladiya.routing.case.rerouted.v1" => (
+            event.decode::<routing::CaseRerouted>()?.case,
+            "routed",
+            true,
+        ),
+        "sa.baladiya.routing.case.reopened.v1" => (
+            event.decode::<routing::CaseReopened>()?.case,
+            "reopened",
+            false,
+        ),
+        "sa.baladiya.routing.case.closed.v1" => {
+            (event.decode::<routing::CaseClosed>()?.case, "closed", false)
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some((case.unwrap_or_default(), status, assigns)))
+}
+
+impl EventHandler for StatusFromCases {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &InboundEvent,
+    ) -> Result<(), HandlerError> {
+        let Some((case, status, assigns)) = decode(event)? else {
+            return Ok(());
+        };
+        let report_id: Uuid = case.report_id.parse().map_err(|_| {
+            HandlerError::Reject(format!("report_id '{}' is not a UUID", case.report_id))
+        })?;
+        let case_id: Uuid = case.case_id.parse().map_err(|_| {
+            HandlerError::Reject(format!("case_id '{}' is not a UUID", case.case_id))
+        })?;
+        let assignee = assigns
+            .then_some(case.assignee_code.as_str())
+            .filter(|a| !a.is_empty());
+        store::set_status(
+            conn,
+            report_id,
+            status,
+            assignee,
+            case_id,
+            event.occurred_at,
+        )
+        .await?;
+        Ok(())
+    }
+}

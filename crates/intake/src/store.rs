@@ -1,0 +1,559 @@
+//! The `intake` schema.
+//!
+//! The common submit (no duplicate nearby) is one statement, so one round
+//! trip: a data-modifying CTE that looks for an open duplicate, claims the
+//! `request_id`, and only if there is no duplicate and the key is new inserts
+//! the report, the reporter's sealed data and the outbox event. A single
+//! statement is atomic, and the `request_id` claim is a unique-key insert, so
+//! concurrent retries store one report. A duplicate takes the slower,
+//! explicit-transaction path in [`insert_duplicate`].
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use baladiya_platform::events::OutboundEvent;
+use baladiya_platform::events::outbox::NOTIFY_CHANNEL;
+
+use crate::domain::{AttachmentRef, Catalogue, Category, Priority};
+use crate::geo::{self, Point, ServiceArea};
+use crate::pii::SealedReporter;
+
+/// Reads categories, service areas and urgent keywords.
+pub async fn load_catalogue(conn: &mut PgConnection) -> Result<Catalogue, sqlx::Error> {
+    let categories = sqlx::query(
+        "SELECT code, name_ar, name_en, category_group, default_priority, urgent_capable,
+                duplicate_radius_meters, duplicate_window_hours, active FROM categories",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(category_row)
+    .collect::<Result<Vec<_>, _>>()?;
+    let areas = sqlx::query(
+        "SELECT municipality_code, name_ar, name_en, tracking_prefix, time_zone, polygon
+         FROM service_areas ORDER BY municipality_code",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| {
+        let Json(polygon) = r.try_get("polygon")?;
+        Ok(ServiceArea {
+            municipality_code: r.try_get("municipality_code")?,
+            name_ar: r.try_get("name_ar")?,
+            name_en: r.try_get("name_en")?,
+            tracking_prefix: r.try_get("tracking_prefix")?,
+            time_zone: r.try_get("time_zone")?,
+            polygon,
+        })
+    })
+    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let urgent_keywords = sqlx::query_scalar("SELECT lower(keyword) FROM urgent_keywords")
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(Catalogue {
+        categories: categories
+            .into_iter()
+            .map(|c| (c.code.clone(), c))
+            .collect(),
+        areas,
+        urgent_keywords,
+    })
+}
+
+fn category_row(r: &sqlx::postgres::PgRow) -> Result<Category, sqlx::Error> {
+    let priority: String = r.try_get("default_priority")?;
+    Ok(Category {
+        code: r.try_get("code")?,
+        name_ar: r.try_get("name_ar")?,
+        name_en: r.try_get("name_en")?,
+        group: r.try_get("category_group")?,
+        default_priority: Priority::parse(&priority)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown priority {priority}").into()))?,
+        urgent_capable: r.try_get("urgent_capable")?,
+        duplicate_radius_meters: r.try_get::<i32, _>("duplicate_radius_meters")? as u32,
+        duplicate_window_hours: r.try_get::<i32, _>("duplicate_window_hours")? as u32,
+        active: r.try_get("active")?,
+    })
+}
+
+/// Inserts or replaces a category; `only_new` keeps an existing one (seeding).
+pub async fn put_category(
+    conn: &mut PgConnection,
+    c: &Category,
+    now: DateTime<Utc>,
+    only_new: bool,
+) -> Result<bool, sqlx::Error> {
+    let conflict = if only_new {
+        "DO NOTHING"
+    } else {
+        "DO UPDATE SET name_ar = EXCLUDED.name_ar, name_en = EXCLUDED.name_en,
+           category_group = EXCLUDED.category_group, default_priority = EXCLUDED.default_priority,
+           urgent_capable = EXCLUDED.urgent_capable, duplicate_radius_meters = EXCLUDED.duplicate_radius_meters,
+           duplicate_window_hours = EXCLUDED.duplicate_window_hours, active = EXCLUDED.active,
+           updated_at = EXCLUDED.updated_at"
+    };
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO categories (code, name_ar, name_en, category_group, default_priority, urgent_capable,
+                                 duplicate_radius_meters, duplicate_window_hours, active, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (code) {conflict}"
+    )))
+    .bind(&c.code)
+    .bind(&c.name_ar)
+    .bind(&c.name_en)
+    .bind(&c.group)
+    .bind(c.default_priority.as_str())
+    .bind(c.urgent_capable)
+    .bind(c.duplicate_radius_meters as i32)
+    .bind(c.duplicate_window_hours as i32)
+    .bind(c.active)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Adds a service area unless one exists for the municipality.
+pub async fn add_area(conn: &mut PgConnection, a: &ServiceArea) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "INSERT INTO service_areas (municipality_code, name_ar, name_en, tracking_prefix, time_zone, polygon)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (municipality_code) DO NOTHING",
+    )
+    .bind(&a.municipality_code)
+    .bind(&a.name_ar)
+    .bind(&a.name_en)
+    .bind(&a.tracking_prefix)
+    .bind(&a.time_zone)
+    .bind(Json(&a.polygon))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Adds urgent keywords that are missing.
+pub async fn add_keywords(conn: &mut PgConnection, words: &[String]) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "INSERT INTO urgent_keywords (keyword) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(words)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
+
+/// Reserves a block of 100 tracking sequence numbers; returns its first.
+pub async fn reserve_tracking_block(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT nextval('tracking_seq')")
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// Where to look for an open duplicate.
+#[derive(Debug, Clone)]
+pub struct DuplicateSearch<'a> {
+    pub category_code: &'a str,
+    pub since: DateTime<Utc>,
+    pub point: Option<Point>,
+    pub radius_m: f64,
+    pub national_address_short: Option<&'a str>,
+}
+
+/// A report to insert.
+#[derive(Debug, Clone)]
+pub struct NewReport<'a> {
+    pub id: Uuid,
+    pub tracking_number: &'a str,
+    pub request_id: &'a str,
+    pub municipality_code: &'a str,
+    pub category_code: &'a str,
+    pub priority: Priority,
+    pub priority_reason: &'a str,
+    pub channel: &'a str,
+    pub description: &'a str,
+    pub point: Option<Point>,
+    pub national_address_short: Option<&'a str>,
+    pub observed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub attachments: &'a [AttachmentRef],
+    pub reporter_key: Option<&'a str>,
+    pub reporter: Option<&'a SealedReporter>,
+}
+
+/// What the one-statement submit did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    /// Stored.
+    New,
+    /// Nothing stored: this `request_id` was seen before.
+    SeenBefore,
+    /// Nothing stored: an open report nearby is its master.
+    Duplicate { master: Uuid, distance_m: f64 },
+}
+
+const HAVERSINE: &str = "2 * 6371008.8 * asin(least(1, sqrt(
+    power(sin(radians(latitude - $4) / 2), 2)
+    + cos(radians($4)) * cos(radians(latitude)) * power(sin(radians(longitude - $5) / 2), 2))))";
+
+fn master_query() -> String {
+    format!(
+        "SELECT id, CASE WHEN $4::float8 IS NULL THEN 0 ELSE {HAVERSINE} END AS distance FROM reports
+         WHERE category_code = $1 AND duplicate_of IS NULL AND status NOT IN ('resolved', 'closed')
+           AND created_at >= $2
+           AND (($4::float8 IS NOT NULL AND latitude BETWEEN $6 AND $7 AND longitude BETWEEN $8 AND $9
+                 AND {HAVERSINE} <= $3)
+             OR ($4::float8 IS NULL AND $10::text IS NOT NULL AND national_address_short = $10))
+         ORDER BY distance LIMIT 1"
+    )
+}
+
+fn bind_search<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    s: &'q DuplicateSearch<'q>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let (lat_min, lat_max, lon_min, lon_max) = s
+        .point
+        .map(|p| geo::bounding_box(p, s.radius_m))
+        .unwrap_or((0.0, 0.0, 0.0, 0.0));
+    q.bind(s.category_code)
+        .bind(s.since)
+        .bind(s.radius_m)
+        .bind(s.point.map(|p| p.lat))
+        .bind(s.point.map(|p| p.lon))
+        .bind(lat_min)
+        .bind(lat_max)
+        .bind(lon_min)
+        .bind(lon_max)
+        .bind(s.national_address_short)
+}
+
+/// The one-statement submit. `response` is what a retry of this request gets.
+pub async fn insert_unless_duplicate(
+    conn: &mut PgConnection,
+    search: &DuplicateSearch<'_>,
+    report: &NewReport<'_>,
+    request_digest: &[u8],
+    response: &[u8],
+    event: &OutboundEvent,
+) -> Result<Inserted, sqlx::Error> {
+    let sql = format!(
+        "WITH master AS ({master}),
+         claim AS (
+           INSERT INTO idempotency_keys (method, request_id, request, response)
+           SELECT 'SubmitReport', $11, $12, $13 WHERE NOT EXISTS (SELECT 1 FROM master)
+           ON CONFLICT DO NOTHING RETURNING 1),
+         report AS (
+           INSERT INTO reports (id, tracking_number, request_id, status, status_changed_at, municipality_code,
+                                category_code, priority, priority_reason, channel, description, latitude, longitude,
+                                national_address_short, observed_at, created_at, attachments, reporter_key)
+           SELECT $14, $15, $11, 'received', $16, $17, $1, $18, $19, $20, $21, $4, $5, $22, $23, $16, $24, $25
+           WHERE EXISTS (SELECT 1 FROM claim) RETURNING id),
+         reporter AS (
+           INSERT INTO reporters (report_id, key_id, name, phone, national_id)
+           SELECT id, $26, $27, $28, $29 FROM report WHERE $26::text IS NOT NULL),
+         event AS (
+           INSERT INTO outbox (event_id, subject, ce_type, ce_source, ce_subject, dataschema, occurred_at, traceparent, payload)
+           SELECT $30, $31, $32, $33, id::text, $34, $16, $35, $36 FROM report),
+         wake AS (SELECT pg_notify('{NOTIFY_CHANNEL}', current_schema()) FROM report)
+         SELECT (SELECT id FROM master) AS master, (SELECT distance FROM master) AS distance,
+                EXISTS (SELECT 1 FROM claim) AS claimed, (SELECT count(*) FROM wake) AS woke",
+        master = master_query()
+    );
+    let q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let row = bind_search(q, search)
+        .bind(report.request_id)
+        .bind(request_digest)
+        .bind(response)
+        .bind(report.id)
+        .bind(report.tracking_number)
+        .bind(report.created_at)
+        .bind(report.municipality_code)
+        .bind(report.priority.as_str())
+        .bind(report.priority_reason)
+        .bind(report.channel)
+        .bind(report.description)
+        .bind(report.national_address_short)
+        .bind(report.observed_at)
+        .bind(Json(report.attachments))
+        .bind(report.reporter_key)
+        .bind(report.reporter.map(|r| r.key_id.as_str()))
+        .bind(report.reporter.and_then(|r| r.name.as_deref()))
+        .bind(report.reporter.and_then(|r| r.phone.as_deref()))
+        .bind(report.reporter.and_then(|r| r.national_id.as_deref()))
+        .bind(event.id)
+        .bind(&event.subject)
+        .bind(&event.ce_type)
+        .bind(&event.source)
+        .bind(&event.dataschema)
+        .bind(&event.traceparent)
+        .bind(&event.payload)
+        .fetch_one(&mut *conn)
+        .await?;
+    let master: Option<Uuid> = row.try_get("master")?;
+    let claimed: bool = row.try_get("claimed")?;
+    Ok(match (master, claimed) {
+        (Some(master), _) => Inserted::Duplicate {
+            master,
+            distance_m: row.try_get::<Option<f64>, _>("distance")?.unwrap_or(0.0),
+        },
+        (None, true) => Inserted::New,
+        (None, false) => Inserted::SeenBefore,
+    })
+}
+
+/// Inserts a report linked to `master` (inside the caller's transaction) and
+/// counts it as the master's supporter.
+pub async fn insert_duplicate(
+    conn: &mut PgConnection,
+    report: &NewReport<'_>,
+    master: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO reports (id, tracking_number, request_id, status, status_changed_at, municipality_code,
+                             category_code, priority, priority_reason, channel, description, latitude, longitude,
+                             national_address_short, observed_at, created_at, attachments, reporter_key, duplicate_of,
+                             assignee_code, case_id)
+         SELECT $1, $2, $3, m.status, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $4, $15, $16, $17,
+                m.assignee_code, m.case_id
+         FROM reports m WHERE m.id = $17",
+    )
+    .bind(report.id)
+    .bind(report.tracking_number)
+    .bind(report.request_id)
+    .bind(report.created_at)
+    .bind(report.municipality_code)
+    .bind(report.category_code)
+    .bind(report.priority.as_str())
+    .bind(report.priority_reason)
+    .bind(report.channel)
+    .bind(report.description)
+    .bind(report.point.map(|p| p.lat))
+    .bind(report.point.map(|p| p.lon))
+    .bind(report.national_address_short)
+    .bind(report.observed_at)
+    .bind(Json(report.attachments))
+    .bind(report.reporter_key)
+    .bind(master)
+    .execute(&mut *conn)
+    .await?;
+    if let Some(r) = report.reporter {
+        sqlx::query("INSERT INTO reporters (report_id, key_id, name, phone, national_id) VALUES ($1, $2, $3, $4, $5)")
+            .bind(report.id)
+            .bind(&r.key_id)
+            .bind(r.name.as_deref())
+            .bind(r.phone.as_deref())
+            .bind(r.national_id.as_deref())
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query("UPDATE reports SET supporters = supporters + 1 WHERE id = $1")
+        .bind(master)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// A stored report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportRow {
+    pub id: Uuid,
+    pub tracking_number: String,
+    pub status: String,
+    pub status_changed_at: DateTime<Utc>,
+    pub municipality_code: String,
+    pub category_code: String,
+    pub priority: String,
+    pub priority_reason: String,
+    pub duplicate_of: Option<Uuid>,
+    pub channel: String,
+    pub description: String,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub national_address_short: Option<String>,
+    pub observed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub assignee_code: Option<String>,
+    pub expected_resolution_at: Option<DateTime<Utc>>,
+    pub supporters: i32,
+    pub attachments: Vec<AttachmentRef>,
+    pub reporter_key: Option<String>,
+    pub rating_score: Option<i16>,
+    pub rating_comment: Option<String>,
+    pub rated_at: Option<DateTime<Utc>>,
+}
+
+const REPORT_COLUMNS: &str = "id, tracking_number, status, status_changed_at, municipality_code, category_code,
+    priority, priority_reason, duplicate_of, channel, description, latitude, longitude, national_address_short,
+    observed_at, created_at, assignee_code, expected_resolution_at, supporters, attachments, reporter_key,
+    rating_score, rating_comment, rated_at";
+
+fn report_row(r: &sqlx::postgres::PgRow) -> Result<ReportRow, sqlx::Error> {
+    let Json(attachments) = r.try_get("attachments")?;
+    Ok(ReportRow {
+        id: r.try_get("id")?,
+        tracking_number: r.try_get("tracking_number")?,
+        status: r.try_get("status")?,
+        status_changed_at: r.try_get("status_changed_at")?,
+        municipality_code: r.try_get("municipality_code")?,
+        category_code: r.try_get("category_code")?,
+        priority: r.try_get("priority")?,
+        priority_reason: r.try_get("priority_reason")?,
+        duplicate_of: r.try_get("duplicate_of")?,
+        channel: r.try_get("channel")?,
+        description: r.try_get("description")?,
+        latitude: r.try_get("latitude")?,
+        longitude: r.try_get("longitude")?,
+        national_address_short: r.try_get("national_address_short")?,
+        observed_at: r.try_get("observed_at")?,
+        created_at: r.try_get("created_at")?,
+        assignee_code: r.try_get("assignee_code")?,
+        expected_resolution_at: r.try_get("expected_resolution_at")?,
+        supporters: r.try_get("supporters")?,
+        attachments,
+        reporter_key: r.try_get("reporter_key")?,
+        rating_score: r.try_get("rating_score")?,
+        rating_comment: r.try_get("rating_comment")?,
+        rated_at: r.try_get("rated_at")?,
+    })
+}
+
+/// A report by id or tracking number.
+pub async fn report(
+    conn: &mut PgConnection,
+    id: Option<Uuid>,
+    tracking: Option<&str>,
+) -> Result<Option<ReportRow>, sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {REPORT_COLUMNS} FROM reports WHERE id = $1 OR tracking_number = $2"
+    )))
+    .bind(id)
+    .bind(tracking)
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(report_row)
+    .transpose()
+}
+
+/// Locks a report for a read-modify-write.
+pub async fn report_for_update(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<ReportRow>, sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {REPORT_COLUMNS} FROM reports WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(report_row)
+    .transpose()
+}
+
+/// `ListReports` filters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReportFilter {
+    pub municipality_code: Option<String>,
+    pub category_code: Option<String>,
+    pub status: Option<String>,
+    pub channel: Option<String>,
+    pub created_from: Option<DateTime<Utc>>,
+    pub created_to: Option<DateTime<Utc>>,
+}
+
+/// A page of reports, newest first, after the keyset `after`.
+pub async fn reports(
+    conn: &mut PgConnection,
+    f: &ReportFilter,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<ReportRow>, sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {REPORT_COLUMNS} FROM reports
+         WHERE ($1::text IS NULL OR municipality_code = $1) AND ($2::text IS NULL OR category_code = $2)
+           AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR channel = $4)
+           AND ($5::timestamptz IS NULL OR created_at >= $5) AND ($6::timestamptz IS NULL OR created_at < $6)
+           AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8))
+         ORDER BY created_at DESC, id DESC LIMIT $9"
+    )))
+    .bind(&f.municipality_code)
+    .bind(&f.category_code)
+    .bind(&f.status)
+    .bind(&f.channel)
+    .bind(f.created_from)
+    .bind(f.created_to)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(report_row)
+    .collect()
+}
+
+/// Records a rating.
+pub async fn rate(
+    conn: &mut PgConnection,
+    id: Uuid,
+    score: u32,
+    comment: &str,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE reports SET rating_score = $2, rating_comment = NULLIF($3, ''), rated_at = $4 WHERE id = $1")
+        .bind(id)
+        .bind(score as i16)
+        .bind(comment)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Sets the citizen-facing status of a report and of the reports linked to it,
+/// unless a later change is already recorded (events may arrive out of order).
+pub async fn set_status(
+    conn: &mut PgConnection,
+    report_id: Uuid,
+    status: &str,
+    assignee: Option<&str>,
+    case_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE reports SET status = $2, assignee_code = COALESCE($3, assignee_code), case_id = $4,
+                            status_changed_at = $5
+         WHERE (id = $1 OR duplicate_of = $1) AND status_changed_at <= $5",
+    )
+    .bind(report_id)
+    .bind(status)
+    .bind(assignee)
+    .bind(case_id)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
+
+/// The sealed personal data of a report's reporter.
+pub async fn reporter(
+    conn: &mut PgConnection,
+    report_id: Uuid,
+) -> Result<Option<SealedReporter>, sqlx::Error> {
+    sqlx::query("SELECT key_id, name, phone, national_id FROM reporters WHERE report_id = $1")
+        .bind(report_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| {
+            Ok(SealedReporter {
+                key_id: r.try_get("key_id")?,
+                name: r.try_get("name")?,
+                phone: r.try_get("phone")?,
+                national_id: r.try_get("national_id")?,
+            })
+        })
+        .transpose()
+}
