@@ -673,6 +673,7 @@ async fn status_follows_case_events_and_ratings_come_once_after_resolution() -> 
         municipality_code: "RIYADH".into(),
         category_code: "SEWAGE_OVERFLOW".into(),
         priority: Priority::Urgent as i32,
+        tracking_number: report.tracking_number.clone(),
     };
     let t0 = intake.platform.clock.now();
     let at = |m: i64| t0 + chrono::Duration::minutes(m);
@@ -689,6 +690,7 @@ async fn status_follows_case_events_and_ratings_come_once_after_resolution() -> 
             meta,
             case,
             resolution: "cleared".into(),
+            proof_uris: vec![],
         }
     })
     .await?;

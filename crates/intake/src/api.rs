@@ -8,6 +8,7 @@ use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, ErrorKind, Violations};
 use baladiya_platform::events::{EventType, OutboundEvent, outbox};
 use baladiya_platform::idempotency::{self, Claim};
+use baladiya_platform::paging::PageTokens;
 use baladiya_proto::common::v1 as common;
 use baladiya_proto::convert::{instant, timestamp};
 use baladiya_proto::events::v1::EventMeta;
@@ -184,6 +185,7 @@ pub struct IntakeApi {
     clock: Clock,
     vault: Vault,
     catalogue: Arc<CatalogueCache>,
+    tokens: PageTokens,
     /// The next tracking sequence number and the end of the reserved block.
     tracking: Mutex<(i64, i64)>,
 }
@@ -198,12 +200,19 @@ type Reply<T> = Result<Response<T>, Status>;
 
 impl IntakeApi {
     /// The service over its pool, clock, keys and catalogue.
-    pub fn new(pool: PgPool, clock: Clock, vault: Vault, catalogue: Arc<CatalogueCache>) -> Self {
+    pub fn new(
+        pool: PgPool,
+        clock: Clock,
+        vault: Vault,
+        catalogue: Arc<CatalogueCache>,
+        tokens: PageTokens,
+    ) -> Self {
         Self {
             pool,
             clock,
             vault,
             catalogue,
+            tokens,
             tracking: Mutex::new((0, 0)),
         }
     }
@@ -479,6 +488,15 @@ impl IntakeApi {
     }
 }
 
+/// A `created_at|id` keyset cursor.
+fn parse_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let (at, id) = cursor.split_once('|')?;
+    Some((
+        DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc),
+        id.parse().ok()?,
+    ))
+}
+
 fn parse_id(text: &str, field: &str) -> Result<Uuid, ApiError> {
     text.parse()
         .map_err(|_| ApiError::invalid_field(field, "must be a report id (UUID)"))
@@ -564,25 +582,22 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
             "is not a valid timestamp",
         );
         let key = Self::page_key(&req);
-        let after = if req.page_token.is_empty() {
-            None
-        } else {
-            let payload = self.vault.verify(&req.page_token);
-            let cursor = payload.as_deref().and_then(|p| {
-                let (filters, rest) = p.rsplit_once('#')?;
-                let (at, id) = rest.split_once('|')?;
-                (filters == key).then_some(())?;
-                Some((
-                    DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc),
-                    id.parse::<Uuid>().ok()?,
-                ))
-            });
-            v.check(
-                cursor.is_some(),
-                "page_token",
-                "is not a token from this listing with these filters",
-            );
-            cursor
+        // A genuine token for these filters whose cursor does not parse is
+        // refused like a forged one.
+        let after = match self
+            .tokens
+            .cursor(&req.page_token, &key)
+            .map(|c| c.map(|c| parse_cursor(&c)))
+        {
+            Ok(None) => None,
+            Ok(Some(Some(cursor))) => Some(cursor),
+            Ok(Some(None)) | Err(_) => {
+                v.add(
+                    "page_token",
+                    "is not a token from this listing with these filters",
+                );
+                None
+            }
         };
         v.finish()?;
         let limit = match i64::from(req.page_size) {
@@ -604,11 +619,10 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
         let more = rows.len() as i64 > limit;
         let page: Vec<ReportRow> = rows.into_iter().take(limit as usize).collect();
         let next_page_token = match (more, page.last()) {
-            (true, Some(last)) => self.vault.sign(&format!(
-                "{key}#{}|{}",
-                last.created_at.to_rfc3339(),
-                last.id
-            )),
+            (true, Some(last)) => self.tokens.issue(
+                &key,
+                &format!("{}|{}", last.created_at.to_rfc3339(), last.id),
+            ),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListReportsResponse {

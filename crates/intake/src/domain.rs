@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
-use crate::geo::{Point, ServiceArea};
+use baladiya_platform::geo::{Point, ServiceArea};
 
 /// Longest description, in characters, after trimming.
 pub const MAX_DESCRIPTION_CHARS: usize = 4_000;

@@ -2,7 +2,7 @@
 //! one front door for citizen reports from every channel.
 //!
 //! - [`domain`]: the rules a submission must pass, priority, tracking numbers;
-//! - [`geo`]: service areas and distances; [`pii`]: encryption and pseudonyms;
+//! - [`pii`]: encryption and pseudonyms;
 //! - [`store`]: SQL, including the one-statement submit; [`api`]: gRPC;
 //! - [`status`]: keeps the citizen-facing status current from routing events;
 //! - [`seed`]: the category catalogue and service areas as editable files.
@@ -13,7 +13,6 @@
 
 pub mod api;
 pub mod domain;
-pub mod geo;
 pub mod pii;
 pub mod seed;
 pub mod status;
@@ -53,7 +52,7 @@ pub struct IntakeConfig {
     pub pii_key: Secret,
     /// Name of that key, stored beside each encrypted row (for rotation).
     pub pii_key_id: String,
-    /// HMAC key for reporter pseudonyms and page tokens: at least 64 hex characters.
+    /// HMAC key for reporter pseudonyms: at least 64 hex characters.
     pub pseudonym_key: Secret,
     /// How often each process reloads categories and service areas, in seconds.
     pub catalogue_refresh_secs: u64,
@@ -212,6 +211,7 @@ impl ServiceModule for IntakeService {
                 ctx.clock.clone(),
                 vault,
                 catalogue.clone(),
+                ctx.config.server.page_tokens(),
             );
             mounted.add(
                 ctx.protect(

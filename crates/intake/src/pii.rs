@@ -2,7 +2,7 @@
 //! encrypted field by field (AES-256-GCM, a fresh random nonce each time) with
 //! a key from config, and identified in events only by a keyed pseudonym
 //! (HMAC-SHA256), so analysts can count repeat reporters without knowing who
-//! they are. The same keyed MAC signs page tokens.
+//! they are.
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -133,30 +133,6 @@ impl Vault {
             to_hex(&self.mac(label, value.as_bytes())[..16])
         ))
     }
-
-    /// Signs `payload` for a page token.
-    pub fn sign(&self, payload: &str) -> String {
-        format!(
-            "{}.{}",
-            to_hex(payload.as_bytes()),
-            to_hex(&self.mac("page_token", payload.as_bytes())[..16])
-        )
-    }
-
-    /// The payload of a token made by [`Vault::sign`], if untampered.
-    pub fn verify(&self, token: &str) -> Option<String> {
-        let (payload, tag) = token.split_once('.')?;
-        let payload = String::from_utf8(from_hex(payload)?).ok()?;
-        let expected = to_hex(&self.mac("page_token", payload.as_bytes())[..16]);
-        // Constant-time enough for a 16-byte tag compared as equal-length strings.
-        let same = expected.len() == tag.len()
-            && expected
-                .bytes()
-                .zip(tag.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        same.then_some(payload)
-    }
 }
 
 #[cfg(test)]
@@ -207,19 +183,5 @@ mod tests {
         let other = Vault::new("k1", &[7u8; 32], &[1u8; 32]).expect("keys");
         assert_ne!(other.pseudonym(&r), Some(p), "depends on the key");
         assert_eq!(v.pseudonym(&ReporterData::default()), None);
-    }
-
-    #[test]
-    fn page_tokens_detect_tampering() {
-        let v = vault();
-        let token = v.sign("2026-03-01T07:30:00Z|abc");
-        assert_eq!(
-            v.verify(&token).as_deref(),
-            Some("2026-03-01T07:30:00Z|abc")
-        );
-        let mut forged = token.clone();
-        forged.replace_range(0..2, "33");
-        assert_eq!(v.verify(&forged), None);
-        assert_eq!(v.verify("garbage"), None);
     }
 }

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use sqlx::PgPool;
 
 use crate::domain::Category;
-use crate::geo::ServiceArea;
 use crate::store;
+use baladiya_platform::geo::ServiceArea;
 
 /// Why seed data could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -17,8 +17,8 @@ use baladiya_platform::events::OutboundEvent;
 use baladiya_platform::events::outbox::NOTIFY_CHANNEL;
 
 use crate::domain::{AttachmentRef, Catalogue, Category, Priority};
-use crate::geo::{self, Point, ServiceArea};
 use crate::pii::SealedReporter;
+use baladiya_platform::geo::{self, Point, ServiceArea};
 
 /// Reads categories, service areas and urgent keywords.
 pub async fn load_catalogue(conn: &mut PgConnection) -> Result<Catalogue, sqlx::Error> {

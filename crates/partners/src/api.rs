@@ -5,6 +5,7 @@ use baladiya_platform::auth::{Role, caller};
 use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, Violations};
 use baladiya_platform::idempotency::{self, Claim};
+use baladiya_platform::paging::PageTokens;
 use baladiya_proto::convert::{instant, timestamp};
 use baladiya_proto::partners::v1 as pb;
 use prost::Message;
@@ -24,44 +25,13 @@ const MAX_PAGE: i64 = 500;
 pub struct PartnerApi {
     pub pool: PgPool,
     pub clock: Clock,
+    pub tokens: PageTokens,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
 
-fn page_token(kind: i32, include_inactive: bool, last: &str) -> String {
-    let raw = format!("{kind}|{include_inactive}|{last}");
-    raw.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn parse_page_token(token: &str, kind: i32, include_inactive: bool) -> Result<String, ApiError> {
-    if token.is_empty() {
-        return Ok(String::new());
-    }
-    let bad = || {
-        ApiError::invalid_field(
-            "page_token",
-            "is not a token from this listing with these filters",
-        )
-    };
-    let bytes = (0..token.len())
-        .step_by(2)
-        .map(|i| {
-            token
-                .get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(bad)?;
-    let raw = String::from_utf8(bytes).map_err(|_| bad())?;
-    let mut parts = raw.splitn(3, '|');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(k), Some(i), Some(last))
-            if k == kind.to_string() && i == include_inactive.to_string() =>
-        {
-            Ok(last.to_string())
-        }
-        _ => Err(bad()),
-    }
+fn page_filters(kind: i32, include_inactive: bool) -> String {
+    format!("kind={kind}&include_inactive={include_inactive}")
 }
 
 fn at_or_now(
@@ -109,7 +79,11 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
         };
-        let after = parse_page_token(&req.page_token, req.kind, req.include_inactive)?;
+        let filters = page_filters(req.kind, req.include_inactive);
+        let after = self
+            .tokens
+            .cursor(&req.page_token, &filters)?
+            .unwrap_or_default();
         let kind = convert::kind_from_proto(req.kind);
         let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
         let rows = store::partners(&mut conn, &after, kind, req.include_inactive, limit + 1)
@@ -118,7 +92,7 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
         let more = rows.len() as i64 > limit;
         let page: Vec<_> = rows.into_iter().take(limit as usize).collect();
         let next_page_token = match (more, page.last()) {
-            (true, Some((last, _))) => page_token(req.kind, req.include_inactive, &last.code),
+            (true, Some((last, _))) => self.tokens.issue(&filters, &last.code),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListPartnersResponse {
@@ -398,22 +372,5 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
             escalation_ladder: convert::ladder_to_proto(&req.partner_code, &agreement.body.ladder),
             calendar: Some(self.calendar_proto(&clearance.calendar_id).await?),
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn page_tokens_carry_their_filters() {
-        let token = page_token(1, false, "MOJ");
-        assert_eq!(parse_page_token(&token, 1, false).expect("valid"), "MOJ");
-        assert!(
-            parse_page_token(&token, 2, false).is_err(),
-            "a changed filter is refused"
-        );
-        assert!(parse_page_token("zz", 1, false).is_err());
-        assert!(parse_page_token("abc", 1, false).is_err());
     }
 }

@@ -74,6 +74,7 @@ impl ServiceModule for PartnersService {
                     PartnerServiceServer::new(api::PartnerApi {
                         pool: ctx.pool.clone(),
                         clock: ctx.clock.clone(),
+                        tokens: ctx.config.server.page_tokens(),
                     })
                     .max_decoding_message_size(ctx.config.server.max_request_bytes),
                 ),

@@ -131,6 +131,8 @@ pub struct ServerConfig {
     pub max_concurrent_requests_per_connection: usize,
     /// How long shutdown waits for in-flight requests, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// HMAC key that signs page tokens: at least 64 hex characters.
+    pub page_token_key: Secret,
 }
 
 impl Default for ServerConfig {
@@ -142,11 +144,21 @@ impl Default for ServerConfig {
             request_timeout_ms: 30_000,
             max_concurrent_requests_per_connection: 256,
             shutdown_grace_ms: 25_000,
+            page_token_key: Secret::new(DEV_PAGE_TOKEN_KEY),
         }
     }
 }
 
+/// Development-only page token key; refused in production.
+const DEV_PAGE_TOKEN_KEY: &str =
+    "6465762d6f6e6c792d706167652d746f6b656e2d6b65792d6e6f742d666f722d70726f64";
+
 impl ServerConfig {
+    /// The page token signer.
+    pub fn page_tokens(&self) -> crate::paging::PageTokens {
+        crate::paging::PageTokens::new(&hex_bytes(self.page_token_key.expose()).unwrap_or_default())
+    }
+
     /// Per-request time limit.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
@@ -392,6 +404,20 @@ impl Serialize for Secret {
     }
 }
 
+/// Decodes hex; `None` if malformed.
+pub fn hex_bytes(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect()
+}
+
 /// Hides a secret for display. A URL keeps its scheme, user, host and path and
 /// loses only its password, so an operator can still see where it points.
 fn redact(value: &str) -> String {
@@ -517,6 +543,17 @@ impl Config {
             self.server.max_concurrent_requests_per_connection > 0,
             "server.max_concurrent_requests_per_connection",
             "must be positive",
+        );
+        check(
+            hex_bytes(self.server.page_token_key.expose()).is_some_and(|k| k.len() >= 32),
+            "server.page_token_key",
+            "must be at least 64 hex characters (32 bytes)",
+        );
+        check(
+            self.environment != Environment::Production
+                || self.server.page_token_key.expose() != DEV_PAGE_TOKEN_KEY,
+            "server.page_token_key",
+            "the development key is refused in production",
         );
         let db = self.database.url.expose();
         check(

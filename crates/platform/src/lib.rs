@@ -9,6 +9,8 @@
 //! | [`db`] | a pool pinned to the service's schema and embedded migrations |
 //! | [`events`] | CloudEvents over JetStream, the outbox relay, idempotent consumers |
 //! | [`idempotency`] | `request_id` handling for creates |
+//! | [`paging`] | opaque, tamper-checked page tokens |
+//! | [`geo`] | points, polygons, distances |
 //! | [`auth`] | the caller identity from a bearer token |
 //! | [`clock`] | the process clock, movable in tests |
 //! | [`grpc`], [`http`] | the two ports, health, reflection, metrics |
@@ -21,9 +23,11 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod geo;
 pub mod grpc;
 pub mod http;
 pub mod idempotency;
 pub mod metrics;
+pub mod paging;
 pub mod shutdown;
 pub mod telemetry;

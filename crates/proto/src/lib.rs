@@ -34,9 +34,20 @@ pub mod intake {
 }
 
 pub mod routing {
+    pub mod v1 {
+        tonic::include_proto!("baladiya.routing.v1");
+    }
     pub mod events {
         pub mod v1 {
             tonic::include_proto!("baladiya.routing.events.v1");
+        }
+    }
+}
+
+pub mod sla {
+    pub mod events {
+        pub mod v1 {
+            tonic::include_proto!("baladiya.sla.events.v1");
         }
     }
 }

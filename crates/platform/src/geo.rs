@@ -1,5 +1,5 @@
-//! Service areas and distances: which municipality serves a point, and how
-//! far apart two reports are.
+//! Points, polygons and distances (pure): which municipality serves a point,
+//! whether a routing rule's area holds it, how far apart two reports are.
 
 use serde::{Deserialize, Serialize};
 
@@ -45,26 +45,30 @@ pub struct ServiceArea {
 }
 
 impl ServiceArea {
-    /// Whether `p` lies inside the polygon (ray casting; edges count as inside
-    /// for points exactly on a vertex or horizontal edge, which is fine for
-    /// service areas).
+    /// Whether `p` lies inside the area.
     pub fn contains(&self, p: Point) -> bool {
-        let poly = &self.polygon;
-        if poly.len() < 3 {
-            return false;
-        }
-        let mut inside = false;
-        let mut j = poly.len() - 1;
-        for i in 0..poly.len() {
-            let (yi, xi) = (poly[i][0], poly[i][1]);
-            let (yj, xj) = (poly[j][0], poly[j][1]);
-            if (yi > p.lat) != (yj > p.lat) && p.lon < (xj - xi) * (p.lat - yi) / (yj - yi) + xi {
-                inside = !inside;
-            }
-            j = i;
-        }
-        inside
+        polygon_contains(&self.polygon, p)
     }
+}
+
+/// Whether `p` lies inside a polygon of `[latitude, longitude]` vertices (ray
+/// casting; points exactly on an edge may fall either way, which is fine for
+/// administrative areas).
+pub fn polygon_contains(poly: &[[f64; 2]], p: Point) -> bool {
+    if poly.len() < 3 {
+        return false;
+    }
+    let mut inside = false;
+    let mut j = poly.len() - 1;
+    for i in 0..poly.len() {
+        let (yi, xi) = (poly[i][0], poly[i][1]);
+        let (yj, xj) = (poly[j][0], poly[j][1]);
+        if (yi > p.lat) != (yj > p.lat) && p.lon < (xj - xi) * (p.lat - yi) / (yj - yi) + xi {
+            inside = !inside;
+        }
+        j = i;
+    }
+    inside
 }
 
 #[cfg(test)]
