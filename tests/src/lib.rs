@@ -16,6 +16,8 @@ mod intake_it;
 #[cfg(test)]
 mod partners_it;
 #[cfg(test)]
+mod routing_it;
+#[cfg(test)]
 mod server_it;
 
 use std::net::SocketAddr;

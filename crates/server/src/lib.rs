@@ -12,6 +12,7 @@ pub fn catalogue() -> Vec<Arc<dyn ServiceModule>> {
     vec![
         Arc::new(baladiya_partners::PartnersService),
         Arc::new(baladiya_intake::IntakeService),
+        Arc::new(baladiya_routing::RoutingService),
     ]
 }
 

@@ -202,9 +202,18 @@ impl<H: EventHandler> Consumer<H> {
         while !shutdown.is_triggered() {
             if last_stats.elapsed() >= Duration::from_secs(5) {
                 last_stats = Instant::now();
-                if let Ok(info) = consumer.info().await {
-                    self.metrics
-                        .set_consumer_lag(&self.spec.name, info.num_pending);
+                match consumer.info().await {
+                    Ok(info) => self
+                        .metrics
+                        .set_consumer_lag(&self.spec.name, info.num_pending),
+                    // Deleted on the server (an operator resetting it, a stream
+                    // recreated): provision again; the inbox absorbs the replay.
+                    Err(e) => {
+                        tracing::warn!(consumer = %self.spec.name, error = %e, "consumer lost; provisioning it again");
+                        if let Ok(fresh) = self.provision().await {
+                            consumer = fresh;
+                        }
+                    }
                 }
                 self.replay_requested().await;
                 self.update_parked_gauge().await;
@@ -219,6 +228,7 @@ impl<H: EventHandler> Consumer<H> {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(consumer = %self.spec.name, error = %e, "fetch failed; retrying");
+                    last_stats = Instant::now() - Duration::from_secs(60);
                     tokio::select! {
                         _ = shutdown.wait() => break,
                         _ = tokio::time::sleep(Duration::from_millis(500)) => continue,

@@ -21,3 +21,10 @@ pub const PARTNERS: StreamSpec = StreamSpec {
     name: "PARTNERS",
     subjects: &["baladiya.partners.>"],
 };
+
+/// SLA clocks and escalations: `baladiya.sla.clock.<event>.<PARTNER>`,
+/// `baladiya.sla.escalation.raised.<PARTNER>`.
+pub const SLA: StreamSpec = StreamSpec {
+    name: "SLA",
+    subjects: &["baladiya.sla.>"],
+};

@@ -1,0 +1,217 @@
+//! Complaints routing service (`baladiya.routing.v1.RoutingService`, schema
+//! `routing`): every report reaches the body that must act, and the case
+//! lifecycle after that.
+//!
+//! - [`domain`]: the transition table, who may act, rule matching and precedence;
+//! - [`lifecycle`]: one transition with its checks, history and event;
+//! - [`consumers`]: a case per received report (supporters for duplicates),
+//!   overdue marks from SLA breaches;
+//! - [`store`]: SQL; [`api`]: gRPC; [`seed`]: routing rules as editable data.
+//!
+//! Events (`baladiya.routing.case.<event>.<MUNICIPALITY>.<ASSIGNEE>`): routed,
+//! acknowledged, work started, put on hold, resumed, resolved, rejected,
+//! rerouted, reopened, closed, supporter added.
+
+pub mod api;
+pub mod consumers;
+pub mod domain;
+pub mod lifecycle;
+pub mod seed;
+pub mod store;
+
+use std::path::Path;
+use std::time::Duration;
+
+use baladiya_platform::app::{
+    BackgroundTask, ServiceContext, ServiceModule, StartError, seed_error,
+};
+use baladiya_platform::clock::Clock;
+use baladiya_platform::config::{Environment, KeyError, SectionHandler, ServiceConfig};
+use baladiya_platform::events::{StreamSpec, streams};
+use baladiya_platform::grpc::Mounted;
+use baladiya_proto::routing::v1::routing_service_server::RoutingServiceServer;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+
+use crate::domain::Action;
+use crate::lifecycle::{By, Limits, Step};
+
+static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// The `[routing]` configuration section.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Days after resolution during which a citizen may reopen a case.
+    pub reopen_within_days: u32,
+    /// Days a resolved case stays quiet before it closes by itself.
+    pub auto_close_after_days: u32,
+    /// How often to look for quiet resolved cases, in seconds.
+    pub auto_close_check_secs: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            reopen_within_days: 14,
+            auto_close_after_days: 7,
+            auto_close_check_secs: 60,
+        }
+    }
+}
+
+impl ServiceConfig for RoutingConfig {
+    const SECTION: &'static str = "routing";
+
+    fn validate(&self, _environment: Environment) -> Vec<KeyError> {
+        let mut errors = Vec::new();
+        if !(1..=365).contains(&self.reopen_within_days) {
+            errors.push(KeyError {
+                key: "reopen_within_days".into(),
+                message: "must be between 1 and 365".into(),
+            });
+        }
+        if !(1..=365).contains(&self.auto_close_after_days) {
+            errors.push(KeyError {
+                key: "auto_close_after_days".into(),
+                message: "must be between 1 and 365".into(),
+            });
+        }
+        if self.auto_close_check_secs == 0 {
+            errors.push(KeyError {
+                key: "auto_close_check_secs".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        errors
+    }
+}
+
+/// The routing service module.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RoutingService;
+
+/// Closes resolved cases that stayed quiet for the configured period.
+async fn auto_close(
+    pool: PgPool,
+    clock: Clock,
+    config: RoutingConfig,
+    limits: Limits,
+    mut stop: baladiya_platform::shutdown::Shutdown,
+) {
+    let quiet = chrono::Duration::days(i64::from(config.auto_close_after_days));
+    loop {
+        tokio::select! {
+            _ = stop.wait() => return,
+            _ = tokio::time::sleep(Duration::from_secs(config.auto_close_check_secs)) => {}
+        }
+        let due = match pool.acquire().await {
+            Ok(mut conn) => store::quiet_resolved(&mut conn, clock.now() - quiet, 100).await,
+            Err(e) => Err(e),
+        };
+        for id in due.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot look for quiet resolved cases");
+            Vec::new()
+        }) {
+            let closed = async {
+                let mut tx = pool.begin().await?;
+                lifecycle::apply(
+                    &mut tx,
+                    &clock,
+                    limits,
+                    &[],
+                    id,
+                    Action::Close,
+                    By::System,
+                    Step {
+                        note: "closed automatically after the quiet period".into(),
+                        occurred_at: Some(clock.now()),
+                        ..Step::default()
+                    },
+                )
+                .await?;
+                tx.commit().await?;
+                Ok::<_, baladiya_platform::error::ApiError>(())
+            }
+            .await;
+            if let Err(e) = closed {
+                tracing::warn!(case = %id, error = %e, "automatic close skipped");
+            }
+        }
+    }
+}
+
+impl ServiceModule for RoutingService {
+    fn name(&self) -> &'static str {
+        "routing"
+    }
+    fn description(&self) -> &'static str {
+        "routing rules, one case per report, the case lifecycle and its history"
+    }
+    fn migrator(&self) -> Migrator {
+        Migrator::with_migrations(MIGRATIONS.iter().cloned().collect())
+    }
+    fn streams(&self) -> &'static [StreamSpec] {
+        std::slice::from_ref(&streams::ROUTING)
+    }
+    fn config_section(&self) -> Option<SectionHandler> {
+        Some(SectionHandler::of::<RoutingConfig>())
+    }
+    fn seed<'a>(
+        &'a self,
+        pool: &'a PgPool,
+        clock: &'a Clock,
+        dir: &'a Path,
+    ) -> BoxFuture<'a, Result<Option<String>, StartError>> {
+        Box::pin(async move {
+            seed::load(pool, clock, dir)
+                .await
+                .map(Some)
+                .map_err(|e| seed_error("routing", dir, e))
+        })
+    }
+    fn start<'a>(
+        &'a self,
+        ctx: &'a ServiceContext,
+        mounted: &'a mut Mounted,
+    ) -> BoxFuture<'a, Result<Vec<BackgroundTask>, StartError>> {
+        Box::pin(async move {
+            let config: RoutingConfig = ctx.config.section().map_err(|e| StartError::Service {
+                service: "routing",
+                reason: format!("{e:?}"),
+            })?;
+            let limits = Limits {
+                reopen_within: chrono::Duration::days(i64::from(config.reopen_within_days)),
+            };
+            mounted.add(
+                ctx.protect(
+                    RoutingServiceServer::new(api::RoutingApi {
+                        pool: ctx.pool.clone(),
+                        clock: ctx.clock.clone(),
+                        limits,
+                        tokens: ctx.config.server.page_tokens(),
+                    })
+                    .max_decoding_message_size(ctx.config.server.max_request_bytes),
+                ),
+            );
+            Ok(vec![
+                ctx.consumer(
+                    consumers::reports_spec(),
+                    consumers::RouteReports {
+                        clock: ctx.clock.clone(),
+                    },
+                ),
+                ctx.consumer(consumers::breaches_spec(), consumers::MarkOverdue),
+                Box::pin(auto_close(
+                    ctx.pool.clone(),
+                    ctx.clock.clone(),
+                    config,
+                    limits,
+                    ctx.background_shutdown(),
+                )),
+            ])
+        })
+    }
+}
