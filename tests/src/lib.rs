@@ -19,6 +19,8 @@ mod partners_it;
 mod routing_it;
 #[cfg(test)]
 mod server_it;
+#[cfg(test)]
+mod sla_it;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -474,6 +476,60 @@ impl Drop for NatsProcess {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.store);
     }
+}
+
+/// A `report received` event as intake publishes it.
+#[derive(Debug, Clone)]
+pub struct ReceivedReport<'a> {
+    pub report_id: uuid::Uuid,
+    pub category: &'a str,
+    pub group: &'a str,
+    pub municipality: &'a str,
+    pub duplicate_of: Option<&'a str>,
+    pub at: DateTime<Utc>,
+}
+
+/// Publishes a `report received` event on the test's namespace, as intake would.
+pub async fn publish_report_received(env: &TestEnv, r: &ReceivedReport<'_>) -> anyhow::Result<()> {
+    use baladiya_platform::events::{EventType, Namespace, OutboundEvent, outbox, streams};
+    use baladiya_proto::convert::timestamp;
+    let id = uuid::Uuid::now_v7();
+    let payload = baladiya_proto::intake::events::v1::ReportReceived {
+        meta: Some(baladiya_proto::events::v1::EventMeta {
+            event_id: id.to_string(),
+            occurred_at: Some(timestamp(r.at)),
+            aggregate_id: r.report_id.to_string(),
+        }),
+        report_id: r.report_id.to_string(),
+        tracking_number: format!("RUH-2026-{}", &r.report_id.simple().to_string()[24..]),
+        category_code: r.category.into(),
+        category_group: r.group.into(),
+        municipality_code: r.municipality.into(),
+        location: Some(baladiya_proto::common::v1::Location {
+            municipality_code: r.municipality.into(),
+            ..Default::default()
+        }),
+        priority: baladiya_proto::common::v1::Priority::Normal as i32,
+        received_at: Some(timestamp(r.at)),
+        duplicate_of: r.duplicate_of.unwrap_or_default().into(),
+        ..Default::default()
+    };
+    let event = OutboundEvent::new(
+        "intake",
+        EventType::new("intake", "report", "received"),
+        &[r.municipality, r.category],
+        id,
+        r.report_id.to_string(),
+        r.at,
+        &payload,
+    );
+    let js = async_nats::jetstream::new(env.nats().await?);
+    let ns = Namespace::new(&env.namespace);
+    streams::INTAKE
+        .ensure(&js, &ns, &env.config().events)
+        .await?;
+    outbox::publish(&js, &ns, &event).await?;
+    Ok(())
 }
 
 /// Polls `check` until it returns `Some`, for up to `seconds`.

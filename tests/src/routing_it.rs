@@ -5,10 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
-use baladiya_platform::events::{EventType, Namespace, OutboundEvent, outbox, streams};
 use baladiya_proto::common::v1::{Location, Priority};
 use baladiya_proto::convert::timestamp;
-use baladiya_proto::intake::events::v1::ReportReceived;
 use baladiya_proto::routing::v1 as pb;
 use baladiya_proto::routing::v1::routing_service_client::RoutingServiceClient;
 use baladiya_routing::RoutingService;
@@ -81,44 +79,18 @@ impl Routing {
         municipality: &str,
         duplicate_of: Option<&str>,
     ) -> anyhow::Result<()> {
-        let id = uuid::Uuid::now_v7();
-        let now = self.platform.clock.now();
-        let payload = ReportReceived {
-            meta: Some(baladiya_proto::events::v1::EventMeta {
-                event_id: id.to_string(),
-                occurred_at: Some(timestamp(now)),
-                aggregate_id: report_id.to_string(),
-            }),
-            report_id: report_id.to_string(),
-            tracking_number: format!("RUH-2026-{}", &report_id.simple().to_string()[24..]),
-            category_code: category.into(),
-            category_group: group.into(),
-            municipality_code: municipality.into(),
-            location: Some(Location {
-                municipality_code: municipality.into(),
-                ..Default::default()
-            }),
-            priority: Priority::Normal as i32,
-            received_at: Some(timestamp(now)),
-            duplicate_of: duplicate_of.unwrap_or_default().into(),
-            ..Default::default()
-        };
-        let event = OutboundEvent::new(
-            "intake",
-            EventType::new("intake", "report", "received"),
-            &[municipality, category],
-            id,
-            report_id.to_string(),
-            now,
-            &payload,
-        );
-        let js = async_nats::jetstream::new(self.env.nats().await?);
-        let ns = Namespace::new(&self.env.namespace);
-        streams::INTAKE
-            .ensure(&js, &ns, &self.env.config().events)
-            .await?;
-        outbox::publish(&js, &ns, &event).await?;
-        Ok(())
+        crate::publish_report_received(
+            &self.env,
+            &crate::ReceivedReport {
+                report_id,
+                category,
+                group,
+                municipality,
+                duplicate_of,
+                at: self.platform.clock.now(),
+            },
+        )
+        .await
     }
 
     /// Waits for the case of a report.

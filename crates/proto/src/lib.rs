@@ -45,6 +45,9 @@ pub mod routing {
 }
 
 pub mod sla {
+    pub mod v1 {
+        tonic::include_proto!("baladiya.sla.v1");
+    }
     pub mod events {
         pub mod v1 {
             tonic::include_proto!("baladiya.sla.events.v1");

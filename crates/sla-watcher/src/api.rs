@@ -1,0 +1,520 @@
+//! `baladiya.sla.v1.SlaService`: clocks, breaches, escalations, and
+//! `PreviewClock`, which runs the live clock code on given instants.
+
+use std::time::Duration;
+
+use baladiya_platform::auth::{CallerIdentity, Role, caller};
+use baladiya_platform::clock::Clock;
+use baladiya_platform::error::{ApiError, ErrorKind, Violations};
+use baladiya_platform::events::{EventType, OutboundEvent, outbox};
+use baladiya_platform::paging::PageTokens;
+use baladiya_proto::convert::{instant, timestamp};
+use baladiya_proto::events::v1::EventMeta;
+use baladiya_proto::sla::events::v1 as ev;
+use baladiya_proto::sla::v1 as pb;
+use baladiya_worktime::WorkingDuration;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::clock::{self, Input, InputKind, State};
+use crate::engine::clock_ref;
+use crate::store::{self, ClockRow, EscalationRow};
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 500;
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct SlaApi {
+    pub pool: PgPool,
+    pub clock: Clock,
+    pub tokens: PageTokens,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn state_proto(s: &str) -> i32 {
+    (match s {
+        "running" => pb::ClockState::Running,
+        "paused" => pb::ClockState::Paused,
+        "met" => pb::ClockState::Met,
+        "breached" => pb::ClockState::Breached,
+        "breached_then_met" => pb::ClockState::BreachedThenMet,
+        "cancelled" => pb::ClockState::Cancelled,
+        _ => pb::ClockState::Unspecified,
+    }) as i32
+}
+
+fn duration(secs: i64) -> Option<prost_types::Duration> {
+    prost_types::Duration::try_from(Duration::from_secs(secs.max(0) as u64)).ok()
+}
+
+fn clock_proto(c: &ClockRow, fired: (i64, i64), now: DateTime<Utc>) -> pb::Clock {
+    // A running clock past its deadline is breached even before the next recomputation.
+    let state = match c.state.as_str() {
+        "running" if c.breached_at.is_some_and(|b| b <= now) => "breached",
+        s => s,
+    };
+    pb::Clock {
+        id: c.id.to_string(),
+        subject_kind: c.subject_kind.clone(),
+        subject_id: c.subject_id.to_string(),
+        metric: c.metric.clone(),
+        partner_code: c.partner_code.clone(),
+        agreement_version: c.agreement_version,
+        calendar_id: c.calendar_id.clone(),
+        target: duration(c.target_secs),
+        state: state_proto(state),
+        elapsed: duration(c.elapsed_secs),
+        deadline: c.deadline.map(timestamp),
+        original_deadline: c.original_deadline.map(timestamp),
+        warnings_fired: fired.0.max(0) as u32,
+        escalation_levels_fired: fired.1.max(0) as u32,
+        started_at: c.started_at.map(timestamp),
+        ended_at: c.ended_at.map(timestamp),
+        tracking_number: c.tracking_number.clone(),
+        breached_at: c.breached_at.filter(|b| *b <= now).map(timestamp),
+    }
+}
+
+fn escalation_proto(e: &EscalationRow) -> pb::Escalation {
+    pb::Escalation {
+        id: e.id.to_string(),
+        clock_id: e.clock_id.to_string(),
+        level: e.level.max(0) as u32,
+        partner_code: e.partner_code.clone(),
+        subject_kind: e.subject_kind.clone(),
+        subject_id: e.subject_id.to_string(),
+        tracking_number: e.tracking_number.clone(),
+        contact: e.contact.clone(),
+        agreement_version: e.agreement_version,
+        raised_at: Some(timestamp(e.raised_at)),
+        overdue_working: duration(e.overdue_working_secs),
+        overdue_wall: duration(e.overdue_wall_secs),
+        acknowledged_at: e.acknowledged_at.map(timestamp),
+        acknowledged_by: e.acknowledged_by.clone().unwrap_or_default(),
+        note: e.note.clone().unwrap_or_default(),
+        metric: e.metric.clone(),
+    }
+}
+
+/// The partner a caller is limited to, if any.
+fn own_partner(who: &CallerIdentity) -> Result<Option<String>, ApiError> {
+    match who.role {
+        Role::Partner => Ok(Some(who.partner.clone().unwrap_or_default())),
+        Role::Channel => Err(ApiError::permission_denied(
+            "channels do not read SLA clocks",
+        )),
+        _ => Ok(None),
+    }
+}
+
+fn cursor(
+    tokens: &PageTokens,
+    token: &str,
+    filters: &str,
+) -> Result<Option<(DateTime<Utc>, Uuid)>, ApiError> {
+    let refused = || {
+        ApiError::invalid_field(
+            "page_token",
+            "is not a token from this listing with these filters",
+        )
+    };
+    match tokens.cursor(token, filters)? {
+        None => Ok(None),
+        Some(c) => {
+            let (at, id) = c.split_once('|').ok_or_else(refused)?;
+            Ok(Some((
+                DateTime::parse_from_rfc3339(at)
+                    .map_err(|_| refused())?
+                    .with_timezone(&Utc),
+                id.parse().map_err(|_| refused())?,
+            )))
+        }
+    }
+}
+
+fn page_size(size: i32) -> Result<i64, ApiError> {
+    if size < 0 {
+        return Err(ApiError::invalid_field("page_size", "must not be negative"));
+    }
+    Ok(match i64::from(size) {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    })
+}
+
+#[tonic::async_trait]
+impl pb::sla_service_server::SlaService for SlaApi {
+    async fn get_clocks(
+        &self,
+        request: Request<pb::GetClocksRequest>,
+    ) -> Reply<pb::GetClocksResponse> {
+        let own = own_partner(caller(&request)?)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        v.check(
+            matches!(req.subject_kind.as_str(), "case" | "application"),
+            "subject_kind",
+            "must be case or application",
+        );
+        let subject = req.subject_id.parse::<Uuid>().ok();
+        v.check(subject.is_some(), "subject_id", "must be a UUID");
+        v.finish()?;
+        let subject =
+            subject.ok_or_else(|| ApiError::invalid_field("subject_id", "must be a UUID"))?;
+        let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
+        let now = self.clock.now();
+        let mut clocks = Vec::new();
+        for c in store::clocks_of(&mut conn, &req.subject_kind, subject, false)
+            .await
+            .map_err(ApiError::from)?
+        {
+            if own.as_ref().is_some_and(|p| *p != c.partner_code) {
+                continue;
+            }
+            let fired = store::fired_counts(&mut conn, c.id)
+                .await
+                .map_err(ApiError::from)?;
+            clocks.push(clock_proto(&c, fired, now));
+        }
+        Ok(Response::new(pb::GetClocksResponse { clocks }))
+    }
+
+    async fn list_breaches(
+        &self,
+        request: Request<pb::ListBreachesRequest>,
+    ) -> Reply<pb::ListBreachesResponse> {
+        let own = own_partner(caller(&request)?)?;
+        let req = request.into_inner();
+        let partner = own.or_else(|| Some(req.partner_code.clone()).filter(|p| !p.is_empty()));
+        let limit = page_size(req.page_size)?;
+        let filters = format!("partner={partner:?}");
+        let after = cursor(&self.tokens, &req.page_token, &filters)?;
+        let now = self.clock.now();
+        let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
+        let rows = store::breaches(&mut conn, partner.as_deref(), now, after, limit + 1)
+            .await
+            .map_err(ApiError::from)?;
+        let more = rows.len() as i64 > limit;
+        let mut clocks = Vec::new();
+        for c in rows.iter().take(limit as usize) {
+            let fired = store::fired_counts(&mut conn, c.id)
+                .await
+                .map_err(ApiError::from)?;
+            clocks.push(clock_proto(c, fired, now));
+        }
+        let next_page_token = match (more, rows.get(limit as usize - 1)) {
+            (true, Some(last)) => self.tokens.issue(
+                &filters,
+                &format!(
+                    "{}|{}",
+                    last.breached_at.unwrap_or(now).to_rfc3339(),
+                    last.id
+                ),
+            ),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListBreachesResponse {
+            clocks,
+            next_page_token,
+        }))
+    }
+
+    async fn list_escalations(
+        &self,
+        request: Request<pb::ListEscalationsRequest>,
+    ) -> Reply<pb::ListEscalationsResponse> {
+        let own = own_partner(caller(&request)?)?;
+        let req = request.into_inner();
+        let partner = own.or_else(|| Some(req.partner_code.clone()).filter(|p| !p.is_empty()));
+        let limit = page_size(req.page_size)?;
+        let acknowledged = match pb::EscalationState::try_from(req.state) {
+            Ok(pb::EscalationState::Open) => Some(false),
+            Ok(pb::EscalationState::Acknowledged) => Some(true),
+            Ok(pb::EscalationState::Unspecified) => None,
+            Err(_) => {
+                return Err(ApiError::invalid_field("state", "is not an escalation state").into());
+            }
+        };
+        let level = (req.level > 0).then_some(req.level as i32);
+        let filters = format!("partner={partner:?}&level={level:?}&ack={acknowledged:?}");
+        let after = cursor(&self.tokens, &req.page_token, &filters)?;
+        let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
+        let rows = store::escalations(
+            &mut conn,
+            partner.as_deref(),
+            level,
+            acknowledged,
+            after,
+            limit + 1,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        let more = rows.len() as i64 > limit;
+        let page: Vec<&EscalationRow> = rows.iter().take(limit as usize).collect();
+        let next_page_token = match (more, page.last()) {
+            (true, Some(last)) => self.tokens.issue(
+                &filters,
+                &format!("{}|{}", last.raised_at.to_rfc3339(), last.id),
+            ),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListEscalationsResponse {
+            escalations: page.into_iter().map(escalation_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn acknowledge_escalation(
+        &self,
+        request: Request<pb::AcknowledgeEscalationRequest>,
+    ) -> Reply<pb::Escalation> {
+        let who = caller(&request)?.clone();
+        let own = own_partner(&who)?;
+        if own.is_none() && !matches!(who.role, Role::Operator | Role::Admin) {
+            return Err(ApiError::permission_denied(
+                "only the escalated partner or an operator acknowledges",
+            )
+            .into());
+        }
+        let req = request.into_inner();
+        let id: Uuid = req
+            .escalation_id
+            .parse()
+            .map_err(|_| ApiError::invalid_field("escalation_id", "must be a UUID"))?;
+        let note = req.note.trim();
+        if note.chars().count() > 2_000 {
+            return Err(ApiError::invalid_field("note", "must be at most 2000 characters").into());
+        }
+        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        let e = match (
+            store::escalation(&mut tx, id)
+                .await
+                .map_err(ApiError::from)?,
+            &own,
+        ) {
+            (Some(e), Some(p)) if e.partner_code != *p => {
+                return Err(ApiError::permission_denied("not your escalation").into());
+            }
+            (None, Some(_)) => {
+                return Err(ApiError::permission_denied("not your escalation").into());
+            }
+            (None, None) => return Err(ApiError::not_found("escalation").into()),
+            (Some(e), _) => e,
+        };
+        if e.acknowledged_at.is_some() {
+            return Err(ApiError::new(
+                ErrorKind::FailedPrecondition,
+                "the escalation was already acknowledged",
+            )
+            .into());
+        }
+        let now = self.clock.now();
+        store::acknowledge_escalation(&mut tx, id, &who.subject, note, now)
+            .await
+            .map_err(ApiError::from)?;
+        let c = store::clock(&mut tx, e.clock_id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::internal(&"escalation without clock"))?;
+        let event_id = Uuid::now_v7();
+        let payload = ev::EscalationAcknowledged {
+            meta: Some(EventMeta {
+                event_id: event_id.to_string(),
+                occurred_at: Some(timestamp(now)),
+                aggregate_id: c.id.to_string(),
+            }),
+            escalation_id: id.to_string(),
+            clock: clock_ref(&c),
+            level: e.level.max(0) as u32,
+            acknowledged_by: who.subject.clone(),
+        };
+        let out = OutboundEvent::new(
+            "sla-watcher",
+            EventType::new("sla", "escalation", "acknowledged"),
+            &[&e.partner_code],
+            event_id,
+            c.id.to_string(),
+            now,
+            &payload,
+        );
+        outbox::enqueue(&mut tx, &out)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        let updated = store::escalation(&mut tx, id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("escalation"))?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(escalation_proto(&updated)))
+    }
+
+    async fn preview_clock(
+        &self,
+        request: Request<pb::PreviewClockRequest>,
+    ) -> Reply<pb::PreviewClockResponse> {
+        caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let spec = match &req.calendar {
+            Some(pb::preview_clock_request::Calendar::CalendarId(id)) => {
+                let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
+                let spec = store::calendar(&mut conn, id)
+                    .await
+                    .map_err(ApiError::from)?;
+                v.check(spec.is_some(), "calendar_id", "is not a known calendar");
+                spec
+            }
+            Some(pb::preview_clock_request::Calendar::InlineCalendar(c)) => {
+                let mut inner = Violations::new();
+                let record = baladiya_partners::convert::calendar_from_proto(c, &mut inner);
+                if let Err(e) = inner.finish() {
+                    for f in e.violations {
+                        v.add(
+                            f.field.replacen("calendar.", "inline_calendar.", 1),
+                            f.description,
+                        );
+                    }
+                }
+                Some(record.spec)
+            }
+            None => {
+                v.add(
+                    "calendar",
+                    "a calendar_id or an inline_calendar is required",
+                );
+                None
+            }
+        };
+        let calendar = match spec.map(|s| s.build()) {
+            Some(Ok(c)) => Some(c),
+            Some(Err(problems)) => {
+                for p in problems {
+                    v.add(
+                        baladiya_partners::convert::api_path("inline_calendar.", &p.field),
+                        p.message,
+                    );
+                }
+                None
+            }
+            None => None,
+        };
+        let wd = |d: &Option<baladiya_proto::common::v1::WorkingDuration>| {
+            d.map(|d| WorkingDuration {
+                days: d.days,
+                minutes: d.minutes,
+            })
+            .unwrap_or_default()
+        };
+        let target = wd(&req.target);
+        v.check(
+            !target.is_zero(),
+            "target",
+            "must be a positive working duration",
+        );
+        for (i, f) in req.warn_at.iter().enumerate() {
+            v.check(
+                f.is_finite() && *f > 0.0 && *f < 1.0,
+                &format!("warn_at[{i}]"),
+                "must be strictly between 0 and 1",
+            );
+        }
+        v.check(
+            req.warn_at.windows(2).all(|w| w[0] < w[1]),
+            "warn_at",
+            "must be strictly increasing",
+        );
+        let delays: Vec<WorkingDuration> = req
+            .escalation_delays
+            .iter()
+            .map(|d| wd(&Some(*d)))
+            .collect();
+        v.check(
+            delays.windows(2).all(|w| w[0] < w[1]),
+            "escalation_delays",
+            "must be strictly increasing",
+        );
+        let mut parse =
+            |t: &Option<prost_types::Timestamp>, field: &str| match t.as_ref().map(instant) {
+                None => None,
+                Some(None) => {
+                    v.add(field, "is not a valid timestamp");
+                    None
+                }
+                Some(Some(at)) => Some(at),
+            };
+        let start = parse(&req.start, "start");
+        let stop = parse(&req.stop, "stop");
+        let as_of = parse(&req.as_of, "as_of").unwrap_or_else(|| self.clock.now());
+        v.check(req.start.is_some(), "start", "is required");
+        let mut inputs: Vec<Input> = Vec::new();
+        for (i, t) in req.pauses.iter().enumerate() {
+            match instant(t) {
+                Some(at) => inputs.push(Input {
+                    at,
+                    kind: InputKind::Pause,
+                }),
+                None => v.add(format!("pauses[{i}]"), "is not a valid timestamp"),
+            }
+        }
+        for (i, t) in req.resumes.iter().enumerate() {
+            match instant(t) {
+                Some(at) => inputs.push(Input {
+                    at,
+                    kind: InputKind::Resume,
+                }),
+                None => v.add(format!("resumes[{i}]"), "is not a valid timestamp"),
+            }
+        }
+        v.finish()?;
+        let (Some(calendar), Some(start)) = (calendar, start) else {
+            return Err(ApiError::invalid_field("calendar", "is required").into());
+        };
+        inputs.push(Input {
+            at: start,
+            kind: InputKind::Start,
+        });
+        if let Some(at) = stop {
+            inputs.push(Input {
+                at,
+                kind: InputKind::Stop,
+            });
+        }
+        let terms = clock::Terms {
+            target: calendar.duration(target),
+            warn_at: req.warn_at.clone(),
+            ladder: delays.iter().map(|d| calendar.duration(*d)).collect(),
+        };
+        let c = clock::compute(&calendar, &terms, &inputs, as_of);
+        let state = match c.state {
+            State::Pending => pb::ClockState::Unspecified,
+            State::Running => pb::ClockState::Running,
+            State::Paused => pb::ClockState::Paused,
+            State::Met => pb::ClockState::Met,
+            State::Breached => pb::ClockState::Breached,
+            State::BreachedThenMet => pb::ClockState::BreachedThenMet,
+            State::Cancelled => pb::ClockState::Cancelled,
+        };
+        let unset = prost_types::Timestamp::default;
+        Ok(Response::new(pb::PreviewClockResponse {
+            state: state as i32,
+            deadline: c.deadline.map(timestamp),
+            original_deadline: c.original_deadline.map(timestamp),
+            warnings: c
+                .warnings
+                .iter()
+                .map(|w| w.map_or_else(unset, timestamp))
+                .collect(),
+            breach: c.breach.map(timestamp),
+            escalations: c
+                .escalations
+                .iter()
+                .map(|w| w.map_or_else(unset, timestamp))
+                .collect(),
+            elapsed: prost_types::Duration::try_from(c.elapsed).ok(),
+        }))
+    }
+}

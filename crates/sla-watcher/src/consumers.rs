@@ -1,0 +1,226 @@
+//! What the watcher consumes: case events (which start, pause, resume, stop
+//! and cancel clocks) and partner events (the local replica of agreements and
+//! calendars that terms come from; a calendar change recomputes the open
+//! clocks on it).
+
+use std::sync::Arc;
+
+use baladiya_platform::clock::Clock;
+use baladiya_platform::error::Violations;
+use baladiya_platform::events::consumer::{ConsumerSpec, EventHandler, HandlerError};
+use baladiya_platform::events::{InboundEvent, streams};
+use baladiya_proto::partners::events::v1 as partners;
+use baladiya_proto::routing::events::v1 as routing;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::SlaConfig;
+use crate::derive::{CaseEvent, CaseEventKind};
+use crate::engine;
+use crate::store::{self, CaseFacts};
+
+/// Reads case events.
+pub fn cases_spec() -> ConsumerSpec {
+    ConsumerSpec {
+        name: "sla-cases".into(),
+        stream: streams::ROUTING,
+        subjects: vec!["baladiya.routing.case.>".into()],
+    }
+}
+
+/// Reads partner events.
+pub fn partners_spec() -> ConsumerSpec {
+    ConsumerSpec {
+        name: "sla-partners".into(),
+        stream: streams::PARTNERS,
+        subjects: vec!["baladiya.partners.>".into()],
+    }
+}
+
+/// Feeds case events into clocks.
+#[derive(Debug, Clone)]
+pub struct CaseClocks {
+    pub clock: Clock,
+    pub config: Arc<SlaConfig>,
+}
+
+fn case_event(
+    event: &InboundEvent,
+) -> Result<
+    Option<(
+        routing::CaseRef,
+        CaseEventKind,
+        Option<prost_types::Timestamp>,
+    )>,
+    HandlerError,
+> {
+    let t = event.ce_type.as_str();
+    Ok(Some(match t {
+        "sa.baladiya.routing.case.routed.v1" => {
+            let e: routing::CaseRouted = event.decode()?;
+            (
+                e.case.unwrap_or_default(),
+                CaseEventKind::Routed,
+                e.report_received_at,
+            )
+        }
+        "sa.baladiya.routing.case.acknowledged.v1" => (
+            event
+                .decode::<routing::CaseAcknowledged>()?
+                .case
+                .unwrap_or_default(),
+            CaseEventKind::Acknowledged,
+            None,
+        ),
+        "sa.baladiya.routing.case.work_started.v1" => (
+            event
+                .decode::<routing::CaseWorkStarted>()?
+                .case
+                .unwrap_or_default(),
+            CaseEventKind::WorkStarted,
+            None,
+        ),
+        "sa.baladiya.routing.case.put_on_hold.v1" => (
+            event
+                .decode::<routing::CasePutOnHold>()?
+                .case
+                .unwrap_or_default(),
+            CaseEventKind::OnHold,
+            None,
+        ),
+        "sa.baladiya.routing.case.resumed.v1" => (
+            event
+                .decode::<routing::CaseResumed>()?
+                .case
+                .unwrap_or_default(),
+            CaseEventKind::Resumed,
+            None,
+        ),
+        "sa.baladiya.routing.case.resolved.v1" => (
+            event
+                .decode::<routing::CaseResolved>()?
+                .case
+                .unwrap_or_default(),
+            CaseEventKind::Resolved,
+            None,
+        ),
+        "sa.baladiya.routing.case.rejected.v1" => (
+            event
+                .decode::<routing::CaseRejected>()?
+                .case
+                .unwrap_or_default(),
+            CaseEventKind::Rejected,
+            None,
+        ),
+        "sa.baladiya.routing.case.rerouted.v1" => (
+            event
+                .decode::<routing::CaseRerouted>()?
+                .case
+                .unwrap_or_default(),
+            CaseEventKind::Rerouted,
+            None,
+        ),
+        "sa.baladiya.routing.case.reopened.v1" => (
+            event
+                .decode::<routing::CaseReopened>()?
+                .case
+                .unwrap_or_default(),
+            CaseEventKind::Reopened,
+            None,
+        ),
+        "sa.baladiya.routing.case.closed.v1" => (
+            event
+                .decode::<routing::CaseClosed>()?
+                .case
+                .unwrap_or_default(),
+            CaseEventKind::Closed,
+            None,
+        ),
+        _ => return Ok(None),
+    }))
+}
+
+impl EventHandler for CaseClocks {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &InboundEvent,
+    ) -> Result<(), HandlerError> {
+        let Some((case, kind, received)) = case_event(event)? else {
+            return Ok(());
+        };
+        let case_id: Uuid = case.case_id.parse().map_err(|_| {
+            HandlerError::Reject(format!("case_id '{}' is not a UUID", case.case_id))
+        })?;
+        let e = CaseEvent {
+            id: event.id,
+            kind,
+            at: event.occurred_at,
+            assignee: case.assignee_code.clone(),
+            report_received_at: received.as_ref().and_then(baladiya_proto::convert::instant),
+        };
+        let facts = CaseFacts {
+            tracking_number: case.tracking_number.clone(),
+            municipality_code: case.municipality_code.clone(),
+            category_code: case.category_code.clone(),
+            priority: case.priority,
+        };
+        if store::add_case_event(conn, case_id, &e, &facts).await? {
+            engine::recompute_case(conn, &self.clock, &self.config, case_id).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the agreement and calendar replica.
+#[derive(Debug, Clone)]
+pub struct PartnerReplica {
+    pub clock: Clock,
+    pub config: Arc<SlaConfig>,
+}
+
+impl EventHandler for PartnerReplica {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &InboundEvent,
+    ) -> Result<(), HandlerError> {
+        match event.ce_type.as_str() {
+            "sa.baladiya.partners.agreement.published.v1" => {
+                let a = event
+                    .decode::<partners::AgreementPublished>()?
+                    .agreement
+                    .unwrap_or_default();
+                let effective = a
+                    .effective_from
+                    .as_ref()
+                    .and_then(baladiya_proto::convert::instant)
+                    .ok_or_else(|| {
+                        HandlerError::Reject("agreement without effective_from".into())
+                    })?;
+                let body = baladiya_partners::convert::body_from_proto(&a);
+                store::put_agreement(conn, &a.partner_code, a.version, effective, &body).await?;
+            }
+            "sa.baladiya.partners.calendar.changed.v1" => {
+                let changed: partners::CalendarChanged = event.decode()?;
+                let proto = changed.calendar.unwrap_or_default();
+                let mut v = Violations::new();
+                let record = baladiya_partners::convert::calendar_from_proto(&proto, &mut v);
+                if !v.is_empty() {
+                    return Err(HandlerError::Reject(format!(
+                        "calendar {} does not convert",
+                        proto.id
+                    )));
+                }
+                store::put_calendar(conn, &record, proto.revision).await?;
+                let n =
+                    engine::recompute_calendar(conn, &self.clock, &self.config, &record.id).await?;
+                if n > 0 {
+                    tracing::info!(calendar = %record.id, subjects = n, "recomputed clocks after a calendar change");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,301 @@
+//! Which clocks a case has, derived from its whole event log sorted by the
+//! instants the events carry. Pure, so any delivery order gives the same
+//! clocks.
+//!
+//! - routed or rerouted to A: an acknowledge and a resolve clock for A start;
+//!   a reroute cancels the previous assignee's clocks;
+//! - acknowledged stops the acknowledge clock; resolved stops both;
+//! - on hold pauses and resumed resumes the resolve clock and the citizen's
+//!   end-to-end clock;
+//! - rejected cancels the assignee's clocks (triage is not measured);
+//! - reopened starts a new resolve cycle for the assignee;
+//! - closed stops everything.
+//!
+//! The end-to-end clock runs from the report's receipt to the first resolution.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::clock::{Input, InputKind};
+
+/// A case lifecycle event, in the order applied at equal instants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CaseEventKind {
+    Routed,
+    Acknowledged,
+    WorkStarted,
+    OnHold,
+    Resumed,
+    Resolved,
+    Rejected,
+    Rerouted,
+    Reopened,
+    Closed,
+}
+
+impl CaseEventKind {
+    /// The stored name (the routing event name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Routed => "routed",
+            Self::Acknowledged => "acknowledged",
+            Self::WorkStarted => "work_started",
+            Self::OnHold => "put_on_hold",
+            Self::Resumed => "resumed",
+            Self::Resolved => "resolved",
+            Self::Rejected => "rejected",
+            Self::Rerouted => "rerouted",
+            Self::Reopened => "reopened",
+            Self::Closed => "closed",
+        }
+    }
+    /// From the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Routed,
+            Self::Acknowledged,
+            Self::WorkStarted,
+            Self::OnHold,
+            Self::Resumed,
+            Self::Resolved,
+            Self::Rejected,
+            Self::Rerouted,
+            Self::Reopened,
+            Self::Closed,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// One case event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseEvent {
+    pub id: Uuid,
+    pub kind: CaseEventKind,
+    pub at: DateTime<Utc>,
+    /// The assignee after the event (for a rejection: the body that rejected).
+    pub assignee: String,
+    pub report_received_at: Option<DateTime<Utc>>,
+}
+
+/// What a case's clock measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    Acknowledge,
+    Resolve,
+    EndToEnd,
+}
+
+impl Metric {
+    /// The stored and API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Acknowledge => "acknowledge",
+            Self::Resolve => "resolve",
+            Self::EndToEnd => "end_to_end",
+        }
+    }
+}
+
+/// A clock a case has, with its inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockSpec {
+    /// Stable identity: the metric and the event that started it.
+    pub key: String,
+    pub metric: Metric,
+    /// The responsible party (empty for end-to-end: the municipality's).
+    pub partner: String,
+    pub inputs: Vec<Input>,
+}
+
+/// The clocks of a case.
+pub fn case_clocks(case_id: Uuid, events: &[CaseEvent]) -> Vec<ClockSpec> {
+    let mut sorted = events.to_vec();
+    sorted.sort_by_key(|e| (e.at, e.kind, e.id));
+    sorted.dedup_by_key(|e| e.id);
+    let mut clocks: BTreeMap<String, ClockSpec> = BTreeMap::new();
+    let mut current: Option<(String, String)> = None; // (ack key, resolve key)
+    let e2e = format!("{case_id}:end_to_end");
+    let push = |clocks: &mut BTreeMap<String, ClockSpec>,
+                key: &str,
+                kind: InputKind,
+                at: DateTime<Utc>| {
+        if let Some(c) = clocks.get_mut(key) {
+            c.inputs.push(Input { at, kind });
+        }
+    };
+    for e in &sorted {
+        match e.kind {
+            CaseEventKind::Routed | CaseEventKind::Rerouted => {
+                if let Some((ack, resolve)) = current.take() {
+                    push(&mut clocks, &ack, InputKind::Cancel, e.at);
+                    push(&mut clocks, &resolve, InputKind::Cancel, e.at);
+                }
+                if e.kind == CaseEventKind::Routed && !clocks.contains_key(&e2e) {
+                    let start = e.report_received_at.unwrap_or(e.at);
+                    clocks.insert(
+                        e2e.clone(),
+                        ClockSpec {
+                            key: e2e.clone(),
+                            metric: Metric::EndToEnd,
+                            partner: String::new(),
+                            inputs: vec![Input {
+                                at: start,
+                                kind: InputKind::Start,
+                            }],
+                        },
+                    );
+                }
+                let ack = format!("{}:acknowledge", e.id);
+                let resolve = format!("{}:resolve", e.id);
+                for (key, metric) in [(&ack, Metric::Acknowledge), (&resolve, Metric::Resolve)] {
+                    clocks.insert(
+                        key.clone(),
+                        ClockSpec {
+                            key: key.clone(),
+                            metric,
+                            partner: e.assignee.clone(),
+                            inputs: vec![Input {
+                                at: e.at,
+                                kind: InputKind::Start,
+                            }],
+                        },
+                    );
+                }
+                current = Some((ack, resolve));
+            }
+            CaseEventKind::Acknowledged => {
+                if let Some((ack, _)) = &current {
+                    push(&mut clocks, ack, InputKind::Stop, e.at);
+                }
+            }
+            CaseEventKind::WorkStarted => {}
+            CaseEventKind::OnHold | CaseEventKind::Resumed => {
+                let kind = if e.kind == CaseEventKind::OnHold {
+                    InputKind::Pause
+                } else {
+                    InputKind::Resume
+                };
+                if let Some((_, resolve)) = &current {
+                    push(&mut clocks, resolve, kind, e.at);
+                }
+                push(&mut clocks, &e2e, kind, e.at);
+            }
+            CaseEventKind::Resolved => {
+                if let Some((ack, resolve)) = &current {
+                    push(&mut clocks, ack, InputKind::Stop, e.at);
+                    push(&mut clocks, resolve, InputKind::Stop, e.at);
+                }
+                push(&mut clocks, &e2e, InputKind::Stop, e.at);
+            }
+            CaseEventKind::Rejected => {
+                if let Some((ack, resolve)) = current.take() {
+                    push(&mut clocks, &ack, InputKind::Cancel, e.at);
+                    push(&mut clocks, &resolve, InputKind::Cancel, e.at);
+                }
+            }
+            CaseEventKind::Reopened => {
+                if let Some((ack, _)) = &current {
+                    let partner = clocks
+                        .get(ack)
+                        .map(|c| c.partner.clone())
+                        .unwrap_or_default();
+                    let resolve = format!("{}:resolve", e.id);
+                    clocks.insert(
+                        resolve.clone(),
+                        ClockSpec {
+                            key: resolve.clone(),
+                            metric: Metric::Resolve,
+                            partner,
+                            inputs: vec![Input {
+                                at: e.at,
+                                kind: InputKind::Start,
+                            }],
+                        },
+                    );
+                    current = Some((ack.clone(), resolve));
+                }
+            }
+            CaseEventKind::Closed => {
+                let keys: Vec<String> = clocks.keys().cloned().collect();
+                for key in keys {
+                    push(&mut clocks, &key, InputKind::Stop, e.at);
+                }
+            }
+        }
+    }
+    clocks.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: CaseEventKind, minute: i64, assignee: &str) -> CaseEvent {
+        CaseEvent {
+            id: Uuid::from_u128(minute as u128 * 1000 + kind as u128),
+            kind,
+            at: DateTime::from_timestamp(1_775_000_000 + minute * 60, 0).expect("t"),
+            assignee: assignee.into(),
+            report_received_at: None,
+        }
+    }
+
+    #[test]
+    fn reroute_cancels_and_starts_and_any_order_gives_the_same_clocks() {
+        let case = Uuid::from_u128(7);
+        let events = vec![
+            event(CaseEventKind::Routed, 0, "MOTLS"),
+            event(CaseEventKind::Rejected, 10, "MOTLS"),
+            event(CaseEventKind::Rerouted, 20, "MEWA"),
+            event(CaseEventKind::Acknowledged, 30, "MEWA"),
+            event(CaseEventKind::OnHold, 40, "MEWA"),
+            event(CaseEventKind::Resumed, 50, "MEWA"),
+            event(CaseEventKind::Resolved, 60, "MEWA"),
+        ];
+        let clocks = case_clocks(case, &events);
+        let mut shuffled = events.clone();
+        shuffled.reverse();
+        shuffled.push(events[3].clone());
+        assert_eq!(case_clocks(case, &shuffled), clocks);
+        let summary: Vec<(Metric, &str, Vec<InputKind>)> = clocks
+            .iter()
+            .map(|c| {
+                (
+                    c.metric,
+                    c.partner.as_str(),
+                    c.inputs.iter().map(|i| i.kind).collect(),
+                )
+            })
+            .collect();
+        assert!(summary.contains(&(
+            Metric::Acknowledge,
+            "MOTLS",
+            vec![InputKind::Start, InputKind::Cancel]
+        )));
+        assert!(summary.contains(&(
+            Metric::Resolve,
+            "MEWA",
+            vec![
+                InputKind::Start,
+                InputKind::Pause,
+                InputKind::Resume,
+                InputKind::Stop
+            ]
+        )));
+        assert!(summary.contains(&(
+            Metric::EndToEnd,
+            "",
+            vec![
+                InputKind::Start,
+                InputKind::Pause,
+                InputKind::Resume,
+                InputKind::Stop
+            ]
+        )));
+        assert_eq!(clocks.len(), 5);
+    }
+}

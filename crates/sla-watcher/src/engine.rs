@@ -1,0 +1,527 @@
+//! Running clocks: recomputing a subject's clocks after an event (or a
+//! calendar change), and firing due timers exactly once.
+//!
+//! Recomputation locks the subject's clocks, derives them again from the whole
+//! event log, stores their state, reschedules their unfired timers and emits
+//! lifecycle events for what changed. Firing claims due timers with `FOR
+//! UPDATE SKIP LOCKED` (so replicas share the work and never double-fire),
+//! writes the event (and the escalation) and marks the timer fired in one
+//! transaction. Timers due while the watcher was down fire at start, earliest
+//! first; events carry the instant the timer was due, not when it fired.
+
+use std::time::Duration;
+
+use baladiya_partners::convert::priority_from_proto;
+use baladiya_platform::clock::Clock;
+use baladiya_platform::events::consumer::HandlerError;
+use baladiya_platform::events::{EventType, OutboundEvent, outbox};
+use baladiya_proto::convert::timestamp;
+use baladiya_proto::events::v1::EventMeta;
+use baladiya_proto::sla::events::v1 as ev;
+use baladiya_worktime::Calendar;
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::SlaConfig;
+use crate::clock::{self, Computed, InputKind, State, Terms};
+use crate::derive::{self, Metric};
+use crate::store::{self, ClockRow, EscalationRow, StoredLevel, TimerRow};
+
+const SERVICE: &str = "sla-watcher";
+/// Channel that wakes the firing loops when timers change.
+pub const TIMERS_CHANNEL: &str = "baladiya_sla_timers";
+
+fn retry(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::Retry(e.to_string())
+}
+
+async fn calendar(conn: &mut PgConnection, id: &str) -> Result<Calendar, HandlerError> {
+    let spec = store::calendar(conn, id)
+        .await?
+        .ok_or_else(|| retry(format!("calendar {id} is not in the replica yet")))?;
+    spec.build()
+        .map_err(|v| HandlerError::Reject(format!("calendar {id} is invalid: {v:?}")))
+}
+
+fn terms_of(row: &ClockRow) -> Terms {
+    Terms {
+        target: Duration::from_secs(row.target_secs.max(0) as u64),
+        warn_at: row.warn_at.clone(),
+        ladder: row
+            .ladder
+            .iter()
+            .map(|l| Duration::from_secs(l.delay_secs))
+            .collect(),
+    }
+}
+
+/// The terms a new clock runs under.
+async fn new_clock(
+    conn: &mut PgConnection,
+    config: &SlaConfig,
+    spec: &derive::ClockSpec,
+    facts: &store::CaseFacts,
+    start: DateTime<Utc>,
+) -> Result<(String, i64, String, Terms, Vec<StoredLevel>), HandlerError> {
+    if spec.metric == Metric::EndToEnd {
+        let calendar_id = config.end_to_end_calendar_of(&facts.municipality_code);
+        let cal = calendar(conn, &calendar_id).await?;
+        let target = cal.duration(baladiya_worktime::WorkingDuration {
+            days: config.end_to_end_days,
+            minutes: 0,
+        });
+        return Ok((
+            facts.municipality_code.clone(),
+            0,
+            calendar_id,
+            Terms {
+                target,
+                warn_at: baladiya_partners::domain::DEFAULT_WARN_AT.to_vec(),
+                ladder: Vec::new(),
+            },
+            Vec::new(),
+        ));
+    }
+    let (version, body) = store::agreement_at(conn, &spec.partner, start)
+        .await?
+        .ok_or_else(|| {
+            retry(format!(
+                "no agreement of {} in force at {start} in the replica yet",
+                spec.partner
+            ))
+        })?;
+    let (terms, _) = body
+        .terms_for(&facts.category_code, priority_from_proto(facts.priority))
+        .ok_or_else(|| {
+            HandlerError::Reject(format!(
+                "agreement {version} of {} has no terms for {}",
+                spec.partner, facts.category_code
+            ))
+        })?;
+    let cal = calendar(conn, &terms.calendar_id).await?;
+    let target = cal.duration(if spec.metric == Metric::Acknowledge {
+        terms.acknowledge_within
+    } else {
+        terms.resolve_within
+    });
+    let ladder: Vec<StoredLevel> = body
+        .ladder
+        .iter()
+        .map(|l| StoredLevel {
+            level: l.level,
+            delay_secs: cal.duration(l.delay_after_breach).as_secs(),
+            contact: l.contact.clone(),
+        })
+        .collect();
+    Ok((
+        spec.partner.clone(),
+        version,
+        terms.calendar_id.clone(),
+        Terms {
+            target,
+            warn_at: baladiya_partners::domain::warn_at_or_default(&terms.warn_at),
+            ladder: ladder
+                .iter()
+                .map(|l| Duration::from_secs(l.delay_secs))
+                .collect(),
+        },
+        ladder,
+    ))
+}
+
+/// The timers a computed clock needs: (kind, order at equal instants, due).
+fn wanted_timers(c: &Computed) -> Vec<(String, i32, DateTime<Utc>)> {
+    let mut out = Vec::new();
+    for (i, w) in c.warnings.iter().enumerate() {
+        if let Some(due) = w {
+            out.push((format!("warning:{i}"), i as i32, *due));
+        }
+    }
+    if let Some(due) = c.breach {
+        out.push(("breach".to_string(), 100, due));
+    }
+    for (i, e) in c.escalations.iter().enumerate() {
+        if let Some(due) = e {
+            out.push((format!("escalation:{}", i + 1), 200 + i as i32, *due));
+        }
+    }
+    out
+}
+
+/// The clock reference events carry.
+pub fn clock_ref(c: &ClockRow) -> Option<ev::ClockRef> {
+    Some(ev::ClockRef {
+        clock_id: c.id.to_string(),
+        subject_kind: c.subject_kind.clone(),
+        subject_id: c.subject_id.to_string(),
+        metric: c.metric.clone(),
+        partner_code: c.partner_code.clone(),
+        tracking_number: c.tracking_number.clone(),
+        agreement_version: c.agreement_version,
+        target: prost_types::Duration::try_from(Duration::from_secs(c.target_secs.max(0) as u64))
+            .ok(),
+        municipality_code: c.municipality_code.clone(),
+        category_code: c.category_code.clone(),
+    })
+}
+
+fn meta(id: Uuid, clock: Uuid, at: DateTime<Utc>) -> Option<EventMeta> {
+    Some(EventMeta {
+        event_id: id.to_string(),
+        occurred_at: Some(timestamp(at)),
+        aggregate_id: clock.to_string(),
+    })
+}
+
+async fn emit<M: prost::Message + prost::Name>(
+    conn: &mut PgConnection,
+    aggregate: &'static str,
+    event: &'static str,
+    c: &ClockRow,
+    at: DateTime<Utc>,
+    payload: impl FnOnce(Option<EventMeta>) -> M,
+) -> Result<(), HandlerError> {
+    let id = Uuid::now_v7();
+    let message = payload(meta(id, c.id, at));
+    let partner = if c.partner_code.is_empty() {
+        "_"
+    } else {
+        c.partner_code.as_str()
+    };
+    let out = OutboundEvent::new(
+        SERVICE,
+        EventType::new("sla", aggregate, event),
+        &[partner],
+        id,
+        c.id.to_string(),
+        at,
+        &message,
+    );
+    outbox::enqueue(conn, &out).await.map_err(retry)
+}
+
+/// Lifecycle events for a change of state.
+async fn emit_changes(
+    conn: &mut PgConnection,
+    old: Option<&ClockRow>,
+    new: &ClockRow,
+    computed: &Computed,
+) -> Result<(), HandlerError> {
+    let was = old.map(|o| o.state.as_str());
+    let last = |kind: InputKind| {
+        new.engine_inputs()
+            .into_iter()
+            .filter(|i| i.kind == kind)
+            .map(|i| i.at)
+            .max()
+    };
+    if was.is_none()
+        && let Some(at) = computed.started_at
+    {
+        let deadline = computed.deadline.map(timestamp);
+        emit(conn, "clock", "started", new, at, |meta| ev::ClockStarted {
+            meta,
+            clock: clock_ref(new),
+            deadline,
+        })
+        .await?;
+    }
+    let now = computed.state;
+    let before = was.unwrap_or("running");
+    match (before, now) {
+        ("running" | "breached", State::Paused) => {
+            if let Some(at) = last(InputKind::Pause) {
+                emit(conn, "clock", "paused", new, at, |meta| ev::ClockPaused {
+                    meta,
+                    clock: clock_ref(new),
+                })
+                .await?;
+            }
+        }
+        ("paused", State::Running | State::Breached) => {
+            if let Some(at) = last(InputKind::Resume) {
+                let deadline = computed.deadline.map(timestamp);
+                emit(conn, "clock", "resumed", new, at, |meta| ev::ClockResumed {
+                    meta,
+                    clock: clock_ref(new),
+                    deadline,
+                })
+                .await?;
+            }
+        }
+        (b, State::Met | State::BreachedThenMet)
+            if !matches!(b, "met" | "breached_then_met" | "cancelled") =>
+        {
+            if let Some(at) = computed.ended_at {
+                let elapsed = prost_types::Duration::try_from(computed.elapsed).ok();
+                let breached = now == State::BreachedThenMet;
+                emit(conn, "clock", "met", new, at, |meta| ev::ClockMet {
+                    meta,
+                    clock: clock_ref(new),
+                    breached,
+                    elapsed,
+                })
+                .await?;
+            }
+        }
+        (b, State::Cancelled) if b != "cancelled" => {
+            if let Some(at) = computed.ended_at {
+                emit(conn, "clock", "cancelled", new, at, |meta| {
+                    ev::ClockCancelled {
+                        meta,
+                        clock: clock_ref(new),
+                    }
+                })
+                .await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Recomputes every clock of a case from its event log.
+pub async fn recompute_case(
+    conn: &mut PgConnection,
+    clock: &Clock,
+    config: &SlaConfig,
+    case_id: Uuid,
+) -> Result<(), HandlerError> {
+    let existing = store::clocks_of(conn, "case", case_id, true).await?;
+    let (events, facts) = store::case_events(conn, case_id).await?;
+    let Some(facts) = facts else { return Ok(()) };
+    let now = clock.now();
+    for spec in derive::case_clocks(case_id, &events) {
+        let old = existing.iter().find(|c| c.key == spec.key);
+        let start = spec.inputs.iter().map(|i| i.at).min().unwrap_or(now);
+        let mut row = match old {
+            Some(o) => o.clone(),
+            None => {
+                let (partner, version, calendar_id, terms, ladder) =
+                    new_clock(conn, config, &spec, &facts, start).await?;
+                ClockRow {
+                    id: Uuid::now_v7(),
+                    key: spec.key.clone(),
+                    subject_kind: "case".into(),
+                    subject_id: case_id,
+                    metric: spec.metric.as_str().into(),
+                    partner_code: partner,
+                    agreement_version: version,
+                    calendar_id,
+                    target_secs: terms.target.as_secs() as i64,
+                    warn_at: terms.warn_at,
+                    ladder,
+                    tracking_number: facts.tracking_number.clone(),
+                    municipality_code: facts.municipality_code.clone(),
+                    category_code: facts.category_code.clone(),
+                    inputs: Vec::new(),
+                    state: "pending".into(),
+                    elapsed_secs: 0,
+                    deadline: None,
+                    original_deadline: None,
+                    breached_at: None,
+                    started_at: None,
+                    ended_at: None,
+                    updated_at: now,
+                }
+            }
+        };
+        row.inputs = spec
+            .inputs
+            .iter()
+            .map(|i| (i.kind.as_str().to_string(), i.at))
+            .collect();
+        store_computed(conn, clock, old, row).await?;
+    }
+    wake(conn).await
+}
+
+/// Computes a clock row from its inputs and terms, stores it, reschedules its
+/// timers and emits what changed.
+async fn store_computed(
+    conn: &mut PgConnection,
+    clock: &Clock,
+    old: Option<&ClockRow>,
+    mut row: ClockRow,
+) -> Result<(), HandlerError> {
+    let cal = calendar(conn, &row.calendar_id).await?;
+    let now = clock.now();
+    let computed = clock::compute(&cal, &terms_of(&row), &row.engine_inputs(), now);
+    row.state = computed.state.as_str().into();
+    row.elapsed_secs = computed.elapsed.as_secs() as i64;
+    row.deadline = computed.deadline;
+    row.original_deadline = computed.original_deadline;
+    row.breached_at = computed.breach;
+    row.started_at = computed.started_at;
+    row.ended_at = computed.ended_at;
+    row.updated_at = now;
+    store::put_clock(conn, &row).await?;
+    let wanted = wanted_timers(&computed);
+    let have = store::timers_of(conn, row.id).await?;
+    for t in have.iter().filter(|t| t.fired_at.is_none()) {
+        if !wanted.iter().any(|(k, _, _)| *k == t.kind) {
+            store::drop_timer(conn, row.id, &t.kind).await?;
+        }
+    }
+    for (kind, seq, due) in wanted {
+        let current = have.iter().find(|t| t.kind == kind);
+        if current.is_some_and(|t| t.fired_at.is_some() || t.due_at == due) {
+            continue;
+        }
+        store::put_timer(
+            conn,
+            &TimerRow {
+                clock_id: row.id,
+                kind,
+                seq,
+                due_at: due,
+                fired_at: None,
+            },
+        )
+        .await?;
+    }
+    emit_changes(conn, old, &row, &computed).await
+}
+
+/// Recomputes every open clock on a calendar after it changed.
+pub async fn recompute_calendar(
+    conn: &mut PgConnection,
+    clock: &Clock,
+    config: &SlaConfig,
+    calendar_id: &str,
+) -> Result<usize, HandlerError> {
+    let subjects = store::subjects_on_calendar(conn, calendar_id).await?;
+    for case_id in &subjects {
+        recompute_case(conn, clock, config, *case_id).await?;
+    }
+    Ok(subjects.len())
+}
+
+async fn wake(conn: &mut PgConnection) -> Result<(), HandlerError> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(TIMERS_CHANNEL)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Fires every timer due by the clock's now, earliest first, in batches.
+/// Returns how many fired.
+pub async fn fire_due(pool: &sqlx::PgPool, clock: &Clock) -> Result<usize, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let now = clock.now();
+        let mut tx = pool.begin().await?;
+        let due = store::claim_due(&mut tx, now, 50).await?;
+        if due.is_empty() {
+            return Ok(total);
+        }
+        for timer in &due {
+            if let Err(e) = fire(&mut tx, timer, now).await {
+                tracing::error!(clock = %timer.clock_id, kind = %timer.kind, error = %e, "timer could not fire; it stays due");
+                return Err(sqlx::Error::Protocol(e.to_string()));
+            }
+        }
+        tx.commit().await?;
+        total += due.len();
+    }
+}
+
+async fn fire(
+    conn: &mut PgConnection,
+    t: &TimerRow,
+    now: DateTime<Utc>,
+) -> Result<(), HandlerError> {
+    let c = store::clock(conn, t.clock_id)
+        .await?
+        .ok_or_else(|| HandlerError::Reject(format!("timer of unknown clock {}", t.clock_id)))?;
+    let at = t.due_at;
+    let deadline = c.deadline.map(timestamp);
+    if let Some(i) = t.kind.strip_prefix("warning:") {
+        let fraction = i
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| c.warn_at.get(i))
+            .copied()
+            .unwrap_or_default();
+        emit(conn, "clock", "warning", &c, at, |meta| ev::ClockWarning {
+            meta,
+            clock: clock_ref(&c),
+            fraction,
+            deadline,
+        })
+        .await?;
+    } else if t.kind == "breach" {
+        emit(conn, "clock", "breached", &c, at, |meta| {
+            ev::ClockBreached {
+                meta,
+                clock_id: c.id.to_string(),
+                subject_kind: c.subject_kind.clone(),
+                subject_id: c.subject_id.to_string(),
+                metric: c.metric.clone(),
+                partner_code: c.partner_code.clone(),
+                deadline: Some(timestamp(at)),
+                clock: clock_ref(&c),
+            }
+        })
+        .await?;
+    } else if let Some(level) = t
+        .kind
+        .strip_prefix("escalation:")
+        .and_then(|l| l.parse::<u32>().ok())
+    {
+        let stored = c
+            .ladder
+            .iter()
+            .find(|l| l.level == level)
+            .cloned()
+            .unwrap_or(StoredLevel {
+                level,
+                delay_secs: 0,
+                contact: String::new(),
+            });
+        let breach = c.breached_at.unwrap_or(at);
+        let escalation = EscalationRow {
+            id: Uuid::now_v7(),
+            clock_id: c.id,
+            level: level as i32,
+            partner_code: c.partner_code.clone(),
+            subject_kind: c.subject_kind.clone(),
+            subject_id: c.subject_id,
+            tracking_number: c.tracking_number.clone(),
+            metric: c.metric.clone(),
+            contact: stored.contact.clone(),
+            agreement_version: c.agreement_version,
+            raised_at: at,
+            overdue_working_secs: stored.delay_secs as i64,
+            overdue_wall_secs: (at - breach).num_seconds().max(0),
+            acknowledged_at: None,
+            acknowledged_by: None,
+            note: None,
+        };
+        if store::add_escalation(conn, &escalation).await? {
+            let overdue_working =
+                prost_types::Duration::try_from(Duration::from_secs(stored.delay_secs)).ok();
+            let overdue_wall = prost_types::Duration::try_from(Duration::from_secs(
+                escalation.overdue_wall_secs as u64,
+            ))
+            .ok();
+            emit(conn, "escalation", "raised", &c, at, |meta| {
+                ev::EscalationRaised {
+                    meta,
+                    escalation_id: escalation.id.to_string(),
+                    clock: clock_ref(&c),
+                    level,
+                    contact: stored.contact.clone(),
+                    overdue_working,
+                    overdue_wall,
+                    deadline: Some(timestamp(breach)),
+                }
+            })
+            .await?;
+        }
+    }
+    store::mark_fired(conn, t, now).await?;
+    Ok(())
+}

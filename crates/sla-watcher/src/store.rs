@@ -1,0 +1,613 @@
+//! The `sla` schema: the partner replica, subject event logs, clocks, timers
+//! and escalations.
+
+use baladiya_partners::domain::{AgreementBody, CalendarRecord};
+use baladiya_worktime::CalendarSpec;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::clock::Input;
+use crate::derive::{CaseEvent, CaseEventKind};
+
+// ---------------------------------------------------------------- replica
+
+pub async fn put_agreement(
+    conn: &mut PgConnection,
+    partner: &str,
+    version: i64,
+    effective_from: DateTime<Utc>,
+    body: &AgreementBody,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO agreements (partner_code, version, effective_from, body) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (partner_code, version) DO NOTHING",
+    )
+    .bind(partner)
+    .bind(version)
+    .bind(effective_from)
+    .bind(Json(body))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The agreement version in force for a partner at an instant.
+pub async fn agreement_at(
+    conn: &mut PgConnection,
+    partner: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<(i64, AgreementBody)>, sqlx::Error> {
+    sqlx::query(
+        "SELECT version, body FROM agreements WHERE partner_code = $1 AND effective_from <= $2
+         ORDER BY effective_from DESC LIMIT 1",
+    )
+    .bind(partner)
+    .bind(at)
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(|r| {
+        let Json(body) = r.try_get("body")?;
+        Ok((r.try_get("version")?, body))
+    })
+    .transpose()
+}
+
+pub async fn put_calendar(
+    conn: &mut PgConnection,
+    c: &CalendarRecord,
+    revision: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO calendars (id, spec, revision) VALUES ($1, $2, $3)
+         ON CONFLICT (id) DO UPDATE SET spec = EXCLUDED.spec, revision = EXCLUDED.revision
+         WHERE calendars.revision < EXCLUDED.revision",
+    )
+    .bind(&c.id)
+    .bind(Json(&c.spec))
+    .bind(revision)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn calendar(
+    conn: &mut PgConnection,
+    id: &str,
+) -> Result<Option<CalendarSpec>, sqlx::Error> {
+    sqlx::query_scalar::<_, Json<CalendarSpec>>("SELECT spec FROM calendars WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map(|s| s.map(|j| j.0))
+}
+
+// ---------------------------------------------------------------- subjects
+
+/// Case fields every event carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseFacts {
+    pub tracking_number: String,
+    pub municipality_code: String,
+    pub category_code: String,
+    pub priority: i32,
+}
+
+/// Records a case event once; `false` if it was already recorded.
+pub async fn add_case_event(
+    conn: &mut PgConnection,
+    case_id: Uuid,
+    e: &CaseEvent,
+    facts: &CaseFacts,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "INSERT INTO subject_events (event_id, subject_kind, subject_id, kind, at, assignee_code, tracking_number,
+                                     municipality_code, category_code, priority, report_received_at)
+         VALUES ($1, 'case', $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+    )
+    .bind(e.id)
+    .bind(case_id)
+    .bind(e.kind.as_str())
+    .bind(e.at)
+    .bind(&e.assignee)
+    .bind(&facts.tracking_number)
+    .bind(&facts.municipality_code)
+    .bind(&facts.category_code)
+    .bind(facts.priority)
+    .bind(e.report_received_at)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// A case's events and its facts (from its first event).
+pub async fn case_events(
+    conn: &mut PgConnection,
+    case_id: Uuid,
+) -> Result<(Vec<CaseEvent>, Option<CaseFacts>), sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT event_id, kind, at, assignee_code, tracking_number, municipality_code, category_code, priority,
+                report_received_at
+         FROM subject_events WHERE subject_kind = 'case' AND subject_id = $1 ORDER BY at, event_id",
+    )
+    .bind(case_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut facts = None;
+    let mut events = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let kind: String = r.try_get("kind")?;
+        let Some(kind) = CaseEventKind::parse(&kind) else {
+            continue;
+        };
+        if facts.is_none() {
+            facts = Some(CaseFacts {
+                tracking_number: r.try_get("tracking_number")?,
+                municipality_code: r.try_get("municipality_code")?,
+                category_code: r.try_get("category_code")?,
+                priority: r.try_get("priority")?,
+            });
+        }
+        events.push(CaseEvent {
+            id: r.try_get("event_id")?,
+            kind,
+            at: r.try_get("at")?,
+            assignee: r.try_get("assignee_code")?,
+            report_received_at: r.try_get("report_received_at")?,
+        });
+    }
+    Ok((events, facts))
+}
+
+/// Subjects with open clocks on a calendar.
+pub async fn subjects_on_calendar(
+    conn: &mut PgConnection,
+    calendar_id: &str,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT DISTINCT subject_id FROM clocks WHERE calendar_id = $1 AND ended_at IS NULL AND subject_kind = 'case'")
+        .bind(calendar_id)
+        .fetch_all(&mut *conn)
+        .await
+}
+
+// ---------------------------------------------------------------- clocks
+
+/// One escalation level as a clock stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLevel {
+    pub level: u32,
+    pub delay_secs: u64,
+    pub contact: String,
+}
+
+/// A clock as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClockRow {
+    pub id: Uuid,
+    pub key: String,
+    pub subject_kind: String,
+    pub subject_id: Uuid,
+    pub metric: String,
+    pub partner_code: String,
+    pub agreement_version: i64,
+    pub calendar_id: String,
+    pub target_secs: i64,
+    pub warn_at: Vec<f64>,
+    pub ladder: Vec<StoredLevel>,
+    pub tracking_number: String,
+    pub municipality_code: String,
+    pub category_code: String,
+    pub inputs: Vec<(String, DateTime<Utc>)>,
+    pub state: String,
+    pub elapsed_secs: i64,
+    pub deadline: Option<DateTime<Utc>>,
+    pub original_deadline: Option<DateTime<Utc>>,
+    pub breached_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ClockRow {
+    /// The inputs as the engine takes them.
+    pub fn engine_inputs(&self) -> Vec<Input> {
+        self.inputs
+            .iter()
+            .filter_map(|(k, at)| {
+                crate::clock::InputKind::parse(k).map(|kind| Input { at: *at, kind })
+            })
+            .collect()
+    }
+}
+
+const CLOCK_COLUMNS: &str = "id, key, subject_kind, subject_id, metric, partner_code, agreement_version, calendar_id,
+    target_secs, warn_at, ladder, tracking_number, municipality_code, category_code, inputs, state, elapsed_secs,
+    deadline, original_deadline, breached_at, started_at, ended_at, updated_at";
+
+fn clock_row(r: &sqlx::postgres::PgRow) -> Result<ClockRow, sqlx::Error> {
+    let Json(warn_at) = r.try_get("warn_at")?;
+    let Json(ladder) = r.try_get("ladder")?;
+    let Json(inputs) = r.try_get("inputs")?;
+    Ok(ClockRow {
+        id: r.try_get("id")?,
+        key: r.try_get("key")?,
+        subject_kind: r.try_get("subject_kind")?,
+        subject_id: r.try_get("subject_id")?,
+        metric: r.try_get("metric")?,
+        partner_code: r.try_get("partner_code")?,
+        agreement_version: r.try_get("agreement_version")?,
+        calendar_id: r.try_get("calendar_id")?,
+        target_secs: r.try_get("target_secs")?,
+        warn_at,
+        ladder,
+        tracking_number: r.try_get("tracking_number")?,
+        municipality_code: r.try_get("municipality_code")?,
+        category_code: r.try_get("category_code")?,
+        inputs,
+        state: r.try_get("state")?,
+        elapsed_secs: r.try_get("elapsed_secs")?,
+        deadline: r.try_get("deadline")?,
+        original_deadline: r.try_get("original_deadline")?,
+        breached_at: r.try_get("breached_at")?,
+        started_at: r.try_get("started_at")?,
+        ended_at: r.try_get("ended_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// A subject's clocks, locked for a recomputation when `lock`.
+pub async fn clocks_of(
+    conn: &mut PgConnection,
+    kind: &str,
+    subject: Uuid,
+    lock: bool,
+) -> Result<Vec<ClockRow>, sqlx::Error> {
+    let lock = if lock { " FOR UPDATE" } else { "" };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CLOCK_COLUMNS} FROM clocks WHERE subject_kind = $1 AND subject_id = $2 ORDER BY started_at, key{lock}"
+    )))
+    .bind(kind)
+    .bind(subject)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(clock_row)
+    .collect()
+}
+
+pub async fn clock(conn: &mut PgConnection, id: Uuid) -> Result<Option<ClockRow>, sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CLOCK_COLUMNS} FROM clocks WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(clock_row)
+    .transpose()
+}
+
+pub async fn put_clock(conn: &mut PgConnection, c: &ClockRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO clocks (id, key, subject_kind, subject_id, metric, partner_code, agreement_version, calendar_id,
+                             target_secs, warn_at, ladder, tracking_number, municipality_code, category_code, inputs,
+                             state, elapsed_secs, deadline, original_deadline, breached_at, started_at, ended_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
+         ON CONFLICT (id) DO UPDATE SET inputs = EXCLUDED.inputs, state = EXCLUDED.state,
+           elapsed_secs = EXCLUDED.elapsed_secs, deadline = EXCLUDED.deadline,
+           original_deadline = EXCLUDED.original_deadline, breached_at = EXCLUDED.breached_at,
+           started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at, updated_at = EXCLUDED.updated_at",
+    )
+    .bind(c.id)
+    .bind(&c.key)
+    .bind(&c.subject_kind)
+    .bind(c.subject_id)
+    .bind(&c.metric)
+    .bind(&c.partner_code)
+    .bind(c.agreement_version)
+    .bind(&c.calendar_id)
+    .bind(c.target_secs)
+    .bind(Json(&c.warn_at))
+    .bind(Json(&c.ladder))
+    .bind(&c.tracking_number)
+    .bind(&c.municipality_code)
+    .bind(&c.category_code)
+    .bind(Json(&c.inputs))
+    .bind(&c.state)
+    .bind(c.elapsed_secs)
+    .bind(c.deadline)
+    .bind(c.original_deadline)
+    .bind(c.breached_at)
+    .bind(c.started_at)
+    .bind(c.ended_at)
+    .bind(c.updated_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Breached clocks, newest breach first, breached by `as_of`.
+pub async fn breaches(
+    conn: &mut PgConnection,
+    partner: Option<&str>,
+    as_of: DateTime<Utc>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<ClockRow>, sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CLOCK_COLUMNS} FROM clocks
+         WHERE breached_at IS NOT NULL AND breached_at <= $2 AND ($1::text IS NULL OR partner_code = $1)
+           AND ($3::timestamptz IS NULL OR (breached_at, id) < ($3, $4))
+         ORDER BY breached_at DESC, id DESC LIMIT $5"
+    )))
+    .bind(partner)
+    .bind(as_of)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(clock_row)
+    .collect()
+}
+
+// ---------------------------------------------------------------- timers
+
+/// A timer as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerRow {
+    pub clock_id: Uuid,
+    pub kind: String,
+    pub seq: i32,
+    pub due_at: DateTime<Utc>,
+    pub fired_at: Option<DateTime<Utc>>,
+}
+
+fn timer_row(r: &sqlx::postgres::PgRow) -> Result<TimerRow, sqlx::Error> {
+    Ok(TimerRow {
+        clock_id: r.try_get("clock_id")?,
+        kind: r.try_get("kind")?,
+        seq: r.try_get("seq")?,
+        due_at: r.try_get("due_at")?,
+        fired_at: r.try_get("fired_at")?,
+    })
+}
+
+pub async fn timers_of(
+    conn: &mut PgConnection,
+    clock_id: Uuid,
+) -> Result<Vec<TimerRow>, sqlx::Error> {
+    sqlx::query(
+        "SELECT clock_id, kind, seq, due_at, fired_at FROM timers WHERE clock_id = $1 FOR UPDATE",
+    )
+    .bind(clock_id)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(timer_row)
+    .collect()
+}
+
+pub async fn put_timer(conn: &mut PgConnection, t: &TimerRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO timers (clock_id, kind, seq, due_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (clock_id, kind) DO UPDATE SET due_at = EXCLUDED.due_at WHERE timers.fired_at IS NULL",
+    )
+    .bind(t.clock_id)
+    .bind(&t.kind)
+    .bind(t.seq)
+    .bind(t.due_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn drop_timer(
+    conn: &mut PgConnection,
+    clock_id: Uuid,
+    kind: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM timers WHERE clock_id = $1 AND kind = $2 AND fired_at IS NULL")
+        .bind(clock_id)
+        .bind(kind)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Claims due timers, earliest first; other replicas skip them.
+pub async fn claim_due(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<TimerRow>, sqlx::Error> {
+    sqlx::query(
+        "SELECT clock_id, kind, seq, due_at, fired_at FROM timers
+         WHERE fired_at IS NULL AND due_at <= $1 ORDER BY due_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(timer_row)
+    .collect()
+}
+
+pub async fn mark_fired(
+    conn: &mut PgConnection,
+    t: &TimerRow,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE timers SET fired_at = $3 WHERE clock_id = $1 AND kind = $2")
+        .bind(t.clock_id)
+        .bind(&t.kind)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The earliest unfired timer.
+pub async fn next_due(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT min(due_at) FROM timers WHERE fired_at IS NULL")
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// How many warnings and escalation levels of a clock fired.
+pub async fn fired_counts(
+    conn: &mut PgConnection,
+    clock_id: Uuid,
+) -> Result<(i64, i64), sqlx::Error> {
+    let r = sqlx::query(
+        "SELECT count(*) FILTER (WHERE kind LIKE 'warning:%') AS warnings,
+                count(*) FILTER (WHERE kind LIKE 'escalation:%') AS escalations
+         FROM timers WHERE clock_id = $1 AND fired_at IS NOT NULL",
+    )
+    .bind(clock_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((r.try_get("warnings")?, r.try_get("escalations")?))
+}
+
+// ---------------------------------------------------------------- escalations
+
+/// An escalation as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EscalationRow {
+    pub id: Uuid,
+    pub clock_id: Uuid,
+    pub level: i32,
+    pub partner_code: String,
+    pub subject_kind: String,
+    pub subject_id: Uuid,
+    pub tracking_number: String,
+    pub metric: String,
+    pub contact: String,
+    pub agreement_version: i64,
+    pub raised_at: DateTime<Utc>,
+    pub overdue_working_secs: i64,
+    pub overdue_wall_secs: i64,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub acknowledged_by: Option<String>,
+    pub note: Option<String>,
+}
+
+const ESCALATION_COLUMNS: &str = "id, clock_id, level, partner_code, subject_kind, subject_id, tracking_number, metric,
+    contact, agreement_version, raised_at, overdue_working_secs, overdue_wall_secs, acknowledged_at, acknowledged_by, note";
+
+fn escalation_row(r: &sqlx::postgres::PgRow) -> Result<EscalationRow, sqlx::Error> {
+    Ok(EscalationRow {
+        id: r.try_get("id")?,
+        clock_id: r.try_get("clock_id")?,
+        level: r.try_get("level")?,
+        partner_code: r.try_get("partner_code")?,
+        subject_kind: r.try_get("subject_kind")?,
+        subject_id: r.try_get("subject_id")?,
+        tracking_number: r.try_get("tracking_number")?,
+        metric: r.try_get("metric")?,
+        contact: r.try_get("contact")?,
+        agreement_version: r.try_get("agreement_version")?,
+        raised_at: r.try_get("raised_at")?,
+        overdue_working_secs: r.try_get("overdue_working_secs")?,
+        overdue_wall_secs: r.try_get("overdue_wall_secs")?,
+        acknowledged_at: r.try_get("acknowledged_at")?,
+        acknowledged_by: r.try_get("acknowledged_by")?,
+        note: r.try_get("note")?,
+    })
+}
+
+/// Records an escalation; `false` if the level was already raised.
+pub async fn add_escalation(
+    conn: &mut PgConnection,
+    e: &EscalationRow,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "INSERT INTO escalations (id, clock_id, level, partner_code, subject_kind, subject_id, tracking_number, metric,
+                                  contact, agreement_version, raised_at, overdue_working_secs, overdue_wall_secs)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (clock_id, level) DO NOTHING",
+    )
+    .bind(e.id)
+    .bind(e.clock_id)
+    .bind(e.level)
+    .bind(&e.partner_code)
+    .bind(&e.subject_kind)
+    .bind(e.subject_id)
+    .bind(&e.tracking_number)
+    .bind(&e.metric)
+    .bind(&e.contact)
+    .bind(e.agreement_version)
+    .bind(e.raised_at)
+    .bind(e.overdue_working_secs)
+    .bind(e.overdue_wall_secs)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+pub async fn escalation(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<EscalationRow>, sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {ESCALATION_COLUMNS} FROM escalations WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(escalation_row)
+    .transpose()
+}
+
+pub async fn acknowledge_escalation(
+    conn: &mut PgConnection,
+    id: Uuid,
+    by: &str,
+    note: &str,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE escalations SET acknowledged_at = $2, acknowledged_by = $3, note = NULLIF($4, '') WHERE id = $1")
+        .bind(id)
+        .bind(at)
+        .bind(by)
+        .bind(note)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Escalations, newest first.
+pub async fn escalations(
+    conn: &mut PgConnection,
+    partner: Option<&str>,
+    level: Option<i32>,
+    acknowledged: Option<bool>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<EscalationRow>, sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {ESCALATION_COLUMNS} FROM escalations
+         WHERE ($1::text IS NULL OR partner_code = $1) AND ($2::int IS NULL OR level = $2)
+           AND ($3::bool IS NULL OR (acknowledged_at IS NOT NULL) = $3)
+           AND ($4::timestamptz IS NULL OR (raised_at, id) < ($4, $5))
+         ORDER BY raised_at DESC, id DESC LIMIT $6"
+    )))
+    .bind(partner)
+    .bind(level)
+    .bind(acknowledged)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(escalation_row)
+    .collect()
+}

@@ -1,0 +1,748 @@
+//! The SLA watcher with partners and routing in one process, a driven clock,
+//! real PostgreSQL and NATS.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baladiya_partners::PartnersService;
+use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
+use baladiya_proto::convert::{instant, timestamp};
+use baladiya_proto::partners::v1 as partners;
+use baladiya_proto::routing::v1 as routing;
+use baladiya_proto::sla::v1 as pb;
+use baladiya_proto::sla::v1::sla_service_client::SlaServiceClient;
+use baladiya_routing::RoutingService;
+use baladiya_sla_watcher::SlaWatcher;
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use futures::StreamExt;
+use tonic::transport::Channel;
+
+use crate::{
+    ReceivedReport, RunningPlatform, TestEnv, authorized, eventually, publish_report_received,
+};
+
+fn riyadh(text: &str) -> DateTime<Utc> {
+    chrono_tz::Asia::Riyadh
+        .from_local_datetime(&NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M").expect("time"))
+        .single()
+        .expect("single")
+        .with_timezone(&Utc)
+}
+
+struct Sla {
+    platform: RunningPlatform,
+    sla: SlaServiceClient<Channel>,
+    routing: routing::routing_service_client::RoutingServiceClient<Channel>,
+    admin: String,
+    env: TestEnv,
+}
+
+impl Sla {
+    async fn start(at: &str) -> anyhow::Result<Self> {
+        let env = TestEnv::new();
+        let mut config = env.config();
+        config.clock.start = riyadh(at).to_rfc3339();
+        let platform = RunningPlatform::start(
+            config,
+            vec![
+                Arc::new(PartnersService),
+                Arc::new(RoutingService),
+                Arc::new(SlaWatcher),
+            ],
+        )
+        .await?;
+        let channel = platform.channel().await?;
+        let admin = platform.token(Role::Admin);
+        Ok(Self {
+            sla: SlaServiceClient::new(channel.clone()),
+            routing: routing::routing_service_client::RoutingServiceClient::new(channel),
+            platform,
+            admin,
+            env,
+        })
+    }
+
+    fn partner(&self, code: &str) -> String {
+        mint_dev_token(
+            &self.platform.config.auth,
+            &DevTokenRequest {
+                subject: format!("{code}-system"),
+                role: Role::Partner,
+                partner: Some(code.into()),
+                municipality: None,
+                channel: None,
+                ttl: chrono::Duration::hours(1),
+            },
+        )
+        .expect("token")
+    }
+
+    /// A report of `category` arrives now; returns its case once routed.
+    async fn report(&self, category: &str, group: &str) -> anyhow::Result<routing::Case> {
+        let report_id = uuid::Uuid::now_v7();
+        publish_report_received(
+            &self.env,
+            &ReceivedReport {
+                report_id,
+                category,
+                group,
+                municipality: "RIYADH",
+                duplicate_of: None,
+                at: self.platform.clock.now(),
+            },
+        )
+        .await?;
+        let admin = self.admin.clone();
+        let client = self.routing.clone();
+        eventually(30, "the case", || {
+            let (mut client, admin) = (client.clone(), admin.clone());
+            async move {
+                let list = client
+                    .list_cases(authorized(
+                        routing::ListCasesRequest {
+                            page_size: 500,
+                            ..Default::default()
+                        },
+                        &admin,
+                    ))
+                    .await?
+                    .into_inner();
+                Ok(list
+                    .cases
+                    .into_iter()
+                    .find(|c| c.report_id == report_id.to_string()))
+            }
+        })
+        .await
+    }
+
+    /// The case's clocks by metric, once `n` of them exist.
+    async fn clocks(&self, case_id: &str, n: usize) -> anyhow::Result<BTreeMap<String, pb::Clock>> {
+        let client = self.sla.clone();
+        let admin = self.admin.clone();
+        eventually(30, "the clocks", || {
+            let (mut client, admin) = (client.clone(), admin.clone());
+            async move {
+                let clocks = client
+                    .get_clocks(authorized(
+                        pb::GetClocksRequest {
+                            subject_kind: "case".into(),
+                            subject_id: case_id.into(),
+                        },
+                        &admin,
+                    ))
+                    .await?
+                    .into_inner()
+                    .clocks;
+                Ok((clocks.len() >= n).then(|| {
+                    clocks
+                        .into_iter()
+                        .map(|c| (format!("{}:{}", c.metric, c.partner_code), c))
+                        .collect()
+                }))
+            }
+        })
+        .await
+    }
+
+    /// Every SLA event so far: (event, partner token, ce-time).
+    async fn sla_events(&self) -> anyhow::Result<Vec<(String, String, DateTime<Utc>, Vec<u8>)>> {
+        let js = async_nats::jetstream::new(self.env.nats().await?);
+        let stream = js.get_stream(format!("{}_SLA", self.env.namespace)).await?;
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+            .await?;
+        let mut out = Vec::new();
+        let mut batch = consumer
+            .fetch()
+            .max_messages(10_000)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await?;
+        while let Some(Ok(m)) = batch.next().await {
+            let parts: Vec<String> = m.subject.split('.').map(String::from).collect();
+            let time = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("ce-time"))
+                .and_then(|v| DateTime::parse_from_rfc3339(v.as_str()).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default();
+            out.push((
+                format!("{}.{}", parts[3], parts[4]),
+                parts[5].clone(),
+                time,
+                m.payload.to_vec(),
+            ));
+        }
+        Ok(out)
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.platform.stop().await?;
+        self.env.cleanup().await;
+        Ok(())
+    }
+}
+
+fn deadline(c: &pb::Clock) -> Option<DateTime<Utc>> {
+    c.deadline.as_ref().and_then(instant)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thursday_13_00_warns_breaches_and_escalates_level_by_level() -> anyhow::Result<()> {
+    let s = Sla::start("2026-04-02 13:00").await?;
+    // A water leak goes to MEWA: acknowledge within 4 working hours on sa-gov.
+    let case = s.report("WATER_LEAK", "water").await?;
+    assert_eq!(case.assignee_code, "MEWA");
+    let clocks = s.clocks(&case.id, 3).await?;
+    let ack = &clocks["acknowledge:MEWA"];
+    assert_eq!(
+        deadline(ack),
+        Some(riyadh("2026-04-05 10:00")),
+        "90 minutes Thursday, 150 from Sunday 07:30"
+    );
+    assert_eq!(ack.agreement_version, 1);
+    assert!(clocks.contains_key("end_to_end:RIYADH"));
+
+    s.platform.clock.set(riyadh("2026-04-05 12:00")).await?;
+    let events = eventually(20, "the breach and level 1", || async {
+        let e = s.sla_events().await?;
+        Ok(e.iter()
+            .any(|(k, _, _, _)| k == "escalation.raised")
+            .then_some(e))
+    })
+    .await?;
+    let ack_id = ack.id.clone();
+    let of_ack =
+        |events: &[(String, String, DateTime<Utc>, Vec<u8>)]| -> Vec<(String, DateTime<Utc>)> {
+            events
+                .iter()
+                .filter(|(_, _, _, payload)| {
+                    payload
+                        .windows(ack_id.len())
+                        .any(|w| w == ack_id.as_bytes())
+                })
+                .filter(|(k, _, _, _)| k != "clock.started")
+                .map(|(k, _, t, _)| (k.clone(), *t))
+                .collect()
+        };
+    assert_eq!(
+        of_ack(&events),
+        [
+            ("clock.warning".to_string(), riyadh("2026-04-05 08:00")),
+            ("clock.warning".to_string(), riyadh("2026-04-05 09:00")),
+            ("clock.breached".to_string(), riyadh("2026-04-05 10:00")),
+            ("escalation.raised".to_string(), riyadh("2026-04-05 10:00")),
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(k, partner, _, _)| k == "escalation.raised" && partner == "MEWA"),
+        "on the partner's subject"
+    );
+
+    // Level 2 one working day after the breach: Monday 10:00.
+    s.platform.clock.set(riyadh("2026-04-06 10:30")).await?;
+    let events = eventually(20, "level 2", || async {
+        let e = s.sla_events().await?;
+        Ok((of_ack(&e)
+            .iter()
+            .filter(|(k, _)| k == "escalation.raised")
+            .count()
+            == 2)
+            .then_some(e))
+    })
+    .await?;
+    assert_eq!(
+        of_ack(&events).last(),
+        Some(&("escalation.raised".to_string(), riyadh("2026-04-06 10:00")))
+    );
+
+    // MEWA lists and acknowledges its escalations; MOTLS sees none of them.
+    let mewa = s.partner("MEWA");
+    let mut sla = s.sla.clone();
+    let list = sla
+        .list_escalations(authorized(
+            pb::ListEscalationsRequest {
+                state: pb::EscalationState::Open as i32,
+                ..Default::default()
+            },
+            &mewa,
+        ))
+        .await?
+        .into_inner()
+        .escalations;
+    let ack_levels: Vec<u32> = list
+        .iter()
+        .filter(|e| e.clock_id == ack.id)
+        .map(|e| e.level)
+        .collect();
+    assert_eq!(ack_levels, [2, 1]);
+    let level1 = list
+        .iter()
+        .find(|e| e.clock_id == ack.id && e.level == 1)
+        .expect("level 1");
+    assert_eq!(level1.contact, "focal point");
+    assert_eq!(level1.tracking_number, case.tracking_number);
+    let acked = sla
+        .acknowledge_escalation(authorized(
+            pb::AcknowledgeEscalationRequest {
+                escalation_id: level1.id.clone(),
+                note: "on it".into(),
+            },
+            &mewa,
+        ))
+        .await?
+        .into_inner();
+    assert!(acked.acknowledged_at.is_some());
+    let motls = s.partner("MOTLS");
+    let none = sla
+        .list_escalations(authorized(pb::ListEscalationsRequest::default(), &motls))
+        .await?
+        .into_inner();
+    assert!(none.escalations.is_empty());
+    let breaches = sla
+        .list_breaches(authorized(pb::ListBreachesRequest::default(), &mewa))
+        .await?
+        .into_inner();
+    assert!(breaches.clocks.iter().any(|c| c.id == ack.id));
+
+    // Acknowledging the case now stops the clock: breached, then met.
+    s.routing
+        .clone()
+        .acknowledge_case(authorized(
+            routing::AcknowledgeCaseRequest {
+                action: Some(routing::CaseAction {
+                    case_id: case.id.clone(),
+                    ..Default::default()
+                }),
+            },
+            &mewa,
+        ))
+        .await?;
+    let met = eventually(20, "breached then met", || async {
+        let c = s.clocks(&case.id, 3).await?;
+        let a = c["acknowledge:MEWA"].clone();
+        Ok((a.state == pb::ClockState::BreachedThenMet as i32).then_some(a))
+    })
+    .await?;
+    assert_eq!(met.escalation_levels_fired, 2);
+    assert_eq!(met.warnings_fired, 2);
+    s.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pauses_shift_deadlines_and_an_announced_holiday_moves_them() -> anyhow::Result<()> {
+    let s = Sla::start("2026-04-05 08:00").await?;
+    let case = s.report("WATER_LEAK", "water").await?;
+    let mewa = s.partner("MEWA");
+    let mut r = s.routing.clone();
+    let action = || {
+        Some(routing::CaseAction {
+            case_id: case.id.clone(),
+            ..Default::default()
+        })
+    };
+    r.acknowledge_case(authorized(
+        routing::AcknowledgeCaseRequest { action: action() },
+        &mewa,
+    ))
+    .await?;
+    let before = s.clocks(&case.id, 3).await?["resolve:MEWA"].clone();
+    // Resolve within 3 working days (21 h) from Sunday 08:00: 6.5 h Sunday,
+    // 7 Monday, 7 Tuesday, 0.5 Wednesday: Wednesday 08:00.
+    assert_eq!(deadline(&before), Some(riyadh("2026-04-08 08:00")));
+
+    s.platform.clock.set(riyadh("2026-04-05 09:00")).await?;
+    r.put_case_on_hold(authorized(
+        routing::PutCaseOnHoldRequest { action: action() },
+        &mewa,
+    ))
+    .await?;
+    s.platform.clock.set(riyadh("2026-04-06 09:00")).await?;
+    r.resume_case(authorized(
+        routing::ResumeCaseRequest { action: action() },
+        &mewa,
+    ))
+    .await?;
+    let resumed = eventually(20, "the shifted deadline", || async {
+        let c = s.clocks(&case.id, 3).await?["resolve:MEWA"].clone();
+        Ok(
+            (c.state == pb::ClockState::Running as i32 && deadline(&c) != deadline(&before))
+                .then_some(c),
+        )
+    })
+    .await?;
+    assert_eq!(
+        deadline(&resumed),
+        Some(riyadh("2026-04-09 08:00")),
+        "shifted by the 7 paused working hours"
+    );
+    assert_eq!(resumed.original_deadline, before.original_deadline);
+
+    // Wednesday 2026-04-08 is declared a holiday: the deadline moves a working
+    // day, from Thursday 08:00 over the weekend to Sunday 08:00.
+    let operator = s.platform.token(Role::Operator);
+    partners::partner_service_client::PartnerServiceClient::new(s.platform.channel().await?)
+        .add_calendar_exception(authorized(
+            partners::AddCalendarExceptionRequest {
+                calendar_id: "sa-gov".into(),
+                exception: Some(
+                    partners::add_calendar_exception_request::Exception::Holiday(
+                        partners::Holiday {
+                            name: "Announced holiday".into(),
+                            start_date: "2026-04-08".into(),
+                            end_date: "2026-04-08".into(),
+                        },
+                    ),
+                ),
+            },
+            &operator,
+        ))
+        .await?;
+    let moved = eventually(20, "the moved deadline", || async {
+        let c = s.clocks(&case.id, 3).await?["resolve:MEWA"].clone();
+        Ok((deadline(&c) == Some(riyadh("2026-04-12 08:00"))).then_some(c))
+    })
+    .await?;
+    assert_eq!(moved.calendar_id, "sa-gov");
+    s.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shuffled_and_duplicated_case_events_give_identical_clocks_and_escalations()
+-> anyhow::Result<()> {
+    use baladiya_platform::events::{EventType, Namespace, OutboundEvent, outbox, streams};
+    use baladiya_proto::routing::events::v1 as ev;
+    let s = Sla::start("2026-04-02 13:00").await?;
+    let js = async_nats::jetstream::new(s.env.nats().await?);
+    let ns = Namespace::new(&s.env.namespace);
+    streams::ROUTING
+        .ensure(&js, &ns, &s.env.config().events)
+        .await?;
+    // Two cases with the same history; the second's events arrive reversed and twice.
+    let t = |m: i64| riyadh("2026-04-02 13:00") + chrono::Duration::minutes(m);
+    let history = |case: &str| -> Vec<OutboundEvent> {
+        let r = |assignee: &str| {
+            Some(ev::CaseRef {
+                case_id: case.into(),
+                report_id: uuid::Uuid::now_v7().to_string(),
+                assignee_code: assignee.into(),
+                municipality_code: "RIYADH".into(),
+                category_code: "WATER_LEAK".into(),
+                priority: 2,
+                tracking_number: "RUH-2026-0000001".into(),
+            })
+        };
+        let meta = |m: i64| {
+            Some(baladiya_proto::events::v1::EventMeta {
+                event_id: String::new(),
+                occurred_at: Some(timestamp(t(m))),
+                aggregate_id: case.into(),
+            })
+        };
+        let out = |event: &'static str,
+                   m: i64,
+                   assignee: &str,
+                   payload: &dyn Fn() -> Vec<u8>,
+                   dataschema: &str| {
+            let mut e = OutboundEvent::new(
+                "routing",
+                EventType::new("routing", "case", event),
+                &["RIYADH", assignee],
+                uuid::Uuid::now_v7(),
+                case,
+                t(m),
+                &ev::CaseClosed::default(),
+            );
+            e.payload = payload();
+            e.dataschema = dataschema.into();
+            e
+        };
+        use prost::Message;
+        vec![
+            out(
+                "routed",
+                0,
+                "MOTLS",
+                &|| {
+                    ev::CaseRouted {
+                        meta: meta(0),
+                        case: r("MOTLS"),
+                        rule_id: String::new(),
+                        report_received_at: Some(timestamp(t(0))),
+                    }
+                    .encode_to_vec()
+                },
+                "type.googleapis.com/baladiya.routing.events.v1.CaseRouted",
+            ),
+            out(
+                "rejected",
+                30,
+                "MOTLS",
+                &|| {
+                    ev::CaseRejected {
+                        meta: meta(30),
+                        case: r("MOTLS"),
+                        reason: "not ours".into(),
+                        suggested_assignee_code: String::new(),
+                    }
+                    .encode_to_vec()
+                },
+                "type.googleapis.com/baladiya.routing.events.v1.CaseRejected",
+            ),
+            out(
+                "rerouted",
+                60,
+                "MEWA",
+                &|| {
+                    ev::CaseRerouted {
+                        meta: meta(60),
+                        case: r("MEWA"),
+                        previous_assignee_code: "MOTLS".into(),
+                        reason: String::new(),
+                    }
+                    .encode_to_vec()
+                },
+                "type.googleapis.com/baladiya.routing.events.v1.CaseRerouted",
+            ),
+            out(
+                "put_on_hold",
+                90,
+                "MEWA",
+                &|| {
+                    ev::CasePutOnHold {
+                        meta: meta(90),
+                        case: r("MEWA"),
+                        reason: String::new(),
+                    }
+                    .encode_to_vec()
+                },
+                "type.googleapis.com/baladiya.routing.events.v1.CasePutOnHold",
+            ),
+            out(
+                "resumed",
+                24 * 60 * 3,
+                "MEWA",
+                &|| {
+                    ev::CaseResumed {
+                        meta: meta(24 * 60 * 3),
+                        case: r("MEWA"),
+                    }
+                    .encode_to_vec()
+                },
+                "type.googleapis.com/baladiya.routing.events.v1.CaseResumed",
+            ),
+        ]
+    };
+    let (a, b) = (
+        uuid::Uuid::now_v7().to_string(),
+        uuid::Uuid::now_v7().to_string(),
+    );
+    for e in history(&a) {
+        outbox::publish(&js, &ns, &e).await?;
+    }
+    let mut shuffled = history(&b);
+    shuffled.reverse();
+    for e in shuffled.iter().chain(shuffled.iter()) {
+        // The same event twice (same id): the second is a duplicate.
+        let mut again = e.clone();
+        outbox::publish(&js, &ns, e).await?;
+        again.id = e.id;
+        outbox::publish(&js, &ns, &again).await?;
+    }
+    let summary = |clocks: BTreeMap<String, pb::Clock>| -> Vec<(
+        String,
+        i32,
+        Option<prost_types::Timestamp>,
+        Option<prost_types::Timestamp>,
+    )> {
+        clocks
+            .into_iter()
+            .map(|(k, c)| (k, c.state, c.deadline, c.ended_at))
+            .collect()
+    };
+    s.clocks(&a, 5).await?;
+    s.clocks(&b, 5).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ca, cb) = (s.clocks(&a, 5).await?, s.clocks(&b, 5).await?);
+    assert_eq!(summary(ca.clone()), summary(cb.clone()), "identical clocks");
+    assert_eq!(
+        ca["acknowledge:MOTLS"].state,
+        pb::ClockState::Cancelled as i32
+    );
+
+    // Time passes: identical escalations for both.
+    s.platform.clock.set(riyadh("2026-04-20 08:00")).await?;
+    let sla = s.sla.clone();
+    let escalations = eventually(30, "escalations for both cases", || async {
+        let all = sla
+            .clone()
+            .list_escalations(authorized(
+                pb::ListEscalationsRequest {
+                    page_size: 500,
+                    ..Default::default()
+                },
+                &s.admin,
+            ))
+            .await?
+            .into_inner()
+            .escalations;
+        let of = |case: &str| {
+            let mut v: Vec<(String, u32, Option<prost_types::Timestamp>)> = all
+                .iter()
+                .filter(|e| e.subject_id == case)
+                .map(|e| (e.metric.clone(), e.level, e.raised_at))
+                .collect();
+            v.sort_by_key(|x| (x.0.clone(), x.1));
+            v
+        };
+        let (ea, eb) = (of(&a), of(&b));
+        Ok((!ea.is_empty() && ea.len() >= 4).then_some((ea, eb)))
+    })
+    .await?;
+    assert_eq!(escalations.0, escalations.1, "identical escalations");
+    s.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_fire_ten_thousand_timers_once_and_an_aborted_firing_loses_nothing()
+-> anyhow::Result<()> {
+    use baladiya_platform::app::ServiceModule;
+    let env = TestEnv::new();
+    let config = env.config();
+    baladiya_platform::db::ensure_database(&config.database).await?;
+    let pool = baladiya_platform::db::schema_pool(&config.database, "sla_watcher")?;
+    baladiya_platform::db::migrate(&pool, "sla_watcher", &SlaWatcher.migrator()).await?;
+    // 10,000 breached clocks, each with a breach timer due in the past.
+    sqlx::query(
+        "INSERT INTO clocks (id, key, subject_kind, subject_id, metric, partner_code, agreement_version, calendar_id,
+                             target_secs, warn_at, ladder, tracking_number, municipality_code, category_code, inputs,
+                             state, elapsed_secs, breached_at, updated_at)
+         SELECT gen_random_uuid(), 'k' || g, 'case', gen_random_uuid(), 'resolve', 'MEWA', 1, 'sa-gov', 3600,
+                '[]', '[]', 'RUH-' || g, 'RIYADH', 'WATER_LEAK', '[]', 'running', 0,
+                now() - interval '1 hour', now()
+         FROM generate_series(1, 10000) g",
+    )
+    .execute(&pool)
+    .await?;
+    sqlx::query("INSERT INTO timers (clock_id, kind, seq, due_at) SELECT id, 'breach', 100, breached_at FROM clocks")
+        .execute(&pool)
+        .await?;
+
+    // A watcher that claims a batch and dies before committing loses nothing.
+    {
+        let mut tx = pool.begin().await?;
+        let claimed: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT clock_id FROM timers WHERE fired_at IS NULL ORDER BY due_at LIMIT 50 FOR UPDATE SKIP LOCKED",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        assert_eq!(claimed.len(), 50);
+        drop(tx);
+    }
+
+    let clock = baladiya_platform::clock::Clock::system();
+    let replicas = (0..2).map(|_| {
+        let (pool, clock) = (pool.clone(), clock.clone());
+        tokio::spawn(async move { baladiya_sla_watcher::engine::fire_due(&pool, &clock).await })
+    });
+    let fired: usize = futures::future::join_all(replicas)
+        .await
+        .into_iter()
+        .map(|r| r.expect("join").expect("fire"))
+        .sum();
+    assert_eq!(fired, 10_000, "every timer fired, none twice");
+    let (events, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT ce_subject) FROM outbox WHERE ce_type = 'sa.baladiya.sla.clock.breached.v1'")
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!(
+        (events, distinct),
+        (10_000, 10_000),
+        "one breach event per clock"
+    );
+    let unfired: i64 = sqlx::query_scalar("SELECT count(*) FROM timers WHERE fired_at IS NULL")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(unfired, 0);
+    // A restart finds nothing more to fire.
+    assert_eq!(
+        baladiya_sla_watcher::engine::fire_due(&pool, &clock).await?,
+        0
+    );
+    pool.close().await;
+    env.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_clock_runs_the_live_arithmetic() -> anyhow::Result<()> {
+    let s = Sla::start("2026-04-02 13:00").await?;
+    let mut sla = s.sla.clone();
+    let wd = |days, minutes| Some(baladiya_proto::common::v1::WorkingDuration { days, minutes });
+    let request = pb::PreviewClockRequest {
+        calendar: Some(pb::preview_clock_request::Calendar::CalendarId(
+            "sa-gov".into(),
+        )),
+        target: wd(0, 240),
+        warn_at: vec![0.5, 0.75],
+        escalation_delays: vec![wd(0, 0).expect("d"), wd(1, 0).expect("d")],
+        start: Some(timestamp(riyadh("2026-04-02 13:00"))),
+        as_of: Some(timestamp(riyadh("2026-04-10 00:00"))),
+        ..Default::default()
+    };
+    let admin = s.admin.clone();
+    let preview = eventually(20, "the calendar replica", || {
+        let (mut sla, request, admin) = (sla.clone(), request.clone(), admin.clone());
+        async move {
+            Ok(sla
+                .preview_clock(authorized(request, &admin))
+                .await
+                .ok()
+                .map(|r| r.into_inner()))
+        }
+    })
+    .await?;
+    assert_eq!(
+        preview.deadline.as_ref().and_then(instant),
+        Some(riyadh("2026-04-05 10:00"))
+    );
+    assert_eq!(
+        preview.breach.as_ref().and_then(instant),
+        Some(riyadh("2026-04-05 10:00"))
+    );
+    assert_eq!(
+        preview.escalations.iter().map(instant).collect::<Vec<_>>(),
+        [
+            Some(riyadh("2026-04-05 10:00")),
+            Some(riyadh("2026-04-06 10:00"))
+        ]
+    );
+    assert_eq!(preview.state, pb::ClockState::Breached as i32);
+
+    let bad = sla
+        .preview_clock(authorized(
+            pb::PreviewClockRequest {
+                warn_at: vec![1.5],
+                ..Default::default()
+            },
+            &s.admin,
+        ))
+        .await
+        .expect_err("invalid");
+    use tonic_types::StatusExt;
+    let fields: Vec<String> = bad
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(fields, ["calendar", "target", "warn_at[0]", "start"]);
+    let _ = sla
+        .list_breaches(authorized(pb::ListBreachesRequest::default(), &s.admin))
+        .await?;
+    s.stop().await
+}
