@@ -6,8 +6,6 @@
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
 use aes_gcm::{Aes256Gcm, Nonce};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 use crate::domain::ReporterData;
 
@@ -111,15 +109,6 @@ impl Vault {
         }
     }
 
-    fn mac(&self, label: &str, data: &[u8]) -> Vec<u8> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.pseudonym_key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        mac.update(label.as_bytes());
-        mac.update(&[0]);
-        mac.update(data);
-        mac.finalize().into_bytes().to_vec()
-    }
-
     /// The reporter's pseudonym: the national ID if given, else the phone;
     /// `None` for anonymous reports.
     pub fn pseudonym(&self, r: &ReporterData) -> Option<String> {
@@ -128,9 +117,11 @@ impl Vault {
             (None, Some(phone)) => ("phone", phone),
             (None, None) => return None,
         };
-        Some(format!(
-            "rk1_{}",
-            to_hex(&self.mac(label, value.as_bytes())[..16])
+        Some(baladiya_platform::pseudonym::keyed(
+            "rk1",
+            &self.pseudonym_key,
+            label,
+            value,
         ))
     }
 }

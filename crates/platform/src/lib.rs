@@ -29,5 +29,6 @@ pub mod http;
 pub mod idempotency;
 pub mod metrics;
 pub mod paging;
+pub mod pseudonym;
 pub mod shutdown;
 pub mod telemetry;

@@ -44,6 +44,17 @@ pub mod routing {
     }
 }
 
+pub mod licensing {
+    pub mod v1 {
+        tonic::include_proto!("baladiya.licensing.v1");
+    }
+    pub mod events {
+        pub mod v1 {
+            tonic::include_proto!("baladiya.licensing.events.v1");
+        }
+    }
+}
+
 pub mod sla {
     pub mod v1 {
         tonic::include_proto!("baladiya.sla.v1");

@@ -13,6 +13,7 @@ pub fn catalogue() -> Vec<Arc<dyn ServiceModule>> {
         Arc::new(baladiya_partners::PartnersService),
         Arc::new(baladiya_intake::IntakeService),
         Arc::new(baladiya_routing::RoutingService),
+        Arc::new(baladiya_licensing::LicensingService),
         Arc::new(baladiya_sla_watcher::SlaWatcher),
     ]
 }

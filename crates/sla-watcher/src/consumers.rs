@@ -15,9 +15,11 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::SlaConfig;
+use crate::derive::ApplicationEvent;
 use crate::derive::{CaseEvent, CaseEventKind};
 use crate::engine;
-use crate::store::{self, CaseFacts};
+use crate::store::{self, SubjectFacts};
+use baladiya_proto::licensing::events::v1 as licensing;
 
 /// Reads case events.
 pub fn cases_spec() -> ConsumerSpec {
@@ -159,14 +161,88 @@ impl EventHandler for CaseClocks {
             assignee: case.assignee_code.clone(),
             report_received_at: received.as_ref().and_then(baladiya_proto::convert::instant),
         };
-        let facts = CaseFacts {
+        let facts = SubjectFacts {
             tracking_number: case.tracking_number.clone(),
             municipality_code: case.municipality_code.clone(),
             category_code: case.category_code.clone(),
             priority: case.priority,
+            target_days: 0,
         };
         if store::add_case_event(conn, case_id, &e, &facts).await? {
-            engine::recompute_case(conn, &self.clock, &self.config, case_id).await?;
+            engine::recompute_subject(conn, &self.clock, &self.config, "case", case_id).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads application steps and license issues.
+pub fn applications_spec() -> ConsumerSpec {
+    ConsumerSpec {
+        name: "sla-applications".into(),
+        stream: streams::LICENSING,
+        subjects: vec![
+            "baladiya.licensing.application.>".into(),
+            "baladiya.licensing.license.issued.>".into(),
+        ],
+    }
+}
+
+/// Feeds application steps into decision and clearance clocks.
+#[derive(Debug, Clone)]
+pub struct ApplicationClocks {
+    pub clock: Clock,
+    pub config: Arc<SlaConfig>,
+}
+
+impl EventHandler for ApplicationClocks {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &InboundEvent,
+    ) -> Result<(), HandlerError> {
+        let Some(step) = event
+            .ce_type
+            .strip_prefix("sa.baladiya.licensing.")
+            .and_then(|t| t.strip_suffix(".v1"))
+        else {
+            return Ok(());
+        };
+        let (application_id, kind, partner, facts) = if step == "license.issued" {
+            let l: licensing::LicenseChanged = event.decode()?;
+            // The decision clock's facts come from the submission already recorded.
+            let facts = SubjectFacts {
+                tracking_number: String::new(),
+                municipality_code: l.municipality_code.clone(),
+                category_code: l.license_type_code.clone(),
+                priority: 0,
+                target_days: 0,
+            };
+            (l.application_id, "issued".to_string(), String::new(), facts)
+        } else if let Some(kind) = step.strip_prefix("application.") {
+            let s: licensing::ApplicationStep = event.decode()?;
+            let a = s.application.unwrap_or_default();
+            let facts = SubjectFacts {
+                tracking_number: a.tracking_number.clone(),
+                municipality_code: a.municipality_code.clone(),
+                category_code: a.license_type_code.clone(),
+                priority: 0,
+                target_days: a.target_days as i32,
+            };
+            (a.application_id, kind.to_string(), s.partner_code, facts)
+        } else {
+            return Ok(());
+        };
+        let id: Uuid = application_id.parse().map_err(|_| {
+            HandlerError::Reject(format!("application_id '{application_id}' is not a UUID"))
+        })?;
+        let e = ApplicationEvent {
+            id: event.id,
+            kind,
+            at: event.occurred_at,
+            partner,
+        };
+        if store::add_application_event(conn, id, &e, &facts).await? {
+            engine::recompute_subject(conn, &self.clock, &self.config, "application", id).await?;
         }
         Ok(())
     }

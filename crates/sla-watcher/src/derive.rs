@@ -81,12 +81,16 @@ pub struct CaseEvent {
     pub report_received_at: Option<DateTime<Utc>>,
 }
 
-/// What a case's clock measures.
+/// What a clock measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
     Acknowledge,
     Resolve,
     EndToEnd,
+    /// An application's decision, on the license type's target.
+    Decision,
+    /// A partner body's clearance on an application.
+    Clearance,
 }
 
 impl Metric {
@@ -96,6 +100,8 @@ impl Metric {
             Self::Acknowledge => "acknowledge",
             Self::Resolve => "resolve",
             Self::EndToEnd => "end_to_end",
+            Self::Decision => "decision",
+            Self::Clearance => "clearance",
         }
     }
 }
@@ -230,6 +236,92 @@ pub fn case_clocks(case_id: Uuid, events: &[CaseEvent]) -> Vec<ClockSpec> {
     clocks.into_values().collect()
 }
 
+/// An application lifecycle event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplicationEvent {
+    pub id: Uuid,
+    /// `submitted`, `returned_for_correction`, `resubmitted`, `clearance_requested`,
+    /// `clearance_recorded`, `approved`, `rejected`, `issued`, ...
+    pub kind: String,
+    pub at: DateTime<Utc>,
+    /// The partner, for clearance steps.
+    pub partner: String,
+}
+
+/// The clocks of an application: the decision clock (submitted to issued or
+/// rejected, paused while returned to the applicant) and one clearance clock
+/// per request to a partner body (requested to recorded).
+pub fn application_clocks(application_id: Uuid, events: &[ApplicationEvent]) -> Vec<ClockSpec> {
+    let mut sorted = events.to_vec();
+    sorted.sort_by_key(|e| (e.at, order(&e.kind), e.id));
+    sorted.dedup_by_key(|e| e.id);
+    let decision = format!("{application_id}:decision");
+    let mut clocks: BTreeMap<String, ClockSpec> = BTreeMap::new();
+    let mut open_clearance: BTreeMap<String, String> = BTreeMap::new();
+    for e in &sorted {
+        let input = |kind| Input { at: e.at, kind };
+        match e.kind.as_str() {
+            "submitted" => {
+                clocks.entry(decision.clone()).or_insert_with(|| ClockSpec {
+                    key: decision.clone(),
+                    metric: Metric::Decision,
+                    partner: String::new(),
+                    inputs: vec![input(InputKind::Start)],
+                });
+            }
+            "returned_for_correction" | "resubmitted" | "issued" | "rejected" => {
+                let kind = match e.kind.as_str() {
+                    "returned_for_correction" => InputKind::Pause,
+                    "resubmitted" => InputKind::Resume,
+                    _ => InputKind::Stop,
+                };
+                if let Some(c) = clocks.get_mut(&decision) {
+                    c.inputs.push(input(kind));
+                }
+            }
+            "clearance_requested" => {
+                let key = format!("{}:clearance", e.id);
+                clocks.insert(
+                    key.clone(),
+                    ClockSpec {
+                        key: key.clone(),
+                        metric: Metric::Clearance,
+                        partner: e.partner.clone(),
+                        inputs: vec![input(InputKind::Start)],
+                    },
+                );
+                open_clearance.insert(e.partner.clone(), key);
+            }
+            "clearance_recorded" => {
+                if let Some(key) = open_clearance.remove(&e.partner)
+                    && let Some(c) = clocks.get_mut(&key)
+                {
+                    c.inputs.push(input(InputKind::Stop));
+                }
+            }
+            _ => {}
+        }
+    }
+    clocks.into_values().collect()
+}
+
+/// Order of application steps at equal instants.
+fn order(kind: &str) -> u8 {
+    match kind {
+        "submitted" => 0,
+        "returned_for_correction" => 1,
+        "resubmitted" => 2,
+        "clearance_requested" => 3,
+        "clearance_recorded" => 4,
+        "inspection_scheduled" => 5,
+        "inspection_recorded" => 6,
+        "approved" => 7,
+        "rejected" => 8,
+        "issued" => 9,
+        _ => 10,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,5 +389,41 @@ mod tests {
             ]
         )));
         assert_eq!(clocks.len(), 5);
+    }
+
+    #[test]
+    fn an_application_pauses_while_returned_and_each_clearance_has_its_clock() {
+        let app = Uuid::from_u128(9);
+        let e = |kind: &str, minute: i64, partner: &str| ApplicationEvent {
+            id: Uuid::from_u128(minute as u128 + 1),
+            kind: kind.into(),
+            at: DateTime::from_timestamp(1_775_000_000 + minute * 60, 0).expect("t"),
+            partner: partner.into(),
+        };
+        let clocks = application_clocks(
+            app,
+            &[
+                e("submitted", 0, ""),
+                e("returned_for_correction", 10, ""),
+                e("resubmitted", 20, ""),
+                e("clearance_requested", 30, "MOJ"),
+                e("clearance_recorded", 40, "MOJ"),
+                e("issued", 50, ""),
+            ],
+        );
+        let kinds: Vec<(Metric, Vec<InputKind>)> = clocks
+            .iter()
+            .map(|c| (c.metric, c.inputs.iter().map(|i| i.kind).collect()))
+            .collect();
+        assert!(kinds.contains(&(
+            Metric::Decision,
+            vec![
+                InputKind::Start,
+                InputKind::Pause,
+                InputKind::Resume,
+                InputKind::Stop
+            ]
+        )));
+        assert!(kinds.contains(&(Metric::Clearance, vec![InputKind::Start, InputKind::Stop])));
     }
 }

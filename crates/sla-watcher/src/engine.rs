@@ -56,32 +56,41 @@ fn terms_of(row: &ClockRow) -> Terms {
     }
 }
 
-/// The terms a new clock runs under.
+/// What a new clock runs under: (partner, agreement version, calendar, terms, ladder).
+type NewClock = (String, i64, String, Terms, Vec<StoredLevel>);
+
+/// The terms a new clock runs under; `None` when the partner's agreement has
+/// no terms for it (no clock is kept then).
 async fn new_clock(
     conn: &mut PgConnection,
     config: &SlaConfig,
     spec: &derive::ClockSpec,
-    facts: &store::CaseFacts,
+    facts: &store::SubjectFacts,
     start: DateTime<Utc>,
-) -> Result<(String, i64, String, Terms, Vec<StoredLevel>), HandlerError> {
-    if spec.metric == Metric::EndToEnd {
+) -> Result<Option<NewClock>, HandlerError> {
+    let default_warn = || baladiya_partners::domain::DEFAULT_WARN_AT.to_vec();
+    if matches!(spec.metric, Metric::EndToEnd | Metric::Decision) {
+        // The municipality's own promise, on its government calendar.
         let calendar_id = config.end_to_end_calendar_of(&facts.municipality_code);
         let cal = calendar(conn, &calendar_id).await?;
-        let target = cal.duration(baladiya_worktime::WorkingDuration {
-            days: config.end_to_end_days,
-            minutes: 0,
-        });
-        return Ok((
+        let days = if spec.metric == Metric::Decision {
+            facts.target_days.max(1) as u32
+        } else {
+            config.end_to_end_days
+        };
+        let target = cal.duration(baladiya_worktime::WorkingDuration { days, minutes: 0 });
+        let terms = Terms {
+            target,
+            warn_at: default_warn(),
+            ladder: Vec::new(),
+        };
+        return Ok(Some((
             facts.municipality_code.clone(),
             0,
             calendar_id,
-            Terms {
-                target,
-                warn_at: baladiya_partners::domain::DEFAULT_WARN_AT.to_vec(),
-                ladder: Vec::new(),
-            },
+            terms,
             Vec::new(),
-        ));
+        )));
     }
     let (version, body) = store::agreement_at(conn, &spec.partner, start)
         .await?
@@ -91,20 +100,29 @@ async fn new_clock(
                 spec.partner
             ))
         })?;
-    let (terms, _) = body
-        .terms_for(&facts.category_code, priority_from_proto(facts.priority))
-        .ok_or_else(|| {
-            HandlerError::Reject(format!(
-                "agreement {version} of {} has no terms for {}",
-                spec.partner, facts.category_code
-            ))
-        })?;
-    let cal = calendar(conn, &terms.calendar_id).await?;
-    let target = cal.duration(if spec.metric == Metric::Acknowledge {
-        terms.acknowledge_within
+    let (target, calendar_id, warn_at) = if spec.metric == Metric::Clearance {
+        let Some(c) = body.clearance_for(&facts.category_code) else {
+            tracing::warn!(partner = %spec.partner, license_type = %facts.category_code, "no clearance terms; no clock");
+            return Ok(None);
+        };
+        (c.within, c.calendar_id.clone(), c.warn_at.clone())
     } else {
-        terms.resolve_within
-    });
+        let (terms, _) = body
+            .terms_for(&facts.category_code, priority_from_proto(facts.priority))
+            .ok_or_else(|| {
+                HandlerError::Reject(format!(
+                    "agreement {version} of {} has no terms for {}",
+                    spec.partner, facts.category_code
+                ))
+            })?;
+        let target = if spec.metric == Metric::Acknowledge {
+            terms.acknowledge_within
+        } else {
+            terms.resolve_within
+        };
+        (target, terms.calendar_id.clone(), terms.warn_at.clone())
+    };
+    let cal = calendar(conn, &calendar_id).await?;
     let ladder: Vec<StoredLevel> = body
         .ladder
         .iter()
@@ -114,20 +132,21 @@ async fn new_clock(
             contact: l.contact.clone(),
         })
         .collect();
-    Ok((
+    let terms = Terms {
+        target: cal.duration(target),
+        warn_at: baladiya_partners::domain::warn_at_or_default(&warn_at),
+        ladder: ladder
+            .iter()
+            .map(|l| Duration::from_secs(l.delay_secs))
+            .collect(),
+    };
+    Ok(Some((
         spec.partner.clone(),
         version,
-        terms.calendar_id.clone(),
-        Terms {
-            target,
-            warn_at: baladiya_partners::domain::warn_at_or_default(&terms.warn_at),
-            ladder: ladder
-                .iter()
-                .map(|l| Duration::from_secs(l.delay_secs))
-                .collect(),
-        },
+        calendar_id,
+        terms,
         ladder,
-    ))
+    )))
 }
 
 /// The timers a computed clock needs: (kind, order at equal instants, due).
@@ -281,30 +300,40 @@ async fn emit_changes(
     Ok(())
 }
 
-/// Recomputes every clock of a case from its event log.
-pub async fn recompute_case(
+/// Recomputes every clock of a subject (`case` or `application`) from its event log.
+pub async fn recompute_subject(
     conn: &mut PgConnection,
     clock: &Clock,
     config: &SlaConfig,
-    case_id: Uuid,
+    kind: &str,
+    id: Uuid,
 ) -> Result<(), HandlerError> {
-    let existing = store::clocks_of(conn, "case", case_id, true).await?;
-    let (events, facts) = store::case_events(conn, case_id).await?;
+    let existing = store::clocks_of(conn, kind, id, true).await?;
+    let (specs, facts) = if kind == "application" {
+        let (events, facts) = store::application_events(conn, id).await?;
+        (derive::application_clocks(id, &events), facts)
+    } else {
+        let (events, facts) = store::case_events(conn, id).await?;
+        (derive::case_clocks(id, &events), facts)
+    };
     let Some(facts) = facts else { return Ok(()) };
     let now = clock.now();
-    for spec in derive::case_clocks(case_id, &events) {
+    for spec in specs {
         let old = existing.iter().find(|c| c.key == spec.key);
         let start = spec.inputs.iter().map(|i| i.at).min().unwrap_or(now);
         let mut row = match old {
             Some(o) => o.clone(),
             None => {
-                let (partner, version, calendar_id, terms, ladder) =
-                    new_clock(conn, config, &spec, &facts, start).await?;
+                let Some((partner, version, calendar_id, terms, ladder)) =
+                    new_clock(conn, config, &spec, &facts, start).await?
+                else {
+                    continue;
+                };
                 ClockRow {
                     id: Uuid::now_v7(),
                     key: spec.key.clone(),
-                    subject_kind: "case".into(),
-                    subject_id: case_id,
+                    subject_kind: kind.into(),
+                    subject_id: id,
                     metric: spec.metric.as_str().into(),
                     partner_code: partner,
                     agreement_version: version,
@@ -392,8 +421,8 @@ pub async fn recompute_calendar(
     calendar_id: &str,
 ) -> Result<usize, HandlerError> {
     let subjects = store::subjects_on_calendar(conn, calendar_id).await?;
-    for case_id in &subjects {
-        recompute_case(conn, clock, config, *case_id).await?;
+    for (kind, id) in &subjects {
+        recompute_subject(conn, clock, config, kind, *id).await?;
     }
     Ok(subjects.len())
 }

@@ -44,7 +44,8 @@ static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 pub struct SlaConfig {
     /// The citizen-facing end-to-end target, in working days of the municipality's calendar.
     pub end_to_end_days: u32,
-    /// The calendar of that target.
+    /// The municipalities' government calendar, which measures the end-to-end
+    /// target and license decisions.
     pub end_to_end_calendar: String,
     /// Municipalities on another calendar, e.g. `{ MUSCAT = "om-gov" }`.
     pub end_to_end_calendars: BTreeMap<String, String>,
@@ -199,6 +200,13 @@ impl ServiceModule for SlaWatcher {
                 ctx.consumer(
                     consumers::cases_spec(),
                     consumers::CaseClocks {
+                        clock: ctx.clock.clone(),
+                        config: config.clone(),
+                    },
+                ),
+                ctx.consumer(
+                    consumers::applications_spec(),
+                    consumers::ApplicationClocks {
                         clock: ctx.clock.clone(),
                         config,
                     },

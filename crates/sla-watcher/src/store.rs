@@ -10,7 +10,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::clock::Input;
-use crate::derive::{CaseEvent, CaseEventKind};
+use crate::derive::{ApplicationEvent, CaseEvent, CaseEventKind};
 
 // ---------------------------------------------------------------- replica
 
@@ -86,13 +86,16 @@ pub async fn calendar(
 
 // ---------------------------------------------------------------- subjects
 
-/// Case fields every event carries.
+/// Subject fields every event carries (the category is the license type for
+/// applications).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaseFacts {
+pub struct SubjectFacts {
     pub tracking_number: String,
     pub municipality_code: String,
     pub category_code: String,
     pub priority: i32,
+    /// An application's target in working days.
+    pub target_days: i32,
 }
 
 /// Records a case event once; `false` if it was already recorded.
@@ -100,37 +103,124 @@ pub async fn add_case_event(
     conn: &mut PgConnection,
     case_id: Uuid,
     e: &CaseEvent,
-    facts: &CaseFacts,
+    facts: &SubjectFacts,
+) -> Result<bool, sqlx::Error> {
+    add_event(
+        conn,
+        "case",
+        case_id,
+        e.id,
+        e.kind.as_str(),
+        e.at,
+        &e.assignee,
+        facts,
+        e.report_received_at,
+    )
+    .await
+}
+
+/// Records an application event once; `false` if it was already recorded.
+pub async fn add_application_event(
+    conn: &mut PgConnection,
+    application_id: Uuid,
+    e: &ApplicationEvent,
+    facts: &SubjectFacts,
+) -> Result<bool, sqlx::Error> {
+    add_event(
+        conn,
+        "application",
+        application_id,
+        e.id,
+        &e.kind,
+        e.at,
+        &e.partner,
+        facts,
+        None,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn add_event(
+    conn: &mut PgConnection,
+    subject_kind: &str,
+    subject_id: Uuid,
+    event_id: Uuid,
+    kind: &str,
+    at: DateTime<Utc>,
+    party: &str,
+    facts: &SubjectFacts,
+    report_received_at: Option<DateTime<Utc>>,
 ) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query(
         "INSERT INTO subject_events (event_id, subject_kind, subject_id, kind, at, assignee_code, tracking_number,
-                                     municipality_code, category_code, priority, report_received_at)
-         VALUES ($1, 'case', $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+                                     municipality_code, category_code, priority, report_received_at, target_days)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
     )
-    .bind(e.id)
-    .bind(case_id)
-    .bind(e.kind.as_str())
-    .bind(e.at)
-    .bind(&e.assignee)
+    .bind(event_id)
+    .bind(subject_kind)
+    .bind(subject_id)
+    .bind(kind)
+    .bind(at)
+    .bind(party)
     .bind(&facts.tracking_number)
     .bind(&facts.municipality_code)
     .bind(&facts.category_code)
     .bind(facts.priority)
-    .bind(e.report_received_at)
+    .bind(report_received_at)
+    .bind(facts.target_days)
     .execute(&mut *conn)
     .await?
     .rows_affected()
         == 1)
 }
 
+fn facts_of(r: &sqlx::postgres::PgRow) -> Result<SubjectFacts, sqlx::Error> {
+    Ok(SubjectFacts {
+        tracking_number: r.try_get("tracking_number")?,
+        municipality_code: r.try_get("municipality_code")?,
+        category_code: r.try_get("category_code")?,
+        priority: r.try_get("priority")?,
+        target_days: r.try_get("target_days")?,
+    })
+}
+
+/// An application's events and its facts (from its first event, the submission).
+pub async fn application_events(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<(Vec<ApplicationEvent>, Option<SubjectFacts>), sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT event_id, kind, at, assignee_code, tracking_number, municipality_code, category_code, priority, target_days
+         FROM subject_events WHERE subject_kind = 'application' AND subject_id = $1
+         ORDER BY (kind = 'submitted') DESC, at, event_id",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let facts = rows.first().map(facts_of).transpose()?;
+    let events = rows
+        .iter()
+        .map(|r| {
+            Ok(ApplicationEvent {
+                id: r.try_get("event_id")?,
+                kind: r.try_get("kind")?,
+                at: r.try_get("at")?,
+                partner: r.try_get("assignee_code")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok((events, facts))
+}
+
 /// A case's events and its facts (from its first event).
 pub async fn case_events(
     conn: &mut PgConnection,
     case_id: Uuid,
-) -> Result<(Vec<CaseEvent>, Option<CaseFacts>), sqlx::Error> {
+) -> Result<(Vec<CaseEvent>, Option<SubjectFacts>), sqlx::Error> {
     let rows = sqlx::query(
         "SELECT event_id, kind, at, assignee_code, tracking_number, municipality_code, category_code, priority,
-                report_received_at
+                report_received_at, target_days
          FROM subject_events WHERE subject_kind = 'case' AND subject_id = $1 ORDER BY at, event_id",
     )
     .bind(case_id)
@@ -144,12 +234,7 @@ pub async fn case_events(
             continue;
         };
         if facts.is_none() {
-            facts = Some(CaseFacts {
-                tracking_number: r.try_get("tracking_number")?,
-                municipality_code: r.try_get("municipality_code")?,
-                category_code: r.try_get("category_code")?,
-                priority: r.try_get("priority")?,
-            });
+            facts = Some(facts_of(r)?);
         }
         events.push(CaseEvent {
             id: r.try_get("event_id")?,
@@ -166,8 +251,8 @@ pub async fn case_events(
 pub async fn subjects_on_calendar(
     conn: &mut PgConnection,
     calendar_id: &str,
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT DISTINCT subject_id FROM clocks WHERE calendar_id = $1 AND ended_at IS NULL AND subject_kind = 'case'")
+) -> Result<Vec<(String, Uuid)>, sqlx::Error> {
+    sqlx::query_as("SELECT DISTINCT subject_kind, subject_id FROM clocks WHERE calendar_id = $1 AND ended_at IS NULL")
         .bind(calendar_id)
         .fetch_all(&mut *conn)
         .await

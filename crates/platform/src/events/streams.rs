@@ -28,3 +28,10 @@ pub const SLA: StreamSpec = StreamSpec {
     name: "SLA",
     subjects: &["baladiya.sla.>"],
 };
+
+/// Applications, licenses, inspections:
+/// `baladiya.licensing.<aggregate>.<event>.<MUNICIPALITY>.<TYPE>`.
+pub const LICENSING: StreamSpec = StreamSpec {
+    name: "LICENSING",
+    subjects: &["baladiya.licensing.>"],
+};

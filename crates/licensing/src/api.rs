@@ -1,0 +1,1058 @@
+//! `baladiya.licensing.v1.LicensingService`.
+
+use baladiya_platform::auth::{CallerIdentity, Role, caller};
+use baladiya_platform::clock::Clock;
+use baladiya_platform::error::{ApiError, ErrorKind, Violations};
+use baladiya_platform::events::{EventType, OutboundEvent, outbox};
+use baladiya_platform::idempotency::{self, Claim};
+use baladiya_platform::paging::PageTokens;
+use baladiya_proto::common::v1::LocalizedText;
+use baladiya_proto::convert::{instant, timestamp};
+use baladiya_proto::events::v1::EventMeta;
+use baladiya_proto::licensing::events::v1 as ev;
+use baladiya_proto::licensing::v1 as pb;
+use chrono::{DateTime, Datelike, Utc};
+use prost::Message;
+use sqlx::{PgConnection, PgPool};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::domain::{self, LicenseType, Progress, Status as AppStatus, StepError};
+use crate::store::{self, ApplicationRow, LicenseRow};
+
+const SERVICE: &str = "licensing";
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 500;
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct LicensingApi {
+    pub pool: PgPool,
+    pub clock: Clock,
+    pub tokens: PageTokens,
+    pub pseudonym_key: Vec<u8>,
+    pub suspend_on_critical: bool,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+/// Who may take a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum By {
+    /// A municipal licensing officer (operator).
+    Officer,
+    /// The applicant's channel.
+    Applicant,
+}
+
+fn allow(who: &CallerIdentity, by: By) -> Result<(), ApiError> {
+    let ok = match by {
+        By::Officer => matches!(who.role, Role::Operator | Role::Admin),
+        By::Applicant => matches!(who.role, Role::Channel | Role::Operator | Role::Admin),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::permission_denied(
+            "this step is not yours to take",
+        ))
+    }
+}
+
+fn step_error(e: StepError) -> ApiError {
+    match e {
+        StepError::OutOfOrder(m) => ApiError::failed_precondition(m),
+        StepError::Field { field, message } => ApiError::invalid_field(field, message),
+    }
+}
+
+fn status_proto(s: AppStatus) -> i32 {
+    (match s {
+        AppStatus::UnderReview => pb::ApplicationStatus::UnderReview,
+        AppStatus::Returned => pb::ApplicationStatus::Returned,
+        AppStatus::PendingClearances => pb::ApplicationStatus::PendingClearances,
+        AppStatus::InspectionScheduled => pb::ApplicationStatus::InspectionScheduled,
+        AppStatus::Approved => pb::ApplicationStatus::Approved,
+        AppStatus::Rejected => pb::ApplicationStatus::Rejected,
+        AppStatus::Issued => pb::ApplicationStatus::Issued,
+    }) as i32
+}
+
+fn application_proto(a: &ApplicationRow) -> pb::Application {
+    pb::Application {
+        id: a.id.to_string(),
+        tracking_number: a.tracking_number.clone(),
+        license_type_code: a.license_type_code.clone(),
+        status: status_proto(a.progress.status),
+        municipality_code: a.municipality_code.clone(),
+        facility_name: a.facility_name.clone(),
+        activity: a.activity.clone(),
+        documents: a.progress.documents.clone(),
+        clearances: a
+            .progress
+            .clearances
+            .iter()
+            .map(|c| pb::Clearance {
+                partner_code: c.partner_code.clone(),
+                state: c.state.clone(),
+                requested_at: Some(timestamp(c.requested_at)),
+                recorded_at: c.recorded_at.map(timestamp),
+                note: c.note.clone(),
+            })
+            .collect(),
+        inspections: a
+            .progress
+            .inspections
+            .iter()
+            .map(|i| pb::Inspection {
+                kind: i.kind.clone(),
+                state: i.state.clone(),
+                scheduled_for: Some(timestamp(i.scheduled_for)),
+                recorded_at: i.recorded_at.map(timestamp),
+                notes: i.notes.clone(),
+            })
+            .collect(),
+        reason: a.reason.clone(),
+        submitted_at: Some(timestamp(a.submitted_at)),
+        license_number: a.license_number.clone().unwrap_or_default(),
+        etag: a.version.to_string(),
+    }
+}
+
+fn license_proto(l: &LicenseRow) -> pb::License {
+    let status = match l.status.as_str() {
+        "active" => pb::LicenseStatus::Active,
+        "suspended" => pb::LicenseStatus::Suspended,
+        "expired" => pb::LicenseStatus::Expired,
+        "renewed" => pb::LicenseStatus::Renewed,
+        _ => pb::LicenseStatus::Unspecified,
+    };
+    pb::License {
+        number: l.number.clone(),
+        license_type_code: l.license_type_code.clone(),
+        application_id: l.application_id.to_string(),
+        municipality_code: l.municipality_code.clone(),
+        facility_name: l.facility_name.clone(),
+        activity: l.activity.clone(),
+        status: status as i32,
+        valid_from: Some(timestamp(l.valid_from)),
+        valid_to: Some(timestamp(l.valid_to)),
+        renews: l.renews.clone().unwrap_or_default(),
+        suspension_reason: l.suspension_reason.clone().unwrap_or_default(),
+    }
+}
+
+fn type_proto(t: &LicenseType) -> pb::LicenseType {
+    pb::LicenseType {
+        code: t.code.clone(),
+        name: Some(LocalizedText {
+            ar: t.name_ar.clone(),
+            en: t.name_en.clone(),
+        }),
+        target_days: t.target_days,
+        required_documents: t.required_documents.clone(),
+        required_clearances: t
+            .required_clearances
+            .iter()
+            .map(|c| pb::ClearanceRequirement {
+                partner_code: c.partner_code.clone(),
+                description: c.description.clone(),
+            })
+            .collect(),
+        required_inspections: t.required_inspections.clone(),
+        validity_days: t.validity_days,
+        renewal_window_days: t.renewal_window_days,
+        grace_days: t.grace_days,
+    }
+}
+
+/// Puts an event in the outbox.
+#[allow(clippy::too_many_arguments)]
+async fn emit<M: prost::Message + prost::Name>(
+    conn: &mut PgConnection,
+    aggregate: &'static str,
+    event: &'static str,
+    municipality: &str,
+    scope: &str,
+    subject: &str,
+    at: DateTime<Utc>,
+    payload: impl FnOnce(Option<EventMeta>) -> M,
+) -> Result<(), ApiError> {
+    let id = Uuid::now_v7();
+    let meta = Some(EventMeta {
+        event_id: id.to_string(),
+        occurred_at: Some(timestamp(at)),
+        aggregate_id: subject.to_string(),
+    });
+    let out = OutboundEvent::new(
+        SERVICE,
+        EventType::new("licensing", aggregate, event),
+        &[municipality, scope],
+        id,
+        subject,
+        at,
+        &payload(meta),
+    );
+    outbox::enqueue(conn, &out)
+        .await
+        .map_err(|e| ApiError::internal(&e))
+}
+
+fn application_ref(a: &ApplicationRow, t: &LicenseType) -> Option<ev::ApplicationRef> {
+    Some(ev::ApplicationRef {
+        application_id: a.id.to_string(),
+        tracking_number: a.tracking_number.clone(),
+        license_type_code: a.license_type_code.clone(),
+        municipality_code: a.municipality_code.clone(),
+        applicant_key: a.applicant_key.clone(),
+        target_days: t.target_days,
+    })
+}
+
+/// What a step emits besides its name.
+#[derive(Debug, Default)]
+struct StepFacts {
+    partner_code: String,
+    positive: bool,
+    inspection_kind: String,
+    note: String,
+}
+
+fn parse_id(text: &str, field: &str) -> Result<Uuid, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::invalid_field(field, "must be a UUID"))
+}
+
+fn page_size(size: i32) -> Result<i64, ApiError> {
+    if size < 0 {
+        return Err(ApiError::invalid_field("page_size", "must not be negative"));
+    }
+    Ok(match i64::from(size) {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    })
+}
+
+impl LicensingApi {
+    fn pseudonym(&self, label: &str, value: &str) -> String {
+        baladiya_platform::pseudonym::keyed("ak1", &self.pseudonym_key, label, value)
+    }
+
+    /// One application step: lock, check, change, record, emit.
+    async fn step(
+        &self,
+        who: &CallerIdentity,
+        by: By,
+        id: &str,
+        event: &'static str,
+        change: impl FnOnce(
+            &mut ApplicationRow,
+            &LicenseType,
+            DateTime<Utc>,
+        ) -> Result<StepFacts, StepError>,
+    ) -> Reply<pb::Application> {
+        allow(who, by)?;
+        let id = parse_id(id, "id")?;
+        let now = self.clock.now();
+        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        let mut a = store::application(&mut tx, id, true)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("application"))?;
+        let t = store::license_type(&mut tx, &a.license_type_code)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::internal(&"application of an unknown license type"))?;
+        let facts = change(&mut a, &t, now).map_err(step_error)?;
+        a.version += 1;
+        a.last_step_at = now;
+        store::update_application(&mut tx, &a)
+            .await
+            .map_err(ApiError::from)?;
+        emit(
+            &mut tx,
+            "application",
+            event,
+            &a.municipality_code,
+            &a.license_type_code,
+            &a.id.to_string(),
+            now,
+            |meta| ev::ApplicationStep {
+                meta,
+                application: application_ref(&a, &t),
+                partner_code: facts.partner_code,
+                positive: facts.positive,
+                inspection_kind: facts.inspection_kind,
+                note: facts.note,
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(application_proto(&a)))
+    }
+
+    async fn license_changed(
+        &self,
+        conn: &mut PgConnection,
+        event: &'static str,
+        l: &LicenseRow,
+        at: DateTime<Utc>,
+    ) -> Result<(), ApiError> {
+        emit(
+            conn,
+            "license",
+            event,
+            &l.municipality_code,
+            &l.license_type_code,
+            &l.number,
+            at,
+            |meta| ev::LicenseChanged {
+                meta,
+                license_number: l.number.clone(),
+                license_type_code: l.license_type_code.clone(),
+                municipality_code: l.municipality_code.clone(),
+                holder_key: l.holder_key.clone(),
+                application_id: l.application_id.to_string(),
+                valid_from: Some(timestamp(l.valid_from)),
+                valid_to: Some(timestamp(l.valid_to)),
+                renews: l.renews.clone().unwrap_or_default(),
+                submitted_at: Some(timestamp(l.submitted_at)),
+            },
+        )
+        .await
+    }
+}
+
+/// Marks licenses past validity and grace as expired, each once.
+pub async fn expire(pool: &PgPool, clock: &Clock) -> Result<usize, ApiError> {
+    let now = clock.now();
+    let mut tx = pool.begin().await?;
+    let due = store::expired(&mut tx, now, 100).await?;
+    for l in &due {
+        store::set_license_status(&mut tx, &l.number, "expired", None).await?;
+        let at = l.valid_to;
+        emit(
+            &mut tx,
+            "license",
+            "expired",
+            &l.municipality_code,
+            &l.license_type_code,
+            &l.number,
+            at,
+            |meta| ev::LicenseChanged {
+                meta,
+                license_number: l.number.clone(),
+                license_type_code: l.license_type_code.clone(),
+                municipality_code: l.municipality_code.clone(),
+                holder_key: l.holder_key.clone(),
+                application_id: l.application_id.to_string(),
+                valid_from: Some(timestamp(l.valid_from)),
+                valid_to: Some(timestamp(l.valid_to)),
+                renews: l.renews.clone().unwrap_or_default(),
+                submitted_at: Some(timestamp(l.submitted_at)),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(due.len())
+}
+
+#[tonic::async_trait]
+impl pb::licensing_service_server::LicensingService for LicensingApi {
+    async fn list_license_types(
+        &self,
+        request: Request<pb::ListLicenseTypesRequest>,
+    ) -> Reply<pb::ListLicenseTypesResponse> {
+        caller(&request)?;
+        let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
+        let types = store::license_types(&mut conn)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListLicenseTypesResponse {
+            license_types: types.iter().map(type_proto).collect(),
+        }))
+    }
+
+    async fn submit_application(
+        &self,
+        request: Request<pb::SubmitApplicationRequest>,
+    ) -> Reply<pb::Application> {
+        allow(caller(&request)?, By::Applicant)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        idempotency::check_request_id(&req.request_id, &mut v);
+        v.require(&req.applicant_id, "applicant_id");
+        v.require(&req.municipality_code, "municipality_code");
+        v.require(&req.facility_name, "facility_name");
+        v.check(
+            req.facility_name.chars().count() <= 300,
+            "facility_name",
+            "must be at most 300 characters",
+        );
+        let now = self.clock.now();
+        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        let t = store::license_type(&mut tx, &req.license_type_code)
+            .await
+            .map_err(ApiError::from)?;
+        match &t {
+            None => v.add(
+                "license_type_code",
+                format!("'{}' is not a license type", req.license_type_code),
+            ),
+            Some(t) => {
+                for d in domain::missing_documents(t, &req.documents) {
+                    v.add(
+                        format!("documents.{d}"),
+                        "is required for this license type",
+                    );
+                }
+            }
+        }
+        v.finish()?;
+        let t = t.ok_or_else(|| ApiError::invalid_field("license_type_code", "is required"))?;
+        if let Claim::Replay(original) = idempotency::claim::<pb::Application>(
+            &mut tx,
+            "SubmitApplication",
+            &req.request_id,
+            &req.encode_to_vec(),
+        )
+        .await?
+        {
+            return Ok(Response::new(original));
+        }
+        let seq = store::next_number(&mut tx, "application_seq")
+            .await
+            .map_err(ApiError::from)?;
+        let a = ApplicationRow {
+            id: Uuid::now_v7(),
+            tracking_number: format!("APP-{}-{seq:07}", now.year()),
+            license_type_code: t.code.clone(),
+            applicant_key: self.pseudonym("applicant", &req.applicant_id),
+            municipality_code: req.municipality_code.trim().to_string(),
+            facility_name: req.facility_name.trim().to_string(),
+            activity: req.activity.trim().to_string(),
+            progress: Progress {
+                status: AppStatus::UnderReview,
+                documents: req.documents.clone(),
+                clearances: vec![],
+                inspections: vec![],
+            },
+            reason: String::new(),
+            submitted_at: now,
+            last_step_at: now,
+            version: 1,
+            license_number: None,
+        };
+        store::insert_application(&mut tx, &a)
+            .await
+            .map_err(ApiError::from)?;
+        emit(
+            &mut tx,
+            "application",
+            "submitted",
+            &a.municipality_code,
+            &a.license_type_code,
+            &a.id.to_string(),
+            now,
+            |meta| ev::ApplicationStep {
+                meta,
+                application: application_ref(&a, &t),
+                ..Default::default()
+            },
+        )
+        .await?;
+        let response = application_proto(&a);
+        idempotency::complete(&mut tx, "SubmitApplication", &req.request_id, &response).await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_application(
+        &self,
+        request: Request<pb::GetApplicationRequest>,
+    ) -> Reply<pb::Application> {
+        caller(&request)?;
+        let id = parse_id(&request.get_ref().id, "id")?;
+        let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
+        let a = store::application(&mut conn, id, false)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("application"))?;
+        Ok(Response::new(application_proto(&a)))
+    }
+
+    async fn list_applications(
+        &self,
+        request: Request<pb::ListApplicationsRequest>,
+    ) -> Reply<pb::ListApplicationsResponse> {
+        caller(&request)?;
+        let req = request.into_inner();
+        let limit = page_size(req.page_size)?;
+        let status = AppStatus::ALL
+            .into_iter()
+            .find(|s| status_proto(*s) == req.status);
+        if req.status != 0 && status.is_none() {
+            return Err(ApiError::invalid_field("status", "is not an application status").into());
+        }
+        let opt = |s: &str| Some(s.to_string()).filter(|x| !x.is_empty());
+        let (ty, muni) = (opt(&req.license_type_code), opt(&req.municipality_code));
+        let filters = format!("{ty:?}|{status:?}|{muni:?}");
+        let after = match self.tokens.cursor(&req.page_token, &filters)? {
+            None => None,
+            Some(c) => Some(
+                c.split_once('|')
+                    .and_then(|(at, id)| {
+                        Some((
+                            DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc),
+                            id.parse().ok()?,
+                        ))
+                    })
+                    .ok_or_else(|| {
+                        ApiError::invalid_field("page_token", "is not a token from this listing")
+                    })?,
+            ),
+        };
+        let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
+        let rows = store::applications(
+            &mut conn,
+            ty.as_deref(),
+            status,
+            muni.as_deref(),
+            after,
+            limit + 1,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        let more = rows.len() as i64 > limit;
+        let page: Vec<&ApplicationRow> = rows.iter().take(limit as usize).collect();
+        let next_page_token = match (more, page.last()) {
+            (true, Some(last)) => self.tokens.issue(
+                &filters,
+                &format!("{}|{}", last.submitted_at.to_rfc3339(), last.id),
+            ),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListApplicationsResponse {
+            applications: page.into_iter().map(application_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn return_for_correction(
+        &self,
+        request: Request<pb::ReturnForCorrectionRequest>,
+    ) -> Reply<pb::Application> {
+        let who = caller(&request)?.clone();
+        let req = request.into_inner();
+        if req.reason.trim().is_empty() {
+            return Err(ApiError::invalid_field("reason", "is required").into());
+        }
+        self.step(
+            &who,
+            By::Officer,
+            &req.id,
+            "returned_for_correction",
+            |a, _, _| {
+                a.progress.return_for_correction()?;
+                a.reason = req.reason.trim().to_string();
+                Ok(StepFacts {
+                    note: a.reason.clone(),
+                    ..Default::default()
+                })
+            },
+        )
+        .await
+    }
+
+    async fn resubmit_application(
+        &self,
+        request: Request<pb::ResubmitApplicationRequest>,
+    ) -> Reply<pb::Application> {
+        let who = caller(&request)?.clone();
+        let req = request.into_inner();
+        self.step(&who, By::Applicant, &req.id, "resubmitted", |a, t, _| {
+            let mut docs = a.progress.documents.clone();
+            docs.extend(req.documents.iter().cloned());
+            if let Some(d) = domain::missing_documents(t, &docs).first() {
+                return Err(StepError::Field {
+                    field: format!("documents.{d}"),
+                    message: "is required for this license type".into(),
+                });
+            }
+            a.progress.resubmit(&req.documents)?;
+            Ok(StepFacts::default())
+        })
+        .await
+    }
+
+    async fn request_clearance(
+        &self,
+        request: Request<pb::RequestClearanceRequest>,
+    ) -> Reply<pb::Application> {
+        let who = caller(&request)?.clone();
+        let req = request.into_inner();
+        let partner = req.partner_code.trim().to_string();
+        if partner.is_empty() {
+            return Err(ApiError::invalid_field("partner_code", "is required").into());
+        }
+        self.step(
+            &who,
+            By::Officer,
+            &req.id,
+            "clearance_requested",
+            |a, _, now| {
+                a.progress.request_clearance(&partner, now)?;
+                Ok(StepFacts {
+                    partner_code: partner.clone(),
+                    ..Default::default()
+                })
+            },
+        )
+        .await
+    }
+
+    async fn record_clearance(
+        &self,
+        request: Request<pb::RecordClearanceRequest>,
+    ) -> Reply<pb::Application> {
+        let who = caller(&request)?.clone();
+        let req = request.into_inner();
+        // The partner body itself records its clearance (or an admin for it).
+        let own = who.role == Role::Admin
+            || (who.role == Role::Partner
+                && who.partner.as_deref() == Some(req.partner_code.as_str()));
+        if !own {
+            return Err(ApiError::permission_denied(
+                "only the partner body records its own clearance",
+            )
+            .into());
+        }
+        if !req.granted && req.note.trim().is_empty() {
+            return Err(
+                ApiError::invalid_field("note", "is required when a clearance is refused").into(),
+            );
+        }
+        let admin_view = CallerIdentity {
+            role: Role::Admin,
+            ..who.clone()
+        };
+        self.step(
+            &admin_view,
+            By::Officer,
+            &req.id,
+            "clearance_recorded",
+            |a, _, now| {
+                a.progress.record_clearance(
+                    &req.partner_code,
+                    req.granted,
+                    req.note.trim(),
+                    now,
+                )?;
+                Ok(StepFacts {
+                    partner_code: req.partner_code.clone(),
+                    positive: req.granted,
+                    note: req.note.trim().to_string(),
+                    ..Default::default()
+                })
+            },
+        )
+        .await
+    }
+
+    async fn schedule_inspection(
+        &self,
+        request: Request<pb::ScheduleInspectionRequest>,
+    ) -> Reply<pb::Application> {
+        let who = caller(&request)?.clone();
+        let req = request.into_inner();
+        let when = req
+            .scheduled_for
+            .as_ref()
+            .and_then(instant)
+            .ok_or_else(|| ApiError::invalid_field("scheduled_for", "is required"))?;
+        self.step(
+            &who,
+            By::Officer,
+            &req.id,
+            "inspection_scheduled",
+            |a, t, _| {
+                a.progress.schedule_inspection(t, &req.kind, when)?;
+                Ok(StepFacts {
+                    inspection_kind: req.kind.clone(),
+                    ..Default::default()
+                })
+            },
+        )
+        .await
+    }
+
+    async fn record_inspection(
+        &self,
+        request: Request<pb::RecordInspectionRequest>,
+    ) -> Reply<pb::Application> {
+        let who = caller(&request)?.clone();
+        let req = request.into_inner();
+        self.step(
+            &who,
+            By::Officer,
+            &req.id,
+            "inspection_recorded",
+            |a, _, now| {
+                a.progress
+                    .record_inspection(&req.kind, req.passed, req.notes.trim(), now)?;
+                Ok(StepFacts {
+                    inspection_kind: req.kind.clone(),
+                    positive: req.passed,
+                    note: req.notes.trim().to_string(),
+                    ..Default::default()
+                })
+            },
+        )
+        .await
+    }
+
+    async fn approve_application(
+        &self,
+        request: Request<pb::ApproveApplicationRequest>,
+    ) -> Reply<pb::Application> {
+        let who = caller(&request)?.clone();
+        let id = request.into_inner().id;
+        self.step(&who, By::Officer, &id, "approved", |a, t, _| {
+            a.progress.approve(t)?;
+            Ok(StepFacts {
+                positive: true,
+                ..Default::default()
+            })
+        })
+        .await
+    }
+
+    async fn reject_application(
+        &self,
+        request: Request<pb::RejectApplicationRequest>,
+    ) -> Reply<pb::Application> {
+        let who = caller(&request)?.clone();
+        let req = request.into_inner();
+        if req.reason.trim().is_empty() {
+            return Err(ApiError::invalid_field("reason", "is required").into());
+        }
+        self.step(&who, By::Officer, &req.id, "rejected", |a, _, _| {
+            a.progress.reject()?;
+            a.reason = req.reason.trim().to_string();
+            Ok(StepFacts {
+                note: a.reason.clone(),
+                ..Default::default()
+            })
+        })
+        .await
+    }
+
+    async fn issue_license(&self, request: Request<pb::IssueLicenseRequest>) -> Reply<pb::License> {
+        allow(caller(&request)?, By::Officer)?;
+        let id = parse_id(&request.get_ref().application_id, "application_id")?;
+        let now = self.clock.now();
+        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        let mut a = store::application(&mut tx, id, true)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("application"))?;
+        let t = store::license_type(&mut tx, &a.license_type_code)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::internal(&"unknown type"))?;
+        a.progress.issue().map_err(step_error)?;
+        let seq = store::next_number(&mut tx, "license_seq")
+            .await
+            .map_err(ApiError::from)?;
+        let l = LicenseRow {
+            number: format!("{}-{}-{seq:07}", t.code, now.year()),
+            license_type_code: t.code.clone(),
+            application_id: a.id,
+            municipality_code: a.municipality_code.clone(),
+            facility_name: a.facility_name.clone(),
+            activity: a.activity.clone(),
+            holder_key: a.applicant_key.clone(),
+            status: "active".into(),
+            valid_from: now,
+            valid_to: now + chrono::Duration::days(i64::from(t.validity_days)),
+            renews: None,
+            suspension_reason: None,
+            submitted_at: a.submitted_at,
+        };
+        store::insert_license(&mut tx, &l)
+            .await
+            .map_err(ApiError::from)?;
+        a.license_number = Some(l.number.clone());
+        a.version += 1;
+        a.last_step_at = now;
+        store::update_application(&mut tx, &a)
+            .await
+            .map_err(ApiError::from)?;
+        self.license_changed(&mut tx, "issued", &l, now).await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(license_proto(&l)))
+    }
+
+    async fn get_license(&self, request: Request<pb::GetLicenseRequest>) -> Reply<pb::License> {
+        caller(&request)?;
+        let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
+        let l = store::license(&mut conn, &request.get_ref().number, false)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("license"))?;
+        Ok(Response::new(license_proto(&l)))
+    }
+
+    async fn renew_license(&self, request: Request<pb::RenewLicenseRequest>) -> Reply<pb::License> {
+        allow(caller(&request)?, By::Applicant)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        idempotency::check_request_id(&req.request_id, &mut v);
+        v.require(&req.number, "number");
+        v.finish()?;
+        let now = self.clock.now();
+        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        if let Claim::Replay(original) = idempotency::claim::<pb::License>(
+            &mut tx,
+            "RenewLicense",
+            &req.request_id,
+            &req.encode_to_vec(),
+        )
+        .await?
+        {
+            return Ok(Response::new(original));
+        }
+        let old = store::license(&mut tx, &req.number, true)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("license"))?;
+        if old.status != "active" {
+            return Err(ApiError::failed_precondition(format!(
+                "only an active license is renewed; it is {}",
+                old.status
+            ))
+            .into());
+        }
+        let t = store::license_type(&mut tx, &old.license_type_code)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::internal(&"unknown type"))?;
+        let (from, to) = domain::renewal(&t, old.valid_to, now).map_err(step_error)?;
+        let seq = store::next_number(&mut tx, "license_seq")
+            .await
+            .map_err(ApiError::from)?;
+        let new = LicenseRow {
+            number: format!("{}-{}-{seq:07}", t.code, now.year()),
+            valid_from: from,
+            valid_to: to,
+            renews: Some(old.number.clone()),
+            status: "active".into(),
+            suspension_reason: None,
+            ..old.clone()
+        };
+        store::insert_license(&mut tx, &new)
+            .await
+            .map_err(ApiError::from)?;
+        store::set_license_status(&mut tx, &old.number, "renewed", None)
+            .await
+            .map_err(ApiError::from)?;
+        self.license_changed(&mut tx, "renewed", &new, now).await?;
+        let response = license_proto(&new);
+        idempotency::complete(&mut tx, "RenewLicense", &req.request_id, &response).await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(response))
+    }
+
+    async fn suspend_license(
+        &self,
+        request: Request<pb::SuspendLicenseRequest>,
+    ) -> Reply<pb::License> {
+        allow(caller(&request)?, By::Officer)?;
+        let req = request.into_inner();
+        if req.reason.trim().is_empty() {
+            return Err(ApiError::invalid_field("reason", "is required").into());
+        }
+        let now = self.clock.now();
+        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        let l = store::license(&mut tx, &req.number, true)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("license"))?;
+        if l.status != "active" {
+            return Err(ApiError::new(
+                ErrorKind::FailedPrecondition,
+                format!("only an active license is suspended; it is {}", l.status),
+            )
+            .into());
+        }
+        store::set_license_status(&mut tx, &l.number, "suspended", Some(req.reason.trim()))
+            .await
+            .map_err(ApiError::from)?;
+        self.license_changed(&mut tx, "suspended", &l, now).await?;
+        let l = store::license(&mut tx, &req.number, false)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("license"))?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(license_proto(&l)))
+    }
+
+    async fn record_facility_inspection(
+        &self,
+        request: Request<pb::RecordFacilityInspectionRequest>,
+    ) -> Reply<pb::FacilityInspection> {
+        let who = caller(&request)?.clone();
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        idempotency::check_request_id(&req.request_id, &mut v);
+        v.require(&req.license_number, "license_number");
+        v.check(
+            matches!(req.activity.as_str(), "PUBLIC_HEALTH" | "COMMERCIAL_MARKET"),
+            "activity",
+            "must be PUBLIC_HEALTH or COMMERCIAL_MARKET",
+        );
+        v.require(&req.operator_code, "operator_code");
+        v.check(
+            !req.items.is_empty(),
+            "items",
+            "at least one checklist item is required",
+        );
+        for (i, item) in req.items.iter().enumerate() {
+            v.require(&item.code, &format!("items[{i}].code"));
+            v.check(
+                item.passed
+                    || pb::Severity::try_from(item.severity)
+                        .is_ok_and(|s| s != pb::Severity::Unspecified),
+                &format!("items[{i}].severity"),
+                "is required for a failed item",
+            );
+        }
+        let at = match req.inspected_at.as_ref().map(instant) {
+            None => self.clock.now(),
+            Some(Some(t)) if t <= self.clock.now() => t,
+            Some(_) => {
+                v.add("inspected_at", "must be a valid instant, not in the future");
+                self.clock.now()
+            }
+        };
+        v.finish()?;
+        let private = req.operator_code != "MUNICIPAL";
+        let allowed = match who.role {
+            Role::Admin | Role::Operator => true,
+            Role::Partner => private && who.partner.as_deref() == Some(req.operator_code.as_str()),
+            _ => false,
+        };
+        if !allowed {
+            return Err(ApiError::permission_denied(
+                "inspections are recorded by municipal inspectors or the operator itself",
+            )
+            .into());
+        }
+        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        if let Claim::Replay(original) = idempotency::claim::<pb::FacilityInspection>(
+            &mut tx,
+            "RecordFacilityInspection",
+            &req.request_id,
+            &req.encode_to_vec(),
+        )
+        .await?
+        {
+            return Ok(Response::new(original));
+        }
+        let license = store::license(&mut tx, &req.license_number, true)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("license"))?;
+        let failed = |s: pb::Severity| {
+            req.items
+                .iter()
+                .filter(|i| !i.passed && i.severity == s as i32)
+                .count() as u32
+        };
+        let (minor, major, critical) = (
+            failed(pb::Severity::Minor),
+            failed(pb::Severity::Major),
+            failed(pb::Severity::Critical),
+        );
+        let compliant = req.items.iter().all(|i| i.passed);
+        let suspend = critical > 0 && self.suspend_on_critical && license.status == "active";
+        let id = Uuid::now_v7();
+        let items = serde_json::Value::Array(
+            req.items
+                .iter()
+                .map(|i| serde_json::json!({ "code": i.code, "passed": i.passed, "severity": i.severity, "note": i.note }))
+                .collect(),
+        );
+        store::insert_facility_inspection(
+            &mut tx,
+            id,
+            &license,
+            &req.activity,
+            &req.operator_code,
+            private,
+            compliant,
+            &items,
+            at,
+            suspend,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        if suspend {
+            store::set_license_status(
+                &mut tx,
+                &license.number,
+                "suspended",
+                Some("critical violation in a compliance inspection"),
+            )
+            .await
+            .map_err(ApiError::from)?;
+            self.license_changed(&mut tx, "suspended", &license, at)
+                .await?;
+        }
+        emit(
+            &mut tx,
+            "facility",
+            "inspection_recorded",
+            &license.municipality_code,
+            &req.activity,
+            &id.to_string(),
+            at,
+            |meta| ev::FacilityInspectionRecorded {
+                meta,
+                inspection_id: id.to_string(),
+                license_number: license.number.clone(),
+                activity: req.activity.clone(),
+                operator_code: req.operator_code.clone(),
+                private_operator: private,
+                compliant,
+                minor_violations: minor,
+                major_violations: major,
+                critical_violations: critical,
+                municipality_code: license.municipality_code.clone(),
+            },
+        )
+        .await?;
+        let response = pb::FacilityInspection {
+            id: id.to_string(),
+            license_number: license.number.clone(),
+            activity: req.activity.clone(),
+            operator_code: req.operator_code.clone(),
+            private_operator: private,
+            compliant,
+            items: req.items.clone(),
+            inspected_at: Some(timestamp(at)),
+            suspended_license: suspend,
+            municipality_code: license.municipality_code.clone(),
+        };
+        idempotency::complete(
+            &mut tx,
+            "RecordFacilityInspection",
+            &req.request_id,
+            &response,
+        )
+        .await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(response))
+    }
+}

@@ -1,0 +1,175 @@
+//! Licensing service (`baladiya.licensing.v1.LicensingService`, schema
+//! `licensing`): applications against the 5, 15 and 60 day targets, licenses
+//! (renewal, suspension, expiry), and facility compliance inspections.
+//!
+//! - [`domain`]: license types, the application state machine, renewal rules;
+//! - [`store`]: SQL; [`api`]: gRPC, each step one transaction with its event;
+//! - [`seed`]: license types as editable data.
+//!
+//! Events (`baladiya.licensing.<application|license|facility>.<event>.<MUNICIPALITY>.<TYPE>`)
+//! carry the instants steps happened, so the SLA watcher runs decision and
+//! clearance clocks and the KPI service measures time to license and compliance.
+
+pub mod api;
+pub mod domain;
+pub mod seed;
+pub mod store;
+
+use std::path::Path;
+use std::time::Duration;
+
+use baladiya_platform::app::{
+    BackgroundTask, ServiceContext, ServiceModule, StartError, seed_error,
+};
+use baladiya_platform::clock::Clock;
+use baladiya_platform::config::{
+    Environment, KeyError, Secret, SectionHandler, ServiceConfig, hex_bytes,
+};
+use baladiya_platform::events::{StreamSpec, streams};
+use baladiya_platform::grpc::Mounted;
+use baladiya_proto::licensing::v1::licensing_service_server::LicensingServiceServer;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+
+static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+const DEV_PSEUDONYM_KEY: &str =
+    "6465762d6f6e6c792d6c6963656e73696e672d6b65792d6e6f742d666f722d70726f64";
+
+/// The `[licensing]` configuration section.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LicensingConfig {
+    /// HMAC key for applicant and holder pseudonyms in events: 64+ hex characters.
+    pub pseudonym_key: Secret,
+    /// Whether a critical violation in a compliance inspection suspends the license.
+    pub suspend_on_critical: bool,
+    /// How often to look for licenses past validity and grace, in seconds.
+    pub expiry_check_secs: u64,
+}
+
+impl Default for LicensingConfig {
+    fn default() -> Self {
+        Self {
+            pseudonym_key: Secret::new(DEV_PSEUDONYM_KEY),
+            suspend_on_critical: true,
+            expiry_check_secs: 60,
+        }
+    }
+}
+
+impl ServiceConfig for LicensingConfig {
+    const SECTION: &'static str = "licensing";
+
+    fn validate(&self, environment: Environment) -> Vec<KeyError> {
+        let mut errors = Vec::new();
+        if hex_bytes(self.pseudonym_key.expose()).is_none_or(|k| k.len() < 32) {
+            errors.push(KeyError {
+                key: "pseudonym_key".into(),
+                message: "must be at least 64 hex characters".into(),
+            });
+        }
+        if environment == Environment::Production
+            && self.pseudonym_key.expose() == DEV_PSEUDONYM_KEY
+        {
+            errors.push(KeyError {
+                key: "pseudonym_key".into(),
+                message: "the development key is refused in production".into(),
+            });
+        }
+        if self.expiry_check_secs == 0 {
+            errors.push(KeyError {
+                key: "expiry_check_secs".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        errors
+    }
+}
+
+/// The licensing service module.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LicensingService;
+
+async fn expiry_sweep(
+    pool: PgPool,
+    clock: Clock,
+    every: Duration,
+    mut stop: baladiya_platform::shutdown::Shutdown,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.wait() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match api::expire(&pool, &clock).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "licenses expired"),
+            Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+        }
+    }
+}
+
+impl ServiceModule for LicensingService {
+    fn name(&self) -> &'static str {
+        "licensing"
+    }
+    fn description(&self) -> &'static str {
+        "license applications, licenses (renewal, suspension, expiry), facility compliance inspections"
+    }
+    fn migrator(&self) -> Migrator {
+        Migrator::with_migrations(MIGRATIONS.iter().cloned().collect())
+    }
+    fn streams(&self) -> &'static [StreamSpec] {
+        std::slice::from_ref(&streams::LICENSING)
+    }
+    fn config_section(&self) -> Option<SectionHandler> {
+        Some(SectionHandler::of::<LicensingConfig>())
+    }
+    fn seed<'a>(
+        &'a self,
+        pool: &'a PgPool,
+        _clock: &'a Clock,
+        dir: &'a Path,
+    ) -> BoxFuture<'a, Result<Option<String>, StartError>> {
+        Box::pin(async move {
+            seed::load(pool, dir)
+                .await
+                .map(Some)
+                .map_err(|e| seed_error("licensing", dir, e))
+        })
+    }
+    fn start<'a>(
+        &'a self,
+        ctx: &'a ServiceContext,
+        mounted: &'a mut Mounted,
+    ) -> BoxFuture<'a, Result<Vec<BackgroundTask>, StartError>> {
+        Box::pin(async move {
+            let config: LicensingConfig =
+                ctx.config.section().map_err(|e| StartError::Service {
+                    service: "licensing",
+                    reason: format!("{e:?}"),
+                })?;
+            mounted.add(
+                ctx.protect(
+                    LicensingServiceServer::new(api::LicensingApi {
+                        pool: ctx.pool.clone(),
+                        clock: ctx.clock.clone(),
+                        tokens: ctx.config.server.page_tokens(),
+                        pseudonym_key: hex_bytes(config.pseudonym_key.expose()).unwrap_or_default(),
+                        suspend_on_critical: config.suspend_on_critical,
+                    })
+                    .max_decoding_message_size(ctx.config.server.max_request_bytes),
+                ),
+            );
+            Ok(vec![Box::pin(expiry_sweep(
+                ctx.pool.clone(),
+                ctx.clock.clone(),
+                Duration::from_secs(config.expiry_check_secs),
+                ctx.background_shutdown(),
+            )) as BackgroundTask])
+        })
+    }
+}
