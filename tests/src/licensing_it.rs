@@ -267,6 +267,37 @@ async fn every_license_type_follows_its_path() -> anyhow::Result<()> {
         pb::LicenseStatus::Active as i32
     );
 
+    // A land subdivision: MOJ's deed clearance, then approval and issuance.
+    let app = l
+        .submit("LAND_SUBDIVISION", &["survey_plan", "ownership_deed"])
+        .await?;
+    l.client
+        .request_clearance(authorized(
+            pb::RequestClearanceRequest {
+                id: app.id.clone(),
+                partner_code: "MOJ".into(),
+            },
+            &l.officer,
+        ))
+        .await?;
+    l.client
+        .record_clearance(authorized(
+            pb::RecordClearanceRequest {
+                id: app.id.clone(),
+                partner_code: "MOJ".into(),
+                granted: true,
+                note: String::new(),
+            },
+            &moj,
+        ))
+        .await?;
+    assert!(
+        l.approve_and_issue(&app.id)
+            .await?
+            .number
+            .starts_with("LAND_SUBDIVISION-")
+    );
+
     // A food establishment: a failed public-health inspection blocks approval until one passes.
     let app = l
         .submit(

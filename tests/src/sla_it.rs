@@ -40,9 +40,16 @@ struct Sla {
 
 impl Sla {
     async fn start(at: &str) -> anyhow::Result<Self> {
+        Self::start_with(at, toml::Table::new()).await
+    }
+
+    async fn start_with(at: &str, sla_section: toml::Table) -> anyhow::Result<Self> {
         let env = TestEnv::new();
         let mut config = env.config();
         config.clock.start = riyadh(at).to_rfc3339();
+        config
+            .sections
+            .insert("sla".into(), toml::Value::Table(sla_section));
         let platform = RunningPlatform::start(
             config,
             vec![
@@ -744,5 +751,257 @@ async fn preview_clock_runs_the_live_arithmetic() -> anyhow::Result<()> {
     let _ = sla
         .list_breaches(authorized(pb::ListBreachesRequest::default(), &s.admin))
         .await?;
+    s.stop().await
+}
+
+/// Requests a webhook server saw: (path, signature header, body).
+type SeenRequests = Arc<std::sync::Mutex<Vec<(String, String, Vec<u8>)>>>;
+
+/// A partner's HTTPS webhook server: answers 500 on `/flaky` once then 200,
+/// and always 500 on `/dead`; records every request.
+struct HookServer {
+    port: u16,
+    ca_file: std::path::PathBuf,
+    seen: SeenRequests,
+}
+
+impl HookServer {
+    async fn start() -> anyhow::Result<Self> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+        let ca_file = std::env::temp_dir().join(format!(
+            "baladiya-hook-{}.pem",
+            uuid::Uuid::now_v7().simple()
+        ));
+        std::fs::write(&ca_file, cert.cert.pem())?;
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let seen: SeenRequests = Arc::default();
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, record) = (acceptor.clone(), record.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let (head, body) = loop {
+                        let Ok(n) = tls.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..at]).to_string();
+                            let length: usize = head
+                                .lines()
+                                .find_map(|l| {
+                                    l.to_lowercase()
+                                        .strip_prefix("content-length:")
+                                        .map(|v| v.trim().parse().unwrap_or(0))
+                                })
+                                .unwrap_or(0);
+                            while buf.len() < at + 4 + length {
+                                let Ok(n) = tls.read(&mut chunk).await else {
+                                    return;
+                                };
+                                if n == 0 {
+                                    break;
+                                }
+                                buf.extend_from_slice(&chunk[..n]);
+                            }
+                            break (head, buf[at + 4..].to_vec());
+                        }
+                    };
+                    let path = head
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_string();
+                    let signature = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("X-Baladiya-Signature: ").map(String::from))
+                        .unwrap_or_default();
+                    let earlier = {
+                        let mut seen = record.lock().expect("lock");
+                        let earlier = seen.iter().filter(|(p, _, _)| *p == path).count();
+                        seen.push((path.clone(), signature, body));
+                        earlier
+                    };
+                    let ok = path == "/flaky" && earlier >= 1;
+                    let status = if ok {
+                        "200 OK"
+                    } else {
+                        "500 Internal Server Error"
+                    };
+                    let _ = tls.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        Ok(Self {
+            port,
+            ca_file,
+            seen,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalations_reach_partner_webhooks_signed_retried_and_dead_lettered() -> anyhow::Result<()>
+{
+    let hooks = HookServer::start().await?;
+    let mut section = toml::Table::new();
+    section.insert(
+        "webhook_ca_file".into(),
+        hooks.ca_file.display().to_string().into(),
+    );
+    section.insert("webhook_max_attempts".into(), 3.into());
+    section.insert("webhook_backoff_ms".into(), 50.into());
+    let s = Sla::start_with("2026-04-02 13:00", section).await?;
+    // MEWA asks for level 1 and level 2 escalations by webhook.
+    let operator = s.platform.token(Role::Operator);
+    let url = |path: &str| format!("https://localhost:{}{path}", hooks.port);
+    let wd = |days, minutes| Some(baladiya_proto::common::v1::WorkingDuration { days, minutes });
+    let mut client =
+        partners::partner_service_client::PartnerServiceClient::new(s.platform.channel().await?);
+    let published = eventually(20, "the seeded MEWA agreement", || {
+        let (mut client, operator) = (client.clone(), operator.clone());
+        let agreement = partners::Agreement {
+            partner_code: "MEWA".into(),
+            effective_from: Some(timestamp(riyadh("2026-04-01 00:00"))),
+            terms: vec![partners::SlaTerms {
+                acknowledge_within: wd(0, 240),
+                resolve_within: wd(3, 0),
+                calendar_id: "sa-gov".into(),
+                ..Default::default()
+            }],
+            escalation_ladder: vec![
+                partners::EscalationLevel {
+                    level: 1,
+                    delay_after_breach: wd(0, 0),
+                    contact: "focal point".into(),
+                    webhook_url: url("/flaky"),
+                    ..Default::default()
+                },
+                partners::EscalationLevel {
+                    level: 2,
+                    delay_after_breach: wd(1, 0),
+                    contact: "deputy minister".into(),
+                    webhook_url: url("/dead"),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        async move {
+            Ok(client
+                .publish_agreement(authorized(
+                    partners::PublishAgreementRequest {
+                        request_id: uuid::Uuid::now_v7().to_string(),
+                        agreement: Some(agreement),
+                    },
+                    &operator,
+                ))
+                .await
+                .ok()
+                .map(|r| r.into_inner()))
+        }
+    })
+    .await?;
+    assert_eq!(published.version, 2);
+    client
+        .get_partner(authorized(
+            partners::GetPartnerRequest {
+                code: "MEWA".into(),
+            },
+            &operator,
+        ))
+        .await?;
+    // Let the replica take version 2 before the case arrives.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let case = s.report("WATER_LEAK", "water").await?;
+    let clocks = s.clocks(&case.id, 3).await?;
+    assert_eq!(clocks["acknowledge:MEWA"].agreement_version, 2);
+    s.platform.clock.set(riyadh("2026-04-06 10:30")).await?;
+
+    let mut sla = s.sla.clone();
+    let admin = s.admin.clone();
+    let escalations = eventually(30, "one delivered and one dead webhook", || {
+        let (mut sla, admin) = (sla.clone(), admin.clone());
+        let ack_id = clocks["acknowledge:MEWA"].id.clone();
+        async move {
+            let list = sla
+                .list_escalations(authorized(
+                    pb::ListEscalationsRequest {
+                        partner_code: "MEWA".into(),
+                        ..Default::default()
+                    },
+                    &admin,
+                ))
+                .await?
+                .into_inner()
+                .escalations;
+            let ours: Vec<pb::Escalation> =
+                list.into_iter().filter(|e| e.clock_id == ack_id).collect();
+            let done = ours
+                .iter()
+                .any(|e| e.level == 1 && e.webhook_state == "delivered")
+                && ours
+                    .iter()
+                    .any(|e| e.level == 2 && e.webhook_state == "dead");
+            Ok(done.then_some(ours))
+        }
+    })
+    .await?;
+    let level1 = escalations.iter().find(|e| e.level == 1).expect("level 1");
+    let level2 = escalations.iter().find(|e| e.level == 2).expect("level 2");
+    assert_eq!(
+        (level1.webhook_attempts, level2.webhook_attempts),
+        (2, 3),
+        "retried once, then dead after three"
+    );
+
+    let seen = hooks.seen.lock().expect("lock").clone();
+    let flaky: Vec<_> = seen.iter().filter(|(p, _, _)| p == "/flaky").collect();
+    assert_eq!(flaky.len(), 2);
+    assert_eq!(flaky[0].2, flaky[1].2, "a retry sends the same body");
+    let secret = baladiya_platform::config::hex_bytes(
+        baladiya_sla_watcher::SlaConfig::default()
+            .webhook_secret
+            .expose(),
+    )
+    .expect("hex");
+    assert_eq!(
+        flaky[1].1,
+        baladiya_sla_watcher::webhook::signature(&secret, &flaky[1].2),
+        "signed with the shared secret"
+    );
+    let body: serde_json::Value = serde_json::from_slice(&flaky[1].2)?;
+    assert_eq!(body["level"], 1);
+    assert_eq!(body["tracking_number"], case.tracking_number.as_str());
+    let _ = sla
+        .get_clocks(authorized(
+            pb::GetClocksRequest {
+                subject_kind: "case".into(),
+                subject_id: case.id.clone(),
+            },
+            &s.admin,
+        ))
+        .await?;
+    let _ = std::fs::remove_file(&hooks.ca_file);
     s.stop().await
 }

@@ -97,6 +97,8 @@ fn escalation_proto(e: &EscalationRow) -> pb::Escalation {
         acknowledged_by: e.acknowledged_by.clone().unwrap_or_default(),
         note: e.note.clone().unwrap_or_default(),
         metric: e.metric.clone(),
+        webhook_state: e.webhook.as_ref().map(|w| w.0.clone()).unwrap_or_default(),
+        webhook_attempts: e.webhook.as_ref().map_or(0, |w| w.1.max(0) as u32),
     }
 }
 

@@ -130,6 +130,7 @@ async fn new_clock(
             level: l.level,
             delay_secs: cal.duration(l.delay_after_breach).as_secs(),
             contact: l.contact.clone(),
+            webhook_url: l.webhook_url.clone(),
         })
         .collect();
     let terms = Terms {
@@ -509,6 +510,7 @@ async fn fire(
                 level,
                 delay_secs: 0,
                 contact: String::new(),
+                webhook_url: String::new(),
             });
         let breach = c.breached_at.unwrap_or(at);
         let escalation = EscalationRow {
@@ -528,8 +530,33 @@ async fn fire(
             acknowledged_at: None,
             acknowledged_by: None,
             note: None,
+            webhook: None,
         };
         if store::add_escalation(conn, &escalation).await? {
+            if !stored.webhook_url.is_empty() {
+                let body = serde_json::json!({
+                    "escalation_id": escalation.id,
+                    "level": level,
+                    "partner_code": c.partner_code,
+                    "subject_kind": c.subject_kind,
+                    "subject_id": c.subject_id,
+                    "tracking_number": c.tracking_number,
+                    "metric": c.metric,
+                    "contact": stored.contact,
+                    "agreement_version": c.agreement_version,
+                    "deadline": breach.to_rfc3339(),
+                    "raised_at": at.to_rfc3339(),
+                    "overdue_working_seconds": stored.delay_secs,
+                    "overdue_wall_seconds": escalation.overdue_wall_secs,
+                });
+                crate::webhook::enqueue(
+                    conn,
+                    escalation.id,
+                    &stored.webhook_url,
+                    body.to_string().as_bytes(),
+                )
+                .await?;
+            }
             let overdue_working =
                 prost_types::Duration::try_from(Duration::from_secs(stored.delay_secs)).ok();
             let overdue_wall = prost_types::Duration::try_from(Duration::from_secs(

@@ -18,6 +18,7 @@ pub mod consumers;
 pub mod derive;
 pub mod engine;
 pub mod store;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +26,9 @@ use std::time::Duration;
 
 use baladiya_platform::app::{BackgroundTask, ServiceContext, ServiceModule, StartError};
 use baladiya_platform::clock::Clock;
-use baladiya_platform::config::{Environment, KeyError, SectionHandler, ServiceConfig};
+use baladiya_platform::config::{
+    Environment, KeyError, Secret, SectionHandler, ServiceConfig, hex_bytes,
+};
 use baladiya_platform::events::{StreamSpec, streams};
 use baladiya_platform::grpc::Mounted;
 use baladiya_platform::shutdown::Shutdown;
@@ -37,6 +40,35 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgListener;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// Development-only webhook secret; refused in production.
+const DEV_WEBHOOK_SECRET: &str =
+    "6465762d6f6e6c792d776562686f6f6b2d7365637265742d6e6f742d666f722d70726f64";
+
+/// Delivers escalation webhooks until shutdown.
+async fn deliver_webhooks(
+    pool: PgPool,
+    client: webhook::WebhookClient,
+    max_attempts: i32,
+    backoff: Duration,
+    mut stop: Shutdown,
+) {
+    loop {
+        let attempted = webhook::deliver_due(&pool, &client, max_attempts, backoff)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "webhook delivery round failed");
+                0
+            });
+        if attempted > 0 {
+            continue;
+        }
+        tokio::select! {
+            _ = stop.wait() => return,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
 
 /// The `[sla]` configuration section.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -52,6 +84,14 @@ pub struct SlaConfig {
     /// Longest wait between looks for due timers, in milliseconds (timers
     /// created in this process wake the loop at once).
     pub timer_poll_ms: u64,
+    /// HMAC key that signs webhook bodies (secret): 64+ hex characters.
+    pub webhook_secret: Secret,
+    /// PEM file of extra CAs trusted for partners' webhook servers; empty for none.
+    pub webhook_ca_file: String,
+    /// Attempts before a webhook delivery is marked dead.
+    pub webhook_max_attempts: i32,
+    /// First retry delay, in milliseconds; doubles each attempt (at most an hour).
+    pub webhook_backoff_ms: u64,
 }
 
 impl Default for SlaConfig {
@@ -61,6 +101,10 @@ impl Default for SlaConfig {
             end_to_end_calendar: "sa-gov".into(),
             end_to_end_calendars: BTreeMap::from([("MUSCAT".to_string(), "om-gov".to_string())]),
             timer_poll_ms: 250,
+            webhook_secret: Secret::new(DEV_WEBHOOK_SECRET),
+            webhook_ca_file: String::new(),
+            webhook_max_attempts: 8,
+            webhook_backoff_ms: 1_000,
         }
     }
 }
@@ -78,8 +122,36 @@ impl SlaConfig {
 impl ServiceConfig for SlaConfig {
     const SECTION: &'static str = "sla";
 
-    fn validate(&self, _environment: Environment) -> Vec<KeyError> {
+    fn validate(&self, environment: Environment) -> Vec<KeyError> {
         let mut errors = Vec::new();
+        if hex_bytes(self.webhook_secret.expose()).is_none_or(|k| k.len() < 32) {
+            errors.push(KeyError {
+                key: "webhook_secret".into(),
+                message: "must be at least 64 hex characters".into(),
+            });
+        }
+        if environment == Environment::Production
+            && self.webhook_secret.expose() == DEV_WEBHOOK_SECRET
+        {
+            errors.push(KeyError {
+                key: "webhook_secret".into(),
+                message: "the development key is refused in production".into(),
+            });
+        }
+        if !(1..=100).contains(&self.webhook_max_attempts) {
+            errors.push(KeyError {
+                key: "webhook_max_attempts".into(),
+                message: "must be between 1 and 100".into(),
+            });
+        }
+        if !self.webhook_ca_file.is_empty()
+            && !std::path::Path::new(&self.webhook_ca_file).is_file()
+        {
+            errors.push(KeyError {
+                key: "webhook_ca_file".into(),
+                message: "is not a readable file".into(),
+            });
+        }
         if !(1..=365).contains(&self.end_to_end_days) {
             errors.push(KeyError {
                 key: "end_to_end_days".into(),
@@ -178,6 +250,21 @@ impl ServiceModule for SlaWatcher {
                 reason: format!("{e:?}"),
             })?;
             let poll = Duration::from_millis(config.timer_poll_ms);
+            let client = webhook::WebhookClient::new(
+                &hex_bytes(config.webhook_secret.expose()).unwrap_or_default(),
+                &config.webhook_ca_file,
+            )
+            .map_err(|e| StartError::Service {
+                service: "sla-watcher",
+                reason: e.to_string(),
+            })?;
+            let deliveries = deliver_webhooks(
+                ctx.pool.clone(),
+                client,
+                config.webhook_max_attempts,
+                Duration::from_millis(config.webhook_backoff_ms),
+                ctx.background_shutdown(),
+            );
             let config = Arc::new(config);
             mounted.add(
                 ctx.protect(
@@ -211,6 +298,7 @@ impl ServiceModule for SlaWatcher {
                         config,
                     },
                 ),
+                Box::pin(deliveries),
                 Box::pin(fire_timers(
                     ctx.pool.clone(),
                     ctx.clock.clone(),

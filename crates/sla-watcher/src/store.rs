@@ -266,6 +266,9 @@ pub struct StoredLevel {
     pub level: u32,
     pub delay_secs: u64,
     pub contact: String,
+    /// Where the partner wants the escalation POSTed, if anywhere.
+    #[serde(default)]
+    pub webhook_url: String,
 }
 
 /// A clock as stored.
@@ -581,10 +584,14 @@ pub struct EscalationRow {
     pub acknowledged_at: Option<DateTime<Utc>>,
     pub acknowledged_by: Option<String>,
     pub note: Option<String>,
+    /// The webhook delivery's state and attempts, if one was asked for.
+    pub webhook: Option<(String, i32)>,
 }
 
 const ESCALATION_COLUMNS: &str = "id, clock_id, level, partner_code, subject_kind, subject_id, tracking_number, metric,
-    contact, agreement_version, raised_at, overdue_working_secs, overdue_wall_secs, acknowledged_at, acknowledged_by, note";
+    contact, agreement_version, raised_at, overdue_working_secs, overdue_wall_secs, acknowledged_at, acknowledged_by, note,
+    (SELECT state FROM webhook_deliveries d WHERE d.escalation_id = escalations.id) AS webhook_state,
+    (SELECT attempts FROM webhook_deliveries d WHERE d.escalation_id = escalations.id) AS webhook_attempts";
 
 fn escalation_row(r: &sqlx::postgres::PgRow) -> Result<EscalationRow, sqlx::Error> {
     Ok(EscalationRow {
@@ -604,6 +611,16 @@ fn escalation_row(r: &sqlx::postgres::PgRow) -> Result<EscalationRow, sqlx::Erro
         acknowledged_at: r.try_get("acknowledged_at")?,
         acknowledged_by: r.try_get("acknowledged_by")?,
         note: r.try_get("note")?,
+        webhook: r
+            .try_get::<Option<String>, _>("webhook_state")?
+            .map(|state| {
+                Ok::<_, sqlx::Error>((
+                    state,
+                    r.try_get::<Option<i32>, _>("webhook_attempts")?
+                        .unwrap_or(0),
+                ))
+            })
+            .transpose()?,
     })
 }
 

@@ -1,0 +1,222 @@
+//! Webhook delivery of escalations to partners whose ladder asks for it.
+//!
+//! A delivery is written with the escalation (same transaction), then POSTed
+//! over HTTPS as JSON with `X-Baladiya-Signature: sha256=<HMAC of the body>`
+//! under `sla.webhook_secret`, retried with doubling backoff, and marked `dead`
+//! after `sla.webhook_max_attempts` (visible in `ListEscalations`). Deliveries
+//! are claimed with `FOR UPDATE SKIP LOCKED`, so replicas share them. Retry
+//! timing is wall-clock time: it is about the partner's server, not SLA time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use sha2::Sha256;
+use sqlx::{PgConnection, PgPool, Row};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
+
+/// Why a webhook client could not be built or a POST failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("sla.webhook_ca_file: {0}")]
+    CaFile(String),
+    #[error("{0}")]
+    Post(String),
+}
+
+/// Posts signed JSON over HTTPS.
+#[derive(Clone)]
+pub struct WebhookClient {
+    tls: tokio_rustls::TlsConnector,
+    secret: Vec<u8>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for WebhookClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookClient")
+    }
+}
+
+/// `sha256=<hex HMAC-SHA256(secret, body)>`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+impl WebhookClient {
+    /// Trusts the public web roots plus, if given, the CAs in a PEM file (a
+    /// government PKI or a partner's private CA).
+    pub fn new(secret: &[u8], ca_file: &str) -> Result<Self, WebhookError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if !ca_file.is_empty() {
+            for cert in CertificateDer::pem_file_iter(ca_file)
+                .map_err(|e| WebhookError::CaFile(e.to_string()))?
+            {
+                let cert = cert.map_err(|e| WebhookError::CaFile(e.to_string()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| WebhookError::CaFile(e.to_string()))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| WebhookError::CaFile(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self {
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            secret: secret.to_vec(),
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// POSTs `body` to an `https://` URL; returns the HTTP status.
+    pub async fn post(&self, url: &str, delivery: Uuid, body: &[u8]) -> Result<u16, WebhookError> {
+        let fail = |e: &dyn std::fmt::Display| WebhookError::Post(e.to_string());
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| fail(&"only https:// webhooks are delivered"))?;
+        let (authority, path) = rest
+            .split_once('/')
+            .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+                (h, p.parse::<u16>().map_err(|e| fail(&e))?)
+            }
+            _ => (authority, 443),
+        };
+        let host_name = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let server_name = ServerName::try_from(host_name.clone()).map_err(|e| fail(&e))?;
+        let exchange = async {
+            let tcp = tokio::net::TcpStream::connect((host_name.as_str(), port))
+                .await
+                .map_err(|e| fail(&e))?;
+            let mut tls = self
+                .tls
+                .connect(server_name, tcp)
+                .await
+                .map_err(|e| fail(&e))?;
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 X-Baladiya-Event: escalation.raised\r\nX-Baladiya-Delivery: {delivery}\r\nX-Baladiya-Signature: {}\r\n\
+                 Connection: close\r\n\r\n",
+                body.len(),
+                signature(&self.secret, body)
+            );
+            tls.write_all(head.as_bytes()).await.map_err(|e| fail(&e))?;
+            tls.write_all(body).await.map_err(|e| fail(&e))?;
+            tls.flush().await.map_err(|e| fail(&e))?;
+            let mut response = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !response.windows(2).any(|w| w == b"\r\n") {
+                let n = tls.read(&mut chunk).await.map_err(|e| fail(&e))?;
+                if n == 0 {
+                    break;
+                }
+                response.extend_from_slice(&chunk[..n]);
+            }
+            let line = String::from_utf8_lossy(&response);
+            line.split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse::<u16>().ok())
+                .ok_or_else(|| fail(&"no HTTP status in the response"))
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| fail(&"timed out"))?
+    }
+}
+
+/// Queues a delivery (in the escalation's transaction).
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    escalation_id: Uuid,
+    url: &str,
+    body: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, escalation_id, url, body, next_attempt_at) VALUES ($1, $2, $3, $4, now())",
+    )
+    .bind(Uuid::now_v7())
+    .bind(escalation_id)
+    .bind(url)
+    .bind(body)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Attempts every due delivery once; returns how many were attempted.
+pub async fn deliver_due(
+    pool: &PgPool,
+    client: &WebhookClient,
+    max_attempts: i32,
+    backoff: Duration,
+) -> Result<usize, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let due = sqlx::query(
+        "SELECT id, url, body, attempts FROM webhook_deliveries
+         WHERE state = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 20 FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in &due {
+        let id: Uuid = row.try_get("id")?;
+        let url: String = row.try_get("url")?;
+        let body: Vec<u8> = row.try_get("body")?;
+        let attempts: i32 = row.try_get::<i32, _>("attempts")? + 1;
+        let outcome = client.post(&url, id, &body).await;
+        match outcome {
+            Ok(status) if (200..300).contains(&status) => {
+                sqlx::query("UPDATE webhook_deliveries SET state = 'delivered', attempts = $2, delivered_at = now(), last_error = NULL WHERE id = $1")
+                    .bind(id)
+                    .bind(attempts)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            other => {
+                let error = match other {
+                    Ok(status) => format!("HTTP {status}"),
+                    Err(e) => e.to_string(),
+                };
+                let dead = attempts >= max_attempts;
+                let wait = backoff
+                    .saturating_mul(1u32 << (attempts - 1).clamp(0, 16) as u32)
+                    .min(Duration::from_secs(3600));
+                tracing::warn!(delivery = %id, attempts, dead, error = %error, "webhook delivery failed");
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET attempts = $2, last_error = $3,
+                            state = CASE WHEN $4 THEN 'dead' ELSE 'pending' END,
+                            next_attempt_at = now() + make_interval(secs => $5)
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(attempts)
+                .bind(&error)
+                .bind(dead)
+                .bind(wait.as_secs_f64())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(due.len())
+}
