@@ -290,37 +290,37 @@ impl LicensingApi {
         tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(application_proto(&a)))
     }
+}
 
-    async fn license_changed(
-        &self,
-        conn: &mut PgConnection,
-        event: &'static str,
-        l: &LicenseRow,
-        at: DateTime<Utc>,
-    ) -> Result<(), ApiError> {
-        emit(
-            conn,
-            "license",
-            event,
-            &l.municipality_code,
-            &l.license_type_code,
-            &l.number,
-            at,
-            |meta| ev::LicenseChanged {
-                meta,
-                license_number: l.number.clone(),
-                license_type_code: l.license_type_code.clone(),
-                municipality_code: l.municipality_code.clone(),
-                holder_key: l.holder_key.clone(),
-                application_id: l.application_id.to_string(),
-                valid_from: Some(timestamp(l.valid_from)),
-                valid_to: Some(timestamp(l.valid_to)),
-                renews: l.renews.clone().unwrap_or_default(),
-                submitted_at: Some(timestamp(l.submitted_at)),
-            },
-        )
-        .await
-    }
+/// Puts a license event (issued, renewed, suspended, expired) in the outbox.
+async fn license_changed(
+    conn: &mut PgConnection,
+    event: &'static str,
+    l: &LicenseRow,
+    at: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    emit(
+        conn,
+        "license",
+        event,
+        &l.municipality_code,
+        &l.license_type_code,
+        &l.number,
+        at,
+        |meta| ev::LicenseChanged {
+            meta,
+            license_number: l.number.clone(),
+            license_type_code: l.license_type_code.clone(),
+            municipality_code: l.municipality_code.clone(),
+            holder_key: l.holder_key.clone(),
+            application_id: l.application_id.to_string(),
+            valid_from: Some(timestamp(l.valid_from)),
+            valid_to: Some(timestamp(l.valid_to)),
+            renews: l.renews.clone().unwrap_or_default(),
+            submitted_at: Some(timestamp(l.submitted_at)),
+        },
+    )
+    .await
 }
 
 /// Marks licenses past validity and grace as expired, each once.
@@ -330,29 +330,7 @@ pub async fn expire(pool: &PgPool, clock: &Clock) -> Result<usize, ApiError> {
     let due = store::expired(&mut tx, now, 100).await?;
     for l in &due {
         store::set_license_status(&mut tx, &l.number, "expired", None).await?;
-        let at = l.valid_to;
-        emit(
-            &mut tx,
-            "license",
-            "expired",
-            &l.municipality_code,
-            &l.license_type_code,
-            &l.number,
-            at,
-            |meta| ev::LicenseChanged {
-                meta,
-                license_number: l.number.clone(),
-                license_type_code: l.license_type_code.clone(),
-                municipality_code: l.municipality_code.clone(),
-                holder_key: l.holder_key.clone(),
-                application_id: l.application_id.to_string(),
-                valid_from: Some(timestamp(l.valid_from)),
-                valid_to: Some(timestamp(l.valid_to)),
-                renews: l.renews.clone().unwrap_or_default(),
-                submitted_at: Some(timestamp(l.submitted_at)),
-            },
-        )
-        .await?;
+        license_changed(&mut tx, "expired", l, l.valid_to).await?;
     }
     tx.commit().await?;
     Ok(due.len())
@@ -789,7 +767,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         store::update_application(&mut tx, &a)
             .await
             .map_err(ApiError::from)?;
-        self.license_changed(&mut tx, "issued", &l, now).await?;
+        license_changed(&mut tx, "issued", &l, now).await?;
         tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(license_proto(&l)))
     }
@@ -857,7 +835,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         store::set_license_status(&mut tx, &old.number, "renewed", None)
             .await
             .map_err(ApiError::from)?;
-        self.license_changed(&mut tx, "renewed", &new, now).await?;
+        license_changed(&mut tx, "renewed", &new, now).await?;
         let response = license_proto(&new);
         idempotency::complete(&mut tx, "RenewLicense", &req.request_id, &response).await?;
         tx.commit().await.map_err(ApiError::from)?;
@@ -889,7 +867,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         store::set_license_status(&mut tx, &l.number, "suspended", Some(req.reason.trim()))
             .await
             .map_err(ApiError::from)?;
-        self.license_changed(&mut tx, "suspended", &l, now).await?;
+        license_changed(&mut tx, "suspended", &l, now).await?;
         let l = store::license(&mut tx, &req.number, false)
             .await
             .map_err(ApiError::from)?
@@ -1007,8 +985,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
             )
             .await
             .map_err(ApiError::from)?;
-            self.license_changed(&mut tx, "suspended", &license, at)
-                .await?;
+            license_changed(&mut tx, "suspended", &license, at).await?;
         }
         emit(
             &mut tx,
