@@ -8,7 +8,7 @@ use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, ErrorKind, Violations};
 use baladiya_platform::events::{EventType, OutboundEvent, outbox};
 use baladiya_platform::idempotency::{self, Claim};
-use baladiya_platform::paging::PageTokens;
+use baladiya_platform::paging::{PageTokens, page_size};
 use baladiya_proto::common::v1 as common;
 use baladiya_proto::convert::{instant, timestamp};
 use baladiya_proto::events::v1::EventMeta;
@@ -30,8 +30,6 @@ pub const REPORT_RECEIVED: EventType = EventType::new("intake", "report", "recei
 pub const REPORT_DUPLICATE_LINKED: EventType =
     EventType::new("intake", "report", "duplicate_linked");
 pub const REPORT_RATED: EventType = EventType::new("intake", "report", "rated");
-const DEFAULT_PAGE: i64 = 50;
-const MAX_PAGE: i64 = 500;
 const TRACKING_BLOCK: i64 = 100;
 
 /// Channels as stored, in proto order.
@@ -488,15 +486,6 @@ impl IntakeApi {
     }
 }
 
-/// A `created_at|id` keyset cursor.
-fn parse_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let (at, id) = cursor.split_once('|')?;
-    Some((
-        DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc),
-        id.parse().ok()?,
-    ))
-}
-
 fn parse_id(text: &str, field: &str) -> Result<Uuid, ApiError> {
     text.parse()
         .map_err(|_| ApiError::invalid_field(field, "must be a report id (UUID)"))
@@ -582,16 +571,9 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
             "is not a valid timestamp",
         );
         let key = Self::page_key(&req);
-        // A genuine token for these filters whose cursor does not parse is
-        // refused like a forged one.
-        let after = match self
-            .tokens
-            .cursor(&req.page_token, &key)
-            .map(|c| c.map(|c| parse_cursor(&c)))
-        {
-            Ok(None) => None,
-            Ok(Some(Some(cursor))) => Some(cursor),
-            Ok(Some(None)) | Err(_) => {
+        let after = match self.tokens.keyset(&req.page_token, &key) {
+            Ok(after) => after,
+            Err(_) => {
                 v.add(
                     "page_token",
                     "is not a token from this listing with these filters",
@@ -600,10 +582,7 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
             }
         };
         v.finish()?;
-        let limit = match i64::from(req.page_size) {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
+        let limit = page_size(req.page_size)?;
         let filter = ReportFilter {
             municipality_code: Some(req.municipality_code.clone()).filter(|x| !x.is_empty()),
             category_code: Some(req.category_code.clone()).filter(|x| !x.is_empty()),
@@ -619,10 +598,7 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
         let more = rows.len() as i64 > limit;
         let page: Vec<ReportRow> = rows.into_iter().take(limit as usize).collect();
         let next_page_token = match (more, page.last()) {
-            (true, Some(last)) => self.tokens.issue(
-                &key,
-                &format!("{}|{}", last.created_at.to_rfc3339(), last.id),
-            ),
+            (true, Some(last)) => self.tokens.next_keyset(&key, last.created_at, last.id),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListReportsResponse {

@@ -5,7 +5,7 @@ use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, ErrorKind, Violations};
 use baladiya_platform::events::{EventType, OutboundEvent, outbox};
 use baladiya_platform::idempotency::{self, Claim};
-use baladiya_platform::paging::PageTokens;
+use baladiya_platform::paging::{PageTokens, page_size};
 use baladiya_proto::common::v1::LocalizedText;
 use baladiya_proto::convert::{instant, timestamp};
 use baladiya_proto::events::v1::EventMeta;
@@ -21,8 +21,6 @@ use crate::domain::{self, LicenseType, Progress, Status as AppStatus, StepError}
 use crate::store::{self, ApplicationRow, LicenseRow};
 
 const SERVICE: &str = "licensing";
-const DEFAULT_PAGE: i64 = 50;
-const MAX_PAGE: i64 = 500;
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -221,16 +219,6 @@ struct StepFacts {
 fn parse_id(text: &str, field: &str) -> Result<Uuid, ApiError> {
     text.parse()
         .map_err(|_| ApiError::invalid_field(field, "must be a UUID"))
-}
-
-fn page_size(size: i32) -> Result<i64, ApiError> {
-    if size < 0 {
-        return Err(ApiError::invalid_field("page_size", "must not be negative"));
-    }
-    Ok(match i64::from(size) {
-        0 => DEFAULT_PAGE,
-        n => n.min(MAX_PAGE),
-    })
 }
 
 impl LicensingApi {
@@ -476,21 +464,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         let opt = |s: &str| Some(s.to_string()).filter(|x| !x.is_empty());
         let (ty, muni) = (opt(&req.license_type_code), opt(&req.municipality_code));
         let filters = format!("{ty:?}|{status:?}|{muni:?}");
-        let after = match self.tokens.cursor(&req.page_token, &filters)? {
-            None => None,
-            Some(c) => Some(
-                c.split_once('|')
-                    .and_then(|(at, id)| {
-                        Some((
-                            DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc),
-                            id.parse().ok()?,
-                        ))
-                    })
-                    .ok_or_else(|| {
-                        ApiError::invalid_field("page_token", "is not a token from this listing")
-                    })?,
-            ),
-        };
+        let after = self.tokens.keyset(&req.page_token, &filters)?;
         let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
         let rows = store::applications(
             &mut conn,
@@ -505,10 +479,9 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         let more = rows.len() as i64 > limit;
         let page: Vec<&ApplicationRow> = rows.iter().take(limit as usize).collect();
         let next_page_token = match (more, page.last()) {
-            (true, Some(last)) => self.tokens.issue(
-                &filters,
-                &format!("{}|{}", last.submitted_at.to_rfc3339(), last.id),
-            ),
+            (true, Some(last)) => self
+                .tokens
+                .next_keyset(&filters, last.submitted_at, last.id),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListApplicationsResponse {

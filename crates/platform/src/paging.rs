@@ -3,10 +3,33 @@
 //! under `server.page_token_key`: a forged token, or one replayed with other
 //! filters, is refused with `INVALID_ARGUMENT` on `page_token`.
 
+use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use uuid::Uuid;
 
 use crate::error::ApiError;
+
+/// Page size when a request names none.
+pub const DEFAULT_PAGE_SIZE: i64 = 50;
+/// Largest page; larger requests are coerced down (AIP-158).
+pub const MAX_PAGE_SIZE: i64 = 500;
+
+/// The page size to use for a request's `page_size`.
+pub fn page_size(requested: i32) -> Result<i64, ApiError> {
+    match i64::from(requested) {
+        n if n < 0 => Err(ApiError::invalid_field("page_size", "must not be negative")),
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n => Ok(n.min(MAX_PAGE_SIZE)),
+    }
+}
+
+fn refused() -> ApiError {
+    ApiError::invalid_field(
+        "page_token",
+        "is not a token from this listing with these filters",
+    )
+}
 
 /// Signs and checks page tokens.
 #[derive(Clone)]
@@ -49,12 +72,6 @@ impl PageTokens {
         if token.is_empty() {
             return Ok(None);
         }
-        let refused = || {
-            ApiError::invalid_field(
-                "page_token",
-                "is not a token from this listing with these filters",
-            )
-        };
         let (payload, tag) = token.split_once('.').ok_or_else(refused)?;
         let payload = String::from_utf8(crate::config::hex_bytes(payload).ok_or_else(refused)?)
             .map_err(|_| refused())?;
@@ -72,6 +89,32 @@ impl PageTokens {
             Some((f, cursor)) if f == filters => Ok(Some(cursor.to_string())),
             _ => Err(refused()),
         }
+    }
+}
+
+impl PageTokens {
+    /// A token for the page after the row at (`at`, `id`) of a listing ordered
+    /// newest first.
+    pub fn next_keyset(&self, filters: &str, at: DateTime<Utc>, id: Uuid) -> String {
+        self.issue(filters, &format!("{}|{id}", at.to_rfc3339()))
+    }
+
+    /// The (`at`, `id`) keyset in a token made by [`PageTokens::next_keyset`].
+    pub fn keyset(
+        &self,
+        token: &str,
+        filters: &str,
+    ) -> Result<Option<(DateTime<Utc>, Uuid)>, ApiError> {
+        let Some(cursor) = self.cursor(token, filters)? else {
+            return Ok(None);
+        };
+        let (at, id) = cursor.split_once('|').ok_or_else(refused)?;
+        Ok(Some((
+            DateTime::parse_from_rfc3339(at)
+                .map_err(|_| refused())?
+                .with_timezone(&Utc),
+            id.parse().map_err(|_| refused())?,
+        )))
     }
 }
 
@@ -98,5 +141,19 @@ mod tests {
                 .is_err()
         );
         assert!(tokens.cursor("nonsense", "status=open").is_err());
+        let at = DateTime::parse_from_rfc3339("2026-03-01T07:30:00Z")
+            .expect("t")
+            .with_timezone(&Utc);
+        let id = Uuid::now_v7();
+        let t = tokens.next_keyset("f", at, id);
+        assert_eq!(tokens.keyset(&t, "f").expect("valid"), Some((at, id)));
+        assert!(tokens.keyset(&tokens.issue("f", "garbage"), "f").is_err());
+    }
+
+    #[test]
+    fn page_sizes_default_and_cap() {
+        assert_eq!(page_size(0).expect("default"), DEFAULT_PAGE_SIZE);
+        assert_eq!(page_size(10_000).expect("capped"), MAX_PAGE_SIZE);
+        assert!(page_size(-1).is_err());
     }
 }

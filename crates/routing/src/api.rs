@@ -5,11 +5,10 @@ use baladiya_platform::auth::{CallerIdentity, Role, caller};
 use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, Violations};
 use baladiya_platform::geo::Point;
-use baladiya_platform::paging::PageTokens;
+use baladiya_platform::paging::{PageTokens, page_size};
 use baladiya_proto::common::v1 as common;
 use baladiya_proto::convert::{instant, timestamp};
 use baladiya_proto::routing::v1 as pb;
-use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -17,9 +16,6 @@ use uuid::Uuid;
 use crate::domain::{self, Action, Query, Rule, Status as CaseStatus};
 use crate::lifecycle::{self, By, Limits, Step};
 use crate::store::{self, CaseFilter, CaseRow, HistoryRow};
-
-const DEFAULT_PAGE: i64 = 50;
-const MAX_PAGE: i64 = 500;
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -324,22 +320,8 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
             _ => {}
         }
         let filters = format!("{filter:?}");
-        let after = match self.tokens.cursor(&req.page_token, &filters) {
-            Ok(Some(c)) => {
-                let parsed = c.split_once('|').and_then(|(at, id)| {
-                    Some((
-                        DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc),
-                        id.parse::<Uuid>().ok()?,
-                    ))
-                });
-                v.check(
-                    parsed.is_some(),
-                    "page_token",
-                    "is not a token from this listing with these filters",
-                );
-                parsed
-            }
-            Ok(None) => None,
+        let after = match self.tokens.keyset(&req.page_token, &filters) {
+            Ok(after) => after,
             Err(_) => {
                 v.add(
                     "page_token",
@@ -349,10 +331,7 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
             }
         };
         v.finish()?;
-        let limit = match i64::from(req.page_size) {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
+        let limit = page_size(req.page_size)?;
         let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
         let rows = store::cases(&mut conn, &filter, after, limit + 1)
             .await
@@ -360,10 +339,7 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
         let more = rows.len() as i64 > limit;
         let page: Vec<CaseRow> = rows.into_iter().take(limit as usize).collect();
         let next_page_token = match (more, page.last()) {
-            (true, Some(last)) => self.tokens.issue(
-                &filters,
-                &format!("{}|{}", last.created_at.to_rfc3339(), last.id),
-            ),
+            (true, Some(last)) => self.tokens.next_keyset(&filters, last.created_at, last.id),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListCasesResponse {

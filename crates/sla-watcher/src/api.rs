@@ -7,7 +7,7 @@ use baladiya_platform::auth::{CallerIdentity, Role, caller};
 use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, ErrorKind, Violations};
 use baladiya_platform::events::{EventType, OutboundEvent, outbox};
-use baladiya_platform::paging::PageTokens;
+use baladiya_platform::paging::{PageTokens, page_size};
 use baladiya_proto::convert::{instant, timestamp};
 use baladiya_proto::events::v1::EventMeta;
 use baladiya_proto::sla::events::v1 as ev;
@@ -21,9 +21,6 @@ use uuid::Uuid;
 use crate::clock::{self, Input, InputKind, State};
 use crate::engine::clock_ref;
 use crate::store::{self, ClockRow, EscalationRow};
-
-const DEFAULT_PAGE: i64 = 50;
-const MAX_PAGE: i64 = 500;
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -113,41 +110,6 @@ fn own_partner(who: &CallerIdentity) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn cursor(
-    tokens: &PageTokens,
-    token: &str,
-    filters: &str,
-) -> Result<Option<(DateTime<Utc>, Uuid)>, ApiError> {
-    let refused = || {
-        ApiError::invalid_field(
-            "page_token",
-            "is not a token from this listing with these filters",
-        )
-    };
-    match tokens.cursor(token, filters)? {
-        None => Ok(None),
-        Some(c) => {
-            let (at, id) = c.split_once('|').ok_or_else(refused)?;
-            Ok(Some((
-                DateTime::parse_from_rfc3339(at)
-                    .map_err(|_| refused())?
-                    .with_timezone(&Utc),
-                id.parse().map_err(|_| refused())?,
-            )))
-        }
-    }
-}
-
-fn page_size(size: i32) -> Result<i64, ApiError> {
-    if size < 0 {
-        return Err(ApiError::invalid_field("page_size", "must not be negative"));
-    }
-    Ok(match i64::from(size) {
-        0 => DEFAULT_PAGE,
-        n => n.min(MAX_PAGE),
-    })
-}
-
 #[tonic::async_trait]
 impl pb::sla_service_server::SlaService for SlaApi {
     async fn get_clocks(
@@ -194,7 +156,7 @@ impl pb::sla_service_server::SlaService for SlaApi {
         let partner = own.or_else(|| Some(req.partner_code.clone()).filter(|p| !p.is_empty()));
         let limit = page_size(req.page_size)?;
         let filters = format!("partner={partner:?}");
-        let after = cursor(&self.tokens, &req.page_token, &filters)?;
+        let after = self.tokens.keyset(&req.page_token, &filters)?;
         let now = self.clock.now();
         let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
         let rows = store::breaches(&mut conn, partner.as_deref(), now, after, limit + 1)
@@ -209,14 +171,10 @@ impl pb::sla_service_server::SlaService for SlaApi {
             clocks.push(clock_proto(c, fired, now));
         }
         let next_page_token = match (more, rows.get(limit as usize - 1)) {
-            (true, Some(last)) => self.tokens.issue(
-                &filters,
-                &format!(
-                    "{}|{}",
-                    last.breached_at.unwrap_or(now).to_rfc3339(),
-                    last.id
-                ),
-            ),
+            (true, Some(last)) => {
+                self.tokens
+                    .next_keyset(&filters, last.breached_at.unwrap_or(now), last.id)
+            }
             _ => String::new(),
         };
         Ok(Response::new(pb::ListBreachesResponse {
@@ -243,7 +201,7 @@ impl pb::sla_service_server::SlaService for SlaApi {
         };
         let level = (req.level > 0).then_some(req.level as i32);
         let filters = format!("partner={partner:?}&level={level:?}&ack={acknowledged:?}");
-        let after = cursor(&self.tokens, &req.page_token, &filters)?;
+        let after = self.tokens.keyset(&req.page_token, &filters)?;
         let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
         let rows = store::escalations(
             &mut conn,
@@ -258,10 +216,7 @@ impl pb::sla_service_server::SlaService for SlaApi {
         let more = rows.len() as i64 > limit;
         let page: Vec<&EscalationRow> = rows.iter().take(limit as usize).collect();
         let next_page_token = match (more, page.last()) {
-            (true, Some(last)) => self.tokens.issue(
-                &filters,
-                &format!("{}|{}", last.raised_at.to_rfc3339(), last.id),
-            ),
+            (true, Some(last)) => self.tokens.next_keyset(&filters, last.raised_at, last.id),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListEscalationsResponse {
