@@ -14,6 +14,8 @@ mod events_it;
 #[cfg(test)]
 mod intake_it;
 #[cfg(test)]
+mod kpi_it;
+#[cfg(test)]
 mod licensing_it;
 #[cfg(test)]
 mod partners_it;

@@ -77,6 +77,12 @@ pub mod partners {
     }
 }
 
+pub mod kpi {
+    pub mod v1 {
+        tonic::include_proto!("baladiya.kpi.v1");
+    }
+}
+
 pub mod admin {
     pub mod v1 {
         tonic::include_proto!("baladiya.admin.v1");

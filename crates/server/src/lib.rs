@@ -15,6 +15,7 @@ pub fn catalogue() -> Vec<Arc<dyn ServiceModule>> {
         Arc::new(baladiya_routing::RoutingService),
         Arc::new(baladiya_licensing::LicensingService),
         Arc::new(baladiya_sla_watcher::SlaWatcher),
+        Arc::new(baladiya_kpi::KpiService),
     ]
 }
 

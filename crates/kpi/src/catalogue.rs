@@ -1,0 +1,408 @@
+//! The indicator catalogue: `catalogue.toml`, embedded in the binary, parsed
+//! and checked once. Keeping it as data means a target or a definition changes
+//! with an edit an analyst can review, and every consumer (the API, the
+//! projections, the scorecard) reads the same list.
+
+use std::collections::BTreeSet;
+use std::sync::LazyLock;
+
+use serde::Deserialize;
+
+/// The catalogue the binary ships with.
+pub const BUILTIN_TOML: &str = include_str!("../catalogue.toml");
+
+/// What an indicator's value counts or measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    Count,
+    Share,
+    WorkingDays,
+    WorkingHours,
+    Score,
+    Growth,
+}
+
+/// Which way is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Higher,
+    Lower,
+    /// A volume to watch: no better side, no target.
+    Neutral,
+}
+
+/// A way an indicator can be filtered and broken down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dimension {
+    Municipality,
+    Partner,
+    Channel,
+    Category,
+    LicenseType,
+    Activity,
+    Operator,
+    EscalationLevel,
+}
+
+/// Where a target comes from when it is not one fixed number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetSource {
+    /// Each license type's own target in working days.
+    LicenseTypeTargetDays,
+}
+
+/// The target an indicator is held to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    Value(f64),
+    From(TargetSource),
+}
+
+/// One indicator as written in the catalogue file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    code: String,
+    name_en: String,
+    name_ar: String,
+    definition: String,
+    unit: Unit,
+    direction: Direction,
+    target: Option<f64>,
+    target_from: Option<TargetSource>,
+    amber_tolerance: Option<f64>,
+    dimensions: Vec<Dimension>,
+    #[serde(default)]
+    target_note: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    indicator: Vec<Entry>,
+}
+
+/// One checked indicator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Indicator {
+    /// `<domain>.<name>`.
+    pub code: String,
+    pub name_en: String,
+    pub name_ar: String,
+    pub definition: String,
+    pub unit: Unit,
+    pub direction: Direction,
+    pub target: Option<Target>,
+    /// AMBER when the value misses the target by no more than this fraction
+    /// of it; 0 without a target.
+    pub amber_tolerance: f64,
+    /// Sorted, without repeats.
+    pub dimensions: Vec<Dimension>,
+    pub target_note: String,
+}
+
+impl Indicator {
+    /// The part of the code before the first dot.
+    pub fn domain(&self) -> &str {
+        self.code.split_once('.').map_or("", |(domain, _)| domain)
+    }
+}
+
+/// The domains indicators belong to.
+pub const DOMAINS: [&str; 6] = [
+    "licensing",
+    "inspections",
+    "complaints",
+    "partners",
+    "citizens",
+    "business",
+];
+
+/// A catalogue that cannot be used, naming the indicator and the field.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum CatalogueError {
+    #[error("the catalogue is not valid TOML: {0}")]
+    Syntax(String),
+    #[error("indicator {index} ({code}): {field} {problem}")]
+    Invalid {
+        index: usize,
+        code: String,
+        field: &'static str,
+        problem: String,
+    },
+}
+
+/// The checked catalogue, ordered by code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Catalogue {
+    indicators: Vec<Indicator>,
+}
+
+impl Catalogue {
+    /// The catalogue embedded in the binary, parsed once.
+    pub fn builtin() -> Result<&'static Self, CatalogueError> {
+        static BUILTIN: LazyLock<Result<Catalogue, CatalogueError>> =
+            LazyLock::new(|| Catalogue::parse(BUILTIN_TOML));
+        BUILTIN.as_ref().map_err(Clone::clone)
+    }
+
+    /// Parses and checks a catalogue file.
+    pub fn parse(text: &str) -> Result<Self, CatalogueError> {
+        let file: File = toml::from_str(text).map_err(|e| CatalogueError::Syntax(e.to_string()))?;
+        let mut seen = BTreeSet::new();
+        let mut indicators = Vec::with_capacity(file.indicator.len());
+        for (index, entry) in file.indicator.into_iter().enumerate() {
+            let indicator = check(index, entry)?;
+            if !seen.insert(indicator.code.clone()) {
+                return Err(invalid(index, &indicator.code, "code", "is repeated"));
+            }
+            indicators.push(indicator);
+        }
+        indicators.sort_by(|a, b| a.code.cmp(&b.code));
+        Ok(Self { indicators })
+    }
+
+    /// Every indicator, ordered by code.
+    pub fn indicators(&self) -> &[Indicator] {
+        &self.indicators
+    }
+
+    /// One indicator by code.
+    pub fn get(&self, code: &str) -> Option<&Indicator> {
+        self.indicators
+            .binary_search_by(|i| i.code.as_str().cmp(code))
+            .ok()
+            .map(|at| &self.indicators[at])
+    }
+}
+
+fn invalid(index: usize, code: &str, field: &'static str, problem: &str) -> CatalogueError {
+    CatalogueError::Invalid {
+        index,
+        code: code.to_string(),
+        field,
+        problem: problem.to_string(),
+    }
+}
+
+fn check(index: usize, entry: Entry) -> Result<Indicator, CatalogueError> {
+    let code = entry.code.trim().to_string();
+    let fail = |field, problem: &str| invalid(index, &code, field, problem);
+    let (domain, name) = code
+        .split_once('.')
+        .ok_or_else(|| fail("code", "must be <domain>.<name>"))?;
+    if !DOMAINS.contains(&domain) {
+        return Err(fail(
+            "code",
+            &format!("has an unknown domain, expected one of {DOMAINS:?}"),
+        ));
+    }
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(fail(
+            "code",
+            "must name the indicator in lower_snake_case after the domain",
+        ));
+    }
+    for (field, value) in [
+        ("name_en", &entry.name_en),
+        ("name_ar", &entry.name_ar),
+        ("definition", &entry.definition),
+    ] {
+        if value.trim().is_empty() {
+            return Err(fail(field, "is required"));
+        }
+    }
+    let target = match (entry.target, entry.target_from) {
+        (Some(_), Some(_)) => return Err(fail("target", "and target_from cannot both be set")),
+        (Some(value), None) if !value.is_finite() => {
+            return Err(fail("target", "must be a number"));
+        }
+        (Some(value), None) => Some(Target::Value(value)),
+        (None, Some(source)) => Some(Target::From(source)),
+        (None, None) => None,
+    };
+    if let Some(Target::Value(value)) = target {
+        let in_range = match entry.unit {
+            Unit::Share => (0.0..=1.0).contains(&value),
+            Unit::Score => (1.0..=5.0).contains(&value),
+            Unit::Growth => value > -1.0,
+            Unit::Count | Unit::WorkingDays | Unit::WorkingHours => value >= 0.0,
+        };
+        if !in_range {
+            return Err(fail("target", "is out of range for the unit"));
+        }
+    }
+    if entry.direction == Direction::Neutral && target.is_some() {
+        return Err(fail("target", "cannot be set on a neutral indicator"));
+    }
+    let amber_tolerance = match (target, entry.amber_tolerance) {
+        (Some(_), Some(t)) if t.is_finite() && (0.0..=1.0).contains(&t) => t,
+        (Some(_), Some(_)) => return Err(fail("amber_tolerance", "must be between 0 and 1")),
+        (Some(_), None) => return Err(fail("amber_tolerance", "is required with a target")),
+        (None, Some(_)) => return Err(fail("amber_tolerance", "needs a target")),
+        (None, None) => 0.0,
+    };
+    if entry.dimensions.is_empty() {
+        return Err(fail("dimensions", "must name at least one dimension"));
+    }
+    let mut dimensions = entry.dimensions;
+    dimensions.sort();
+    dimensions.dedup();
+    Ok(Indicator {
+        code,
+        name_en: entry.name_en.trim().to_string(),
+        name_ar: entry.name_ar.trim().to_string(),
+        definition: entry.definition.trim().to_string(),
+        unit: entry.unit,
+        direction: entry.direction,
+        target,
+        amber_tolerance,
+        dimensions,
+        target_note: entry.target_note.trim().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = r#"
+[[indicator]]
+code = "inspections.facility_compliance_rate"
+name_en = "Facility compliance rate"
+name_ar = "نسبة امتثال المنشآت"
+definition = "Compliant inspections over all inspections."
+unit = "share"
+direction = "higher"
+target = 0.9
+amber_tolerance = 0.05
+dimensions = ["operator", "municipality", "operator"]
+"#;
+
+    #[test]
+    fn the_builtin_catalogue_covers_every_required_indicator() {
+        let catalogue = Catalogue::builtin().expect("builtin catalogue");
+        for code in [
+            "licensing.median_days_to_license",
+            "licensing.share_within_target",
+            "licensing.applications_received",
+            "licensing.licenses_issued",
+            "licensing.applications_rejected",
+            "inspections.facility_compliance_rate",
+            "inspections.private_operator_share",
+            "complaints.acknowledged_within_sla",
+            "complaints.resolved_within_sla",
+            "complaints.median_hours_to_acknowledge",
+            "complaints.p90_hours_to_acknowledge",
+            "complaints.median_hours_to_resolve",
+            "complaints.p90_hours_to_resolve",
+            "complaints.open_backlog",
+            "complaints.overdue_backlog",
+            "complaints.reopen_rate",
+            "complaints.duplicate_rate",
+            "complaints.volume",
+            "partners.breaches",
+            "partners.escalations",
+            "citizens.average_satisfaction",
+            "citizens.rating_response_rate",
+            "business.new_commercial_licenses",
+            "business.new_commercial_licenses_growth",
+        ] {
+            assert!(catalogue.get(code).is_some(), "{code} is missing");
+        }
+        let codes: Vec<_> = catalogue.indicators().iter().map(|i| &i.code).collect();
+        assert!(codes.is_sorted());
+        let compliance = catalogue
+            .get("inspections.facility_compliance_rate")
+            .unwrap();
+        assert_eq!(compliance.target, Some(Target::Value(0.9)));
+        assert_eq!(compliance.domain(), "inspections");
+        assert_eq!(
+            catalogue
+                .get("licensing.median_days_to_license")
+                .unwrap()
+                .target,
+            Some(Target::From(TargetSource::LicenseTypeTargetDays))
+        );
+        assert_eq!(
+            catalogue
+                .get("business.new_commercial_licenses_growth")
+                .unwrap()
+                .target,
+            Some(Target::Value(0.1))
+        );
+    }
+
+    #[test]
+    fn dimensions_are_sorted_without_repeats() {
+        let catalogue = Catalogue::parse(ONE).unwrap();
+        assert_eq!(
+            catalogue.indicators()[0].dimensions,
+            [Dimension::Municipality, Dimension::Operator]
+        );
+    }
+
+    fn problem(text: &str) -> (&'static str, String) {
+        match Catalogue::parse(text).expect_err("invalid") {
+            CatalogueError::Invalid { field, problem, .. } => (field, problem),
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_entry_is_named_by_field() {
+        assert_eq!(problem(&ONE.replace("inspections.", "roads.")).0, "code");
+        assert_eq!(
+            problem(&ONE.replace("compliance_rate", "Compliance")).0,
+            "code"
+        );
+        assert_eq!(
+            problem(&ONE.replace("target = 0.9", "target = 1.5")).0,
+            "target"
+        );
+        assert_eq!(
+            problem(&ONE.replace("direction = \"higher\"", "direction = \"neutral\"")).0,
+            "target"
+        );
+        assert_eq!(
+            problem(&ONE.replace("amber_tolerance = 0.05\n", "")).0,
+            "amber_tolerance"
+        );
+        assert_eq!(
+            problem(&ONE.replace("target = 0.9\n", "")),
+            ("amber_tolerance", "needs a target".to_string())
+        );
+        assert_eq!(
+            problem(&ONE.replace(
+                "target = 0.9",
+                "target = 0.9\ntarget_from = \"license_type_target_days\""
+            ))
+            .0,
+            "target"
+        );
+        assert_eq!(
+            problem(&ONE.replace("name_ar = \"نسبة امتثال المنشآت\"", "name_ar = \" \"")).0,
+            "name_ar"
+        );
+        assert_eq!(
+            problem(&ONE.replace("[\"operator\", \"municipality\", \"operator\"]", "[]")).0,
+            "dimensions"
+        );
+        assert_eq!(
+            problem(&format!("{ONE}{ONE}")),
+            ("code", "is repeated".to_string())
+        );
+        assert!(matches!(
+            Catalogue::parse(&ONE.replace("unit = \"share\"", "unit = \"percent\"")),
+            Err(CatalogueError::Syntax(_))
+        ));
+    }
+}
