@@ -63,7 +63,7 @@ impl ServiceModule for Probe {
         "test-only: writes notes and applies their events"
     }
     fn migrator(&self) -> Migrator {
-        Migrator::with_migrations(MIGRATIONS.iter().cloned().collect())
+        baladiya_platform::db::service_migrations(&MIGRATIONS)
     }
     fn streams(&self) -> &'static [StreamSpec] {
         std::slice::from_ref(&STREAM)

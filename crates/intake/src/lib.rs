@@ -170,7 +170,7 @@ impl ServiceModule for IntakeService {
         "citizen reports from every channel: validation, tracking numbers, duplicates, status, ratings"
     }
     fn migrator(&self) -> Migrator {
-        Migrator::with_migrations(MIGRATIONS.iter().cloned().collect())
+        baladiya_platform::db::service_migrations(&MIGRATIONS)
     }
     fn streams(&self) -> &'static [StreamSpec] {
         std::slice::from_ref(&streams::INTAKE)
@@ -197,10 +197,7 @@ impl ServiceModule for IntakeService {
         mounted: &'a mut Mounted,
     ) -> BoxFuture<'a, Result<Vec<BackgroundTask>, StartError>> {
         Box::pin(async move {
-            let config: IntakeConfig = ctx
-                .config
-                .section()
-                .map_err(|e| start_error(format!("{e:?}")))?;
+            let config: IntakeConfig = ctx.section()?;
             let vault = config
                 .vault()
                 .ok_or_else(|| start_error("intake keys are invalid"))?;

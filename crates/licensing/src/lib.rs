@@ -120,7 +120,7 @@ impl ServiceModule for LicensingService {
         "license applications, licenses (renewal, suspension, expiry), facility compliance inspections"
     }
     fn migrator(&self) -> Migrator {
-        Migrator::with_migrations(MIGRATIONS.iter().cloned().collect())
+        baladiya_platform::db::service_migrations(&MIGRATIONS)
     }
     fn streams(&self) -> &'static [StreamSpec] {
         std::slice::from_ref(&streams::LICENSING)
@@ -147,11 +147,7 @@ impl ServiceModule for LicensingService {
         mounted: &'a mut Mounted,
     ) -> BoxFuture<'a, Result<Vec<BackgroundTask>, StartError>> {
         Box::pin(async move {
-            let config: LicensingConfig =
-                ctx.config.section().map_err(|e| StartError::Service {
-                    service: "licensing",
-                    reason: format!("{e:?}"),
-                })?;
+            let config: LicensingConfig = ctx.section()?;
             mounted.add(
                 ctx.protect(
                     LicensingServiceServer::new(api::LicensingApi {

@@ -45,7 +45,7 @@ impl ServiceModule for PartnersService {
         "partner bodies, versioned agreements with SLA terms and escalation ladders, working calendars"
     }
     fn migrator(&self) -> Migrator {
-        Migrator::with_migrations(MIGRATIONS.iter().cloned().collect())
+        baladiya_platform::db::service_migrations(&MIGRATIONS)
     }
     fn streams(&self) -> &'static [StreamSpec] {
         std::slice::from_ref(&streams::PARTNERS)

@@ -117,6 +117,21 @@ pub struct ServiceContext {
     background: Shutdown,
 }
 
+impl ServiceContext {
+    /// The service's configuration section, defaults where absent; a bad key
+    /// is named in the start error.
+    pub fn section<T: crate::config::ServiceConfig>(&self) -> Result<T, StartError> {
+        self.config.section().map_err(|errors| StartError::Service {
+            service: T::SECTION,
+            reason: errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+    }
+}
+
 impl std::fmt::Debug for ServiceContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceContext")

@@ -150,6 +150,12 @@ async fn migrate_inner(pool: &PgPool, schema: &str, service: &Migrator) -> Resul
     })
 }
 
+/// A service's embedded migrations as an owned migrator, the form
+/// `ServiceModule::migrator` returns (they are merged with the platform's).
+pub fn service_migrations(embedded: &Migrator) -> Migrator {
+    Migrator::with_migrations(embedded.iter().cloned().collect())
+}
+
 /// A migrator with no migrations, for services whose schema holds only the
 /// platform's tables.
 pub fn no_service_migrations() -> Migrator {

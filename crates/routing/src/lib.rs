@@ -151,7 +151,7 @@ impl ServiceModule for RoutingService {
         "routing rules, one case per report, the case lifecycle and its history"
     }
     fn migrator(&self) -> Migrator {
-        Migrator::with_migrations(MIGRATIONS.iter().cloned().collect())
+        baladiya_platform::db::service_migrations(&MIGRATIONS)
     }
     fn streams(&self) -> &'static [StreamSpec] {
         std::slice::from_ref(&streams::ROUTING)
@@ -178,10 +178,7 @@ impl ServiceModule for RoutingService {
         mounted: &'a mut Mounted,
     ) -> BoxFuture<'a, Result<Vec<BackgroundTask>, StartError>> {
         Box::pin(async move {
-            let config: RoutingConfig = ctx.config.section().map_err(|e| StartError::Service {
-                service: "routing",
-                reason: format!("{e:?}"),
-            })?;
+            let config: RoutingConfig = ctx.section()?;
             let limits = Limits {
                 reopen_within: chrono::Duration::days(i64::from(config.reopen_within_days)),
             };

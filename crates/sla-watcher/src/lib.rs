@@ -231,7 +231,7 @@ impl ServiceModule for SlaWatcher {
         "sla_watcher"
     }
     fn migrator(&self) -> Migrator {
-        Migrator::with_migrations(MIGRATIONS.iter().cloned().collect())
+        baladiya_platform::db::service_migrations(&MIGRATIONS)
     }
     fn streams(&self) -> &'static [StreamSpec] {
         std::slice::from_ref(&streams::SLA)
@@ -245,10 +245,7 @@ impl ServiceModule for SlaWatcher {
         mounted: &'a mut Mounted,
     ) -> BoxFuture<'a, Result<Vec<BackgroundTask>, StartError>> {
         Box::pin(async move {
-            let config: SlaConfig = ctx.config.section().map_err(|e| StartError::Service {
-                service: "sla-watcher",
-                reason: format!("{e:?}"),
-            })?;
+            let config: SlaConfig = ctx.section()?;
             let poll = Duration::from_millis(config.timer_poll_ms);
             let client = webhook::WebhookClient::new(
                 &hex_bytes(config.webhook_secret.expose()).unwrap_or_default(),
