@@ -398,6 +398,28 @@ async fn every_license_type_follows_its_path() -> anyhow::Result<()> {
             "license_type_code"
         ]
     );
+    let empty = l
+        .client
+        .submit_application(authorized(
+            pb::SubmitApplicationRequest::default(),
+            &l.applicant,
+        ))
+        .await
+        .expect_err("empty");
+    let described: Vec<(String, String)> = empty
+        .get_error_details()
+        .bad_request()
+        .map(|b| {
+            b.field_violations
+                .iter()
+                .map(|v| (v.field.clone(), v.description.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        described.contains(&("license_type_code".into(), "is required".into())),
+        "{described:?}"
+    );
     l.stop().await
 }
 

@@ -362,6 +362,9 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
             .await
             .map_err(ApiError::from)?;
         match &t {
+            None if req.license_type_code.trim().is_empty() => {
+                v.add("license_type_code", "is required");
+            }
             None => v.add(
                 "license_type_code",
                 format!("'{}' is not a license type", req.license_type_code),
@@ -713,11 +716,11 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::internal(&"unknown type"))?;
         a.progress.issue().map_err(step_error)?;
-        let seq = store::next_number(&mut tx, "license_seq")
+        let number = store::next_license_number(&mut tx, &t.code, now)
             .await
             .map_err(ApiError::from)?;
         let l = LicenseRow {
-            number: format!("{}-{}-{seq:07}", t.code, now.year()),
+            number,
             license_type_code: t.code.clone(),
             application_id: a.id,
             municipality_code: a.municipality_code.clone(),
@@ -790,11 +793,11 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::internal(&"unknown type"))?;
         let (from, to) = domain::renewal(&t, old.valid_to, now).map_err(step_error)?;
-        let seq = store::next_number(&mut tx, "license_seq")
+        let number = store::next_license_number(&mut tx, &t.code, now)
             .await
             .map_err(ApiError::from)?;
         let new = LicenseRow {
-            number: format!("{}-{}-{seq:07}", t.code, now.year()),
+            number,
             valid_from: from,
             valid_to: to,
             renews: Some(old.number.clone()),

@@ -1,37 +1,42 @@
 //! The `licensing` schema.
 
 use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::domain::{LicenseType, Progress, Status};
 
+const LICENSE_TYPE_COLUMNS: &str = "code, name_ar, name_en, target_days, required_documents,
+    required_clearances, required_inspections, validity_days, renewal_window_days, grace_days";
+
+fn license_type_row(r: &PgRow) -> Result<LicenseType, sqlx::Error> {
+    let Json(required_documents) = r.try_get("required_documents")?;
+    let Json(required_clearances) = r.try_get("required_clearances")?;
+    let Json(required_inspections) = r.try_get("required_inspections")?;
+    Ok(LicenseType {
+        code: r.try_get("code")?,
+        name_ar: r.try_get("name_ar")?,
+        name_en: r.try_get("name_en")?,
+        target_days: r.try_get::<i32, _>("target_days")? as u32,
+        required_documents,
+        required_clearances,
+        required_inspections,
+        validity_days: r.try_get::<i32, _>("validity_days")? as u32,
+        renewal_window_days: r.try_get::<i32, _>("renewal_window_days")? as u32,
+        grace_days: r.try_get::<i32, _>("grace_days")? as u32,
+    })
+}
+
 pub async fn license_types(conn: &mut PgConnection) -> Result<Vec<LicenseType>, sqlx::Error> {
-    sqlx::query(
-        "SELECT code, name_ar, name_en, target_days, required_documents, required_clearances, required_inspections,
-                validity_days, renewal_window_days, grace_days FROM license_types ORDER BY code",
-    )
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {LICENSE_TYPE_COLUMNS} FROM license_types ORDER BY code"
+    )))
     .fetch_all(&mut *conn)
     .await?
     .iter()
-    .map(|r| {
-        let Json(required_documents) = r.try_get("required_documents")?;
-        let Json(required_clearances) = r.try_get("required_clearances")?;
-        let Json(required_inspections) = r.try_get("required_inspections")?;
-        Ok(LicenseType {
-            code: r.try_get("code")?,
-            name_ar: r.try_get("name_ar")?,
-            name_en: r.try_get("name_en")?,
-            target_days: r.try_get::<i32, _>("target_days")? as u32,
-            required_documents,
-            required_clearances,
-            required_inspections,
-            validity_days: r.try_get::<i32, _>("validity_days")? as u32,
-            renewal_window_days: r.try_get::<i32, _>("renewal_window_days")? as u32,
-            grace_days: r.try_get::<i32, _>("grace_days")? as u32,
-        })
-    })
+    .map(license_type_row)
     .collect()
 }
 
@@ -39,10 +44,15 @@ pub async fn license_type(
     conn: &mut PgConnection,
     code: &str,
 ) -> Result<Option<LicenseType>, sqlx::Error> {
-    Ok(license_types(conn)
-        .await?
-        .into_iter()
-        .find(|t| t.code == code))
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {LICENSE_TYPE_COLUMNS} FROM license_types WHERE code = $1"
+    )))
+    .bind(code)
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(license_type_row)
+    .transpose()
 }
 
 /// Adds a license type unless it exists (seeding).
@@ -127,6 +137,17 @@ pub async fn next_number(
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT nextval('{sequence}')")))
         .fetch_one(&mut *conn)
         .await
+}
+
+/// The next license number: `<TYPE>-<year>-<seq>`.
+pub async fn next_license_number(
+    conn: &mut PgConnection,
+    type_code: &str,
+    at: DateTime<Utc>,
+) -> Result<String, sqlx::Error> {
+    use chrono::Datelike;
+    let seq = next_number(conn, "license_seq").await?;
+    Ok(format!("{type_code}-{}-{seq:07}", at.year()))
 }
 
 pub async fn insert_application(
