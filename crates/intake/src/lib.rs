@@ -82,13 +82,13 @@ impl ServiceConfig for IntakeConfig {
                 });
             }
         };
-        let pii = pii::from_hex(self.pii_key.expose());
+        let pii = baladiya_platform::config::hex_bytes(self.pii_key.expose());
         check(
             pii.as_ref().is_some_and(|k| k.len() == 32),
             "pii_key",
             "must be 64 hex characters (32 bytes)",
         );
-        let pseudonym = pii::from_hex(self.pseudonym_key.expose());
+        let pseudonym = baladiya_platform::config::hex_bytes(self.pseudonym_key.expose());
         check(
             pseudonym.as_ref().is_some_and(|k| k.len() >= 32),
             "pseudonym_key",
@@ -125,8 +125,8 @@ impl IntakeConfig {
     pub fn vault(&self) -> Option<pii::Vault> {
         pii::Vault::new(
             &self.pii_key_id,
-            &pii::from_hex(self.pii_key.expose())?,
-            &pii::from_hex(self.pseudonym_key.expose())?,
+            &baladiya_platform::config::hex_bytes(self.pii_key.expose())?,
+            &baladiya_platform::config::hex_bytes(self.pseudonym_key.expose())?,
         )
     }
 }
