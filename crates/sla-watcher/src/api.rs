@@ -14,7 +14,7 @@ use baladiya_proto::sla::events::v1 as ev;
 use baladiya_proto::sla::v1 as pb;
 use baladiya_worktime::WorkingDuration;
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -46,6 +46,22 @@ fn state_proto(s: &str) -> i32 {
 
 fn duration(secs: i64) -> Option<prost_types::Duration> {
     prost_types::Duration::try_from(Duration::from_secs(secs.max(0) as u64)).ok()
+}
+
+/// Clocks as the API shows them, with their fired warnings and escalations.
+async fn with_fired_counts(
+    conn: &mut PgConnection,
+    rows: &[ClockRow],
+    now: DateTime<Utc>,
+) -> Result<Vec<pb::Clock>, Status> {
+    let ids: Vec<Uuid> = rows.iter().map(|c| c.id).collect();
+    let fired = store::fired_counts(conn, &ids)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(rows
+        .iter()
+        .map(|c| clock_proto(c, fired.get(&c.id).copied().unwrap_or_default(), now))
+        .collect())
 }
 
 fn clock_proto(c: &ClockRow, fired: (i64, i64), now: DateTime<Utc>) -> pb::Clock {
@@ -131,19 +147,11 @@ impl pb::sla_service_server::SlaService for SlaApi {
             subject.ok_or_else(|| ApiError::invalid_field("subject_id", "must be a UUID"))?;
         let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
         let now = self.clock.now();
-        let mut clocks = Vec::new();
-        for c in store::clocks_of(&mut conn, &req.subject_kind, subject, false)
+        let mut rows = store::clocks_of(&mut conn, &req.subject_kind, subject, false)
             .await
-            .map_err(ApiError::from)?
-        {
-            if own.as_ref().is_some_and(|p| *p != c.partner_code) {
-                continue;
-            }
-            let fired = store::fired_counts(&mut conn, c.id)
-                .await
-                .map_err(ApiError::from)?;
-            clocks.push(clock_proto(&c, fired, now));
-        }
+            .map_err(ApiError::from)?;
+        rows.retain(|c| own.as_ref().is_none_or(|p| *p == c.partner_code));
+        let clocks = with_fired_counts(&mut conn, &rows, now).await?;
         Ok(Response::new(pb::GetClocksResponse { clocks }))
     }
 
@@ -163,13 +171,8 @@ impl pb::sla_service_server::SlaService for SlaApi {
             .await
             .map_err(ApiError::from)?;
         let more = rows.len() as i64 > limit;
-        let mut clocks = Vec::new();
-        for c in rows.iter().take(limit as usize) {
-            let fired = store::fired_counts(&mut conn, c.id)
-                .await
-                .map_err(ApiError::from)?;
-            clocks.push(clock_proto(c, fired, now));
-        }
+        let clocks =
+            with_fired_counts(&mut conn, &rows[..rows.len().min(limit as usize)], now).await?;
         let next_page_token = match (more, rows.get(limit as usize - 1)) {
             (true, Some(last)) => {
                 self.tokens

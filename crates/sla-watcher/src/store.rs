@@ -1,6 +1,8 @@
 //! The `sla` schema: the partner replica, subject event logs, clocks, timers
 //! and escalations.
 
+use std::collections::HashMap;
+
 use baladiya_partners::domain::{AgreementBody, CalendarRecord};
 use baladiya_worktime::CalendarSpec;
 use chrono::{DateTime, Utc};
@@ -547,20 +549,29 @@ pub async fn next_due(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>, 
         .await
 }
 
-/// How many warnings and escalation levels of a clock fired.
+/// Warnings and escalations fired so far, per clock (one query for a page).
 pub async fn fired_counts(
     conn: &mut PgConnection,
-    clock_id: Uuid,
-) -> Result<(i64, i64), sqlx::Error> {
-    let r = sqlx::query(
-        "SELECT count(*) FILTER (WHERE kind LIKE 'warning:%') AS warnings,
+    clock_ids: &[Uuid],
+) -> Result<HashMap<Uuid, (i64, i64)>, sqlx::Error> {
+    sqlx::query(
+        "SELECT clock_id,
+                count(*) FILTER (WHERE kind LIKE 'warning:%') AS warnings,
                 count(*) FILTER (WHERE kind LIKE 'escalation:%') AS escalations
-         FROM timers WHERE clock_id = $1 AND fired_at IS NOT NULL",
+         FROM timers WHERE clock_id = ANY($1) AND fired_at IS NOT NULL
+         GROUP BY clock_id",
     )
-    .bind(clock_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok((r.try_get("warnings")?, r.try_get("escalations")?))
+    .bind(clock_ids)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            r.try_get("clock_id")?,
+            (r.try_get("warnings")?, r.try_get("escalations")?),
+        ))
+    })
+    .collect()
 }
 
 // ---------------------------------------------------------------- escalations

@@ -163,32 +163,42 @@ pub async fn enqueue(
     Ok(())
 }
 
-/// Attempts every due delivery once; returns how many were attempted.
+/// Attempts up to 20 due deliveries once each; returns how many were
+/// attempted.
+///
+/// A delivery is claimed by moving its next attempt past the client's timeout
+/// (a lease) in a short transaction of its own; the POST runs with no
+/// transaction open, and its outcome is recorded after. A replica that dies
+/// mid-POST leaves the lease to expire and the delivery is tried again (at
+/// least once; receivers deduplicate on `X-Baladiya-Delivery`).
 pub async fn deliver_due(
     pool: &PgPool,
     client: &WebhookClient,
     max_attempts: i32,
     backoff: Duration,
 ) -> Result<usize, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let lease = client.timeout.saturating_mul(3).as_secs_f64();
     let due = sqlx::query(
-        "SELECT id, url, body, attempts FROM webhook_deliveries
-         WHERE state = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 20 FOR UPDATE SKIP LOCKED",
+        "UPDATE webhook_deliveries SET next_attempt_at = now() + make_interval(secs => $1)
+         WHERE id IN (SELECT id FROM webhook_deliveries
+                      WHERE state = 'pending' AND next_attempt_at <= now()
+                      ORDER BY next_attempt_at LIMIT 20 FOR UPDATE SKIP LOCKED)
+         RETURNING id, url, body, attempts",
     )
-    .fetch_all(&mut *tx)
+    .bind(lease)
+    .fetch_all(pool)
     .await?;
     for row in &due {
         let id: Uuid = row.try_get("id")?;
         let url: String = row.try_get("url")?;
         let body: Vec<u8> = row.try_get("body")?;
         let attempts: i32 = row.try_get::<i32, _>("attempts")? + 1;
-        let outcome = client.post(&url, id, &body).await;
-        match outcome {
+        match client.post(&url, id, &body).await {
             Ok(status) if (200..300).contains(&status) => {
                 sqlx::query("UPDATE webhook_deliveries SET state = 'delivered', attempts = $2, delivered_at = now(), last_error = NULL WHERE id = $1")
                     .bind(id)
                     .bind(attempts)
-                    .execute(&mut *tx)
+                    .execute(pool)
                     .await?;
             }
             other => {
@@ -212,11 +222,10 @@ pub async fn deliver_due(
                 .bind(&error)
                 .bind(dead)
                 .bind(wait.as_secs_f64())
-                .execute(&mut *tx)
+                .execute(pool)
                 .await?;
             }
         }
     }
-    tx.commit().await?;
     Ok(due.len())
 }
