@@ -8,7 +8,7 @@ use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, ErrorKind, Violations};
 use baladiya_platform::events::{EventType, OutboundEvent, outbox};
 use baladiya_platform::idempotency::{self, Claim};
-use baladiya_platform::paging::{PageTokens, page_size};
+use baladiya_platform::paging::{DEFAULT_PAGE_SIZE, PageTokens, page_size};
 use baladiya_proto::common::v1 as common;
 use baladiya_proto::convert::{instant, timestamp};
 use baladiya_proto::events::v1::EventMeta;
@@ -546,7 +546,6 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
         caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
-        v.check(req.page_size >= 0, "page_size", "must not be negative");
         v.check(
             req.status == 0 || status_name(req.status).is_some(),
             "status",
@@ -571,18 +570,12 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
             "is not a valid timestamp",
         );
         let key = Self::page_key(&req);
-        let after = match self.tokens.keyset(&req.page_token, &key) {
-            Ok(after) => after,
-            Err(_) => {
-                v.add(
-                    "page_token",
-                    "is not a token from this listing with these filters",
-                );
-                None
-            }
-        };
+        let after = v
+            .absorb(self.tokens.keyset(&req.page_token, &key))
+            .flatten();
+        let limit = v.absorb(page_size(req.page_size));
         v.finish()?;
-        let limit = page_size(req.page_size)?;
+        let limit = limit.unwrap_or(DEFAULT_PAGE_SIZE);
         let filter = ReportFilter {
             municipality_code: Some(req.municipality_code.clone()).filter(|x| !x.is_empty()),
             category_code: Some(req.category_code.clone()).filter(|x| !x.is_empty()),

@@ -38,7 +38,23 @@ impl Violations {
             description: description.into(),
         });
     }
-    /// Records a violation unless `ok`.
+    /// The value of a field check done elsewhere (a page token, a page
+    /// size), or `None` with its violations recorded here so they are
+    /// reported with the request's other fields.
+    pub fn absorb<T>(&mut self, checked: Result<T, ApiError>) -> Option<T> {
+        match checked {
+            Ok(value) => Some(value),
+            Err(e) if e.violations.is_empty() => {
+                self.add("", e.message);
+                None
+            }
+            Err(e) => {
+                self.0.extend(e.violations);
+                None
+            }
+        }
+    }
+    /// Records a violation of `field` unless `ok`.
     pub fn check(&mut self, ok: bool, field: &str, description: &str) {
         if !ok {
             self.add(field, description);
@@ -239,6 +255,23 @@ impl From<sqlx::Error> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absorbed_checks_are_reported_with_the_other_fields() {
+        let mut v = Violations::new();
+        v.add("status", "is not a case status");
+        assert_eq!(v.absorb(Ok::<_, ApiError>(7)), Some(7));
+        assert_eq!(
+            v.absorb(Err::<i64, _>(ApiError::invalid_field(
+                "page_size",
+                "must not be negative"
+            ))),
+            None
+        );
+        let e = v.finish().expect_err("two violations");
+        let fields: Vec<&str> = e.violations.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["status", "page_size"]);
+    }
 
     #[test]
     fn invalid_argument_lists_every_field_as_bad_request() {

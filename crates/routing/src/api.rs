@@ -5,7 +5,7 @@ use baladiya_platform::auth::{CallerIdentity, Role, caller};
 use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, Violations};
 use baladiya_platform::geo::Point;
-use baladiya_platform::paging::{PageTokens, page_size};
+use baladiya_platform::paging::{DEFAULT_PAGE_SIZE, PageTokens, page_size};
 use baladiya_proto::common::v1 as common;
 use baladiya_proto::convert::{instant, timestamp};
 use baladiya_proto::routing::v1 as pb;
@@ -284,7 +284,6 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
         let who = caller(&request)?.clone();
         let req = request.into_inner();
         let mut v = Violations::new();
-        v.check(req.page_size >= 0, "page_size", "must not be negative");
         let status = status_from_proto(req.status);
         v.check(
             req.status == 0 || status.is_some(),
@@ -320,18 +319,12 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
             _ => {}
         }
         let filters = format!("{filter:?}");
-        let after = match self.tokens.keyset(&req.page_token, &filters) {
-            Ok(after) => after,
-            Err(_) => {
-                v.add(
-                    "page_token",
-                    "is not a token from this listing with these filters",
-                );
-                None
-            }
-        };
+        let after = v
+            .absorb(self.tokens.keyset(&req.page_token, &filters))
+            .flatten();
+        let limit = v.absorb(page_size(req.page_size));
         v.finish()?;
-        let limit = page_size(req.page_size)?;
+        let limit = limit.unwrap_or(DEFAULT_PAGE_SIZE);
         let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
         let rows = store::cases(&mut conn, &filter, after, limit + 1)
             .await
