@@ -588,12 +588,9 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
         let rows = store::reports(&mut conn, &filter, after, limit + 1)
             .await
             .map_err(ApiError::from)?;
-        let more = rows.len() as i64 > limit;
-        let page: Vec<ReportRow> = rows.into_iter().take(limit as usize).collect();
-        let next_page_token = match (more, page.last()) {
-            (true, Some(last)) => self.tokens.next_keyset(&key, last.created_at, last.id),
-            _ => String::new(),
-        };
+        let (page, next_page_token) = self
+            .tokens
+            .keyset_page(rows, limit, &key, |r| (r.created_at, r.id));
         Ok(Response::new(pb::ListReportsResponse {
             reports: page.iter().map(report_proto).collect(),
             next_page_token,

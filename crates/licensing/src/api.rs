@@ -479,16 +479,11 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         )
         .await
         .map_err(ApiError::from)?;
-        let more = rows.len() as i64 > limit;
-        let page: Vec<&ApplicationRow> = rows.iter().take(limit as usize).collect();
-        let next_page_token = match (more, page.last()) {
-            (true, Some(last)) => self
-                .tokens
-                .next_keyset(&filters, last.submitted_at, last.id),
-            _ => String::new(),
-        };
+        let (page, next_page_token) = self
+            .tokens
+            .keyset_page(rows, limit, &filters, |a| (a.submitted_at, a.id));
         Ok(Response::new(pb::ListApplicationsResponse {
-            applications: page.into_iter().map(application_proto).collect(),
+            applications: page.iter().map(application_proto).collect(),
             next_page_token,
         }))
     }

@@ -99,6 +99,28 @@ impl PageTokens {
         self.issue(filters, &format!("{}|{id}", at.to_rfc3339()))
     }
 
+    /// One page of a keyset listing fetched with `limit + 1` rows: the first
+    /// `limit` rows, and the token for the next page (empty on the last page).
+    pub fn keyset_page<R>(
+        &self,
+        mut rows: Vec<R>,
+        limit: i64,
+        filters: &str,
+        keyset: impl Fn(&R) -> (DateTime<Utc>, Uuid),
+    ) -> (Vec<R>, String) {
+        let limit = usize::try_from(limit).unwrap_or(0);
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next = match (more, rows.last()) {
+            (true, Some(last)) => {
+                let (at, id) = keyset(last);
+                self.next_keyset(filters, at, id)
+            }
+            _ => String::new(),
+        };
+        (rows, next)
+    }
+
     /// The (`at`, `id`) keyset in a token made by [`PageTokens::next_keyset`].
     pub fn keyset(
         &self,
@@ -148,6 +170,18 @@ mod tests {
         let t = tokens.next_keyset("f", at, id);
         assert_eq!(tokens.keyset(&t, "f").expect("valid"), Some((at, id)));
         assert!(tokens.keyset(&tokens.issue("f", "garbage"), "f").is_err());
+    }
+
+    #[test]
+    fn a_page_holds_limit_rows_and_a_token_only_when_more_follow() {
+        let tokens = PageTokens::new(b"0123456789abcdef0123456789abcdef");
+        let at = Utc::now();
+        let rows: Vec<(DateTime<Utc>, Uuid)> = (0..3).map(|_| (at, Uuid::now_v7())).collect();
+        let (page, next) = tokens.keyset_page(rows.clone(), 2, "f", |r| *r);
+        assert_eq!(page, rows[..2]);
+        assert_eq!(tokens.keyset(&next, "f").expect("valid"), Some(rows[1]));
+        let (page, next) = tokens.keyset_page(rows[..2].to_vec(), 2, "f", |r| *r);
+        assert_eq!((page.len(), next.as_str()), (2, ""));
     }
 
     #[test]

@@ -329,12 +329,9 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
         let rows = store::cases(&mut conn, &filter, after, limit + 1)
             .await
             .map_err(ApiError::from)?;
-        let more = rows.len() as i64 > limit;
-        let page: Vec<CaseRow> = rows.into_iter().take(limit as usize).collect();
-        let next_page_token = match (more, page.last()) {
-            (true, Some(last)) => self.tokens.next_keyset(&filters, last.created_at, last.id),
-            _ => String::new(),
-        };
+        let (page, next_page_token) = self
+            .tokens
+            .keyset_page(rows, limit, &filters, |c| (c.created_at, c.id));
         Ok(Response::new(pb::ListCasesResponse {
             cases: page.iter().map(|c| case_proto(c, &[])).collect(),
             next_page_token,

@@ -170,16 +170,10 @@ impl pb::sla_service_server::SlaService for SlaApi {
         let rows = store::breaches(&mut conn, partner.as_deref(), now, after, limit + 1)
             .await
             .map_err(ApiError::from)?;
-        let more = rows.len() as i64 > limit;
-        let clocks =
-            with_fired_counts(&mut conn, &rows[..rows.len().min(limit as usize)], now).await?;
-        let next_page_token = match (more, rows.get(limit as usize - 1)) {
-            (true, Some(last)) => {
-                self.tokens
-                    .next_keyset(&filters, last.breached_at.unwrap_or(now), last.id)
-            }
-            _ => String::new(),
-        };
+        let (page, next_page_token) = self.tokens.keyset_page(rows, limit, &filters, |c| {
+            (c.breached_at.unwrap_or(now), c.id)
+        });
+        let clocks = with_fired_counts(&mut conn, &page, now).await?;
         Ok(Response::new(pb::ListBreachesResponse {
             clocks,
             next_page_token,
@@ -216,14 +210,11 @@ impl pb::sla_service_server::SlaService for SlaApi {
         )
         .await
         .map_err(ApiError::from)?;
-        let more = rows.len() as i64 > limit;
-        let page: Vec<&EscalationRow> = rows.iter().take(limit as usize).collect();
-        let next_page_token = match (more, page.last()) {
-            (true, Some(last)) => self.tokens.next_keyset(&filters, last.raised_at, last.id),
-            _ => String::new(),
-        };
+        let (page, next_page_token) = self
+            .tokens
+            .keyset_page(rows, limit, &filters, |e| (e.raised_at, e.id));
         Ok(Response::new(pb::ListEscalationsResponse {
-            escalations: page.into_iter().map(escalation_proto).collect(),
+            escalations: page.iter().map(escalation_proto).collect(),
             next_page_token,
         }))
     }
