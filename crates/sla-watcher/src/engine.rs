@@ -9,6 +9,7 @@
 //! transaction. Timers due while the watcher was down fire at start, earliest
 //! first; events carry the instant the timer was due, not when it fired.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use baladiya_partners::convert::priority_from_proto;
@@ -36,12 +37,24 @@ fn retry(e: impl std::fmt::Display) -> HandlerError {
     HandlerError::Retry(e.to_string())
 }
 
-async fn calendar(conn: &mut PgConnection, id: &str) -> Result<Calendar, HandlerError> {
-    let spec = store::calendar(conn, id)
-        .await?
-        .ok_or_else(|| retry(format!("calendar {id} is not in the replica yet")))?;
-    spec.build()
-        .map_err(|v| HandlerError::Reject(format!("calendar {id} is invalid: {v:?}")))
+/// Calendars read from the replica and built once per recomputation (a
+/// calendar change recomputes every open subject on it).
+#[derive(Default)]
+struct Calendars(HashMap<String, Calendar>);
+
+impl Calendars {
+    async fn get(&mut self, conn: &mut PgConnection, id: &str) -> Result<&Calendar, HandlerError> {
+        if !self.0.contains_key(id) {
+            let spec = store::calendar(conn, id)
+                .await?
+                .ok_or_else(|| retry(format!("calendar {id} is not in the replica yet")))?;
+            let built = spec
+                .build()
+                .map_err(|v| HandlerError::Reject(format!("calendar {id} is invalid: {v:?}")))?;
+            self.0.insert(id.to_string(), built);
+        }
+        Ok(&self.0[id])
+    }
 }
 
 fn terms_of(row: &ClockRow) -> Terms {
@@ -63,6 +76,7 @@ type NewClock = (String, i64, String, Terms, Vec<StoredLevel>);
 /// no terms for it (no clock is kept then).
 async fn new_clock(
     conn: &mut PgConnection,
+    calendars: &mut Calendars,
     config: &SlaConfig,
     spec: &derive::ClockSpec,
     facts: &store::SubjectFacts,
@@ -72,7 +86,7 @@ async fn new_clock(
     if matches!(spec.metric, Metric::EndToEnd | Metric::Decision) {
         // The municipality's own promise, on its government calendar.
         let calendar_id = config.end_to_end_calendar_of(&facts.municipality_code);
-        let cal = calendar(conn, &calendar_id).await?;
+        let cal = calendars.get(conn, &calendar_id).await?;
         let days = if spec.metric == Metric::Decision {
             facts.target_days.max(1) as u32
         } else {
@@ -122,7 +136,7 @@ async fn new_clock(
         };
         (target, terms.calendar_id.clone(), terms.warn_at.clone())
     };
-    let cal = calendar(conn, &calendar_id).await?;
+    let cal = calendars.get(conn, &calendar_id).await?;
     let ladder: Vec<StoredLevel> = body
         .ladder
         .iter()
@@ -309,6 +323,17 @@ pub async fn recompute_subject(
     kind: &str,
     id: Uuid,
 ) -> Result<(), HandlerError> {
+    recompute_subject_with(conn, &mut Calendars::default(), clock, config, kind, id).await
+}
+
+async fn recompute_subject_with(
+    conn: &mut PgConnection,
+    calendars: &mut Calendars,
+    clock: &Clock,
+    config: &SlaConfig,
+    kind: &str,
+    id: Uuid,
+) -> Result<(), HandlerError> {
     let existing = store::clocks_of(conn, kind, id, true).await?;
     let (specs, facts) = if kind == "application" {
         let (events, facts) = store::application_events(conn, id).await?;
@@ -326,7 +351,7 @@ pub async fn recompute_subject(
             Some(o) => o.clone(),
             None => {
                 let Some((partner, version, calendar_id, terms, ladder)) =
-                    new_clock(conn, config, &spec, &facts, start).await?
+                    new_clock(conn, calendars, config, &spec, &facts, start).await?
                 else {
                     continue;
                 };
@@ -362,7 +387,7 @@ pub async fn recompute_subject(
             .iter()
             .map(|i| (i.kind.as_str().to_string(), i.at))
             .collect();
-        store_computed(conn, clock, old, row).await?;
+        store_computed(conn, calendars, clock, old, row).await?;
     }
     wake(conn).await
 }
@@ -371,13 +396,18 @@ pub async fn recompute_subject(
 /// timers and emits what changed.
 async fn store_computed(
     conn: &mut PgConnection,
+    calendars: &mut Calendars,
     clock: &Clock,
     old: Option<&ClockRow>,
     mut row: ClockRow,
 ) -> Result<(), HandlerError> {
-    let cal = calendar(conn, &row.calendar_id).await?;
     let now = clock.now();
-    let computed = clock::compute(&cal, &terms_of(&row), &row.engine_inputs(), now);
+    let computed = clock::compute(
+        calendars.get(conn, &row.calendar_id).await?,
+        &terms_of(&row),
+        &row.engine_inputs(),
+        now,
+    );
     row.state = computed.state.as_str().into();
     row.elapsed_secs = computed.elapsed.as_secs() as i64;
     row.deadline = computed.deadline;
@@ -422,8 +452,9 @@ pub async fn recompute_calendar(
     calendar_id: &str,
 ) -> Result<usize, HandlerError> {
     let subjects = store::subjects_on_calendar(conn, calendar_id).await?;
+    let mut calendars = Calendars::default();
     for (kind, id) in &subjects {
-        recompute_subject(conn, clock, config, kind, *id).await?;
+        recompute_subject_with(conn, &mut calendars, clock, config, kind, *id).await?;
     }
     Ok(subjects.len())
 }
