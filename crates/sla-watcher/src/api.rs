@@ -340,12 +340,18 @@ impl pb::sla_service_server::SlaService for SlaApi {
                 None
             }
         };
+        // A stored calendar was checked when it was published; only an inline
+        // one is expected to fail here, but name whichever was given.
+        let prefix = match &req.calendar {
+            Some(pb::preview_clock_request::Calendar::CalendarId(_)) => "calendar_id.",
+            _ => "inline_calendar.",
+        };
         let calendar = match spec.map(|s| s.build()) {
             Some(Ok(c)) => Some(c),
             Some(Err(problems)) => {
                 for p in problems {
                     v.add(
-                        baladiya_partners::convert::api_path("inline_calendar.", &p.field),
+                        baladiya_partners::convert::api_path(prefix, &p.field),
                         p.message,
                     );
                 }
