@@ -27,6 +27,7 @@ test: lint
 	$(CARGO) build --locked --workspace --tests --bins
 	@eval "$$($(DEVENV) up)"; \
 	export BALADIYA_TEST_NATS_SERVER="$$($(DEVENV) nats-binary)"; \
+	export BALADIYA_TEST_CHROMIUM="$$($(DEVENV) browser)"; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --locked --workspace --no-fail-fast; \
 	else \

@@ -13,7 +13,9 @@ stderr). For each of the two it uses, in order:
    project's `.venv`. A private instance keeps running between calls and is
    reused; `devenv.py down` stops it.
 
-`devenv.py tools` installs the Python-packaged tools `make lint` needs (buf).
+`devenv.py tools` installs the Python-packaged tools `make lint` needs (buf);
+`devenv.py browser` finds or installs (Debian's package) the Chromium the
+dashboard test renders pages in.
 Only the Python standard library is used here, so this runs on a machine that
 has nothing but Python, pip and the Rust toolchain.
 """
@@ -376,6 +378,29 @@ def cmd_tools(_args) -> None:
     print(VENV / "bin")
 
 
+def cmd_browser(_args) -> None:
+    """Print a headless-capable Chromium, installing Debian's package if needed."""
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            print(found)
+            return
+    apt = shutil.which("apt-get")
+    if not apt:
+        sys.exit("devenv: Chromium is missing and apt-get is not here: install Chromium and put it on PATH")
+    prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    log("installing Debian's chromium package for the dashboard test")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for step in (["update", "-qq"], ["install", "-y", "-qq", "--no-install-recommends", "chromium"]):
+        done = subprocess.run(prefix + [apt, *step], env=env, stdout=sys.stderr, check=False)
+        if done.returncode != 0:
+            sys.exit(f"devenv: apt-get {step[0]} failed; install Debian's chromium package by hand")
+    found = shutil.which("chromium")
+    if not found:
+        sys.exit("devenv: apt-get installed chromium but it is not on PATH")
+    print(found)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -386,8 +411,15 @@ def main() -> None:
         p.add_argument("--nats-port", type=int, default=4222)
     sub.add_parser("tools", help="install buf into .venv")
     sub.add_parser("nats-binary", help="print a nats-server 2.10+ binary, installing one if needed")
+    sub.add_parser("browser", help="print a Chromium binary, installing Debian's package if needed")
     args = parser.parse_args()
-    commands = {"up": cmd_up, "down": cmd_down, "tools": cmd_tools, "nats-binary": cmd_nats_binary}
+    commands = {
+        "up": cmd_up,
+        "down": cmd_down,
+        "tools": cmd_tools,
+        "nats-binary": cmd_nats_binary,
+        "browser": cmd_browser,
+    }
     commands[args.command](args)
 
 

@@ -16,6 +16,8 @@ mod intake_it;
 #[cfg(test)]
 mod kpi_it;
 #[cfg(test)]
+mod kpi_month_it;
+#[cfg(test)]
 mod licensing_it;
 #[cfg(test)]
 mod partners_it;

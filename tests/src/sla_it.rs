@@ -338,6 +338,20 @@ async fn thursday_13_00_warns_breaches_and_escalates_level_by_level() -> anyhow:
     .await?;
     assert_eq!(met.escalation_levels_fired, 2);
     assert_eq!(met.warnings_fired, 2);
+    // The met event states the working time in days of the clock's calendar
+    // too (sa-gov: 07:30-14:30, a 7-hour working day), the unit KPIs use.
+    let pool = sqlx::PgPool::connect(&s.env.database_url()).await?;
+    let payload: Vec<u8> = sqlx::query_scalar(
+        "SELECT payload FROM sla_watcher.outbox WHERE ce_type = 'sa.baladiya.sla.clock.met.v1' AND ce_subject = $1",
+    )
+    .bind(&met.id)
+    .fetch_one(&pool)
+    .await?;
+    pool.close().await;
+    let event = <baladiya_proto::sla::events::v1::ClockMet as prost::Message>::decode(&*payload)?;
+    let elapsed = event.elapsed.map_or(0, |d| d.seconds);
+    assert!(event.breached && elapsed > 0);
+    assert!((event.elapsed_working_days - elapsed as f64 / 25_200.0).abs() < 1e-9);
     s.stop().await
 }
 

@@ -55,6 +55,175 @@ pub enum TargetSource {
     LicenseTypeTargetDays,
 }
 
+/// A kind of fact the projections record, one row per event (and kind) with
+/// the instant it happened, its dimensions and a value. Indicators are
+/// computed from facts, so this is the vocabulary between the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fact {
+    /// A report was received; value 1 if it was linked as a duplicate, else 0.
+    ReportReceived,
+    /// A citizen rated a resolved report; value the score (1 to 5).
+    Rating,
+    /// A case changed status; value 1 if it is open after the change, 0 if
+    /// resolved or closed. The latest one at an instant says if it is open.
+    CaseStatus,
+    /// A case was resolved; value 1.
+    CaseResolved,
+    /// A case was reopened; value 1.
+    CaseReopened,
+    /// An acknowledge clock ended; value 1 if met within its SLA, 0 if late.
+    AckClock,
+    /// An acknowledge clock ended; value its working hours.
+    AckHours,
+    /// A resolve clock ended; value 1 if met within its SLA, 0 if late.
+    ResolveClock,
+    /// A resolve clock ended; value its working hours.
+    ResolveHours,
+    /// A case's resolve clock changed; value 1 when it breached, 0 when it
+    /// started, stopped or was cancelled. The latest one says if it is overdue.
+    ResolveOverdue,
+    /// An application's decision clock ended; value 1 within target, else 0.
+    DecisionClock,
+    /// An application's decision clock ended; value its working days.
+    DecisionDays,
+    /// An SLA clock breached; value 1.
+    ClockBreached,
+    /// An escalation was raised; value 1; its level is a dimension.
+    Escalation,
+    /// A license application was submitted; value 1.
+    ApplicationReceived,
+    /// A license application was rejected; value 1.
+    ApplicationRejected,
+    /// A license was issued (renewals are not); value 1.
+    LicenseIssued,
+    /// A facility inspection was recorded; value 1 if compliant, else 0.
+    FacilityInspection,
+    /// A facility inspection was recorded; value 1 if a private operator did it.
+    InspectionByPrivateOperator,
+}
+
+impl Fact {
+    /// Every kind, for checks and documentation.
+    pub const ALL: [Fact; 19] = [
+        Self::ReportReceived,
+        Self::Rating,
+        Self::CaseStatus,
+        Self::CaseResolved,
+        Self::CaseReopened,
+        Self::AckClock,
+        Self::AckHours,
+        Self::ResolveClock,
+        Self::ResolveHours,
+        Self::ResolveOverdue,
+        Self::DecisionClock,
+        Self::DecisionDays,
+        Self::ClockBreached,
+        Self::Escalation,
+        Self::ApplicationReceived,
+        Self::ApplicationRejected,
+        Self::LicenseIssued,
+        Self::FacilityInspection,
+        Self::InspectionByPrivateOperator,
+    ];
+
+    /// The name stored in the `kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReportReceived => "report_received",
+            Self::Rating => "rating",
+            Self::CaseStatus => "case_status",
+            Self::CaseResolved => "case_resolved",
+            Self::CaseReopened => "case_reopened",
+            Self::AckClock => "ack_clock",
+            Self::AckHours => "ack_hours",
+            Self::ResolveClock => "resolve_clock",
+            Self::ResolveHours => "resolve_hours",
+            Self::ResolveOverdue => "resolve_overdue",
+            Self::DecisionClock => "decision_clock",
+            Self::DecisionDays => "decision_days",
+            Self::ClockBreached => "clock_breached",
+            Self::Escalation => "escalation",
+            Self::ApplicationReceived => "application_received",
+            Self::ApplicationRejected => "application_rejected",
+            Self::LicenseIssued => "license_issued",
+            Self::FacilityInspection => "facility_inspection",
+            Self::InspectionByPrivateOperator => "inspection_by_private_operator",
+        }
+    }
+
+    /// The dimensions its rows carry (a case's channel is looked up through
+    /// its report).
+    pub fn dimensions(self) -> &'static [Dimension] {
+        use Dimension::*;
+        match self {
+            Self::ReportReceived => &[Municipality, Channel, Category],
+            Self::Rating
+            | Self::CaseStatus
+            | Self::CaseResolved
+            | Self::CaseReopened
+            | Self::AckClock
+            | Self::AckHours
+            | Self::ResolveClock
+            | Self::ResolveHours
+            | Self::ResolveOverdue
+            | Self::ClockBreached => &[Municipality, Partner, Channel, Category],
+            Self::Escalation => &[Municipality, Partner, Channel, Category, EscalationLevel],
+            Self::DecisionClock
+            | Self::DecisionDays
+            | Self::ApplicationReceived
+            | Self::ApplicationRejected
+            | Self::LicenseIssued => &[Municipality, LicenseType],
+            Self::FacilityInspection | Self::InspectionByPrivateOperator => {
+                &[Municipality, Activity, Operator]
+            }
+        }
+    }
+}
+
+/// How an indicator's value is computed from facts in a period.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Measure {
+    /// How many facts.
+    Count { fact: Fact },
+    /// The mean of 0/1 values: the share of facts with value 1.
+    Share { fact: Fact },
+    /// The mean of the values.
+    Mean { fact: Fact },
+    /// The exact median (the mean of the two middle values for an even count).
+    Median { fact: Fact },
+    /// The exact percentile by nearest rank: the smallest value with at least
+    /// `q` of the values at or below it.
+    Percentile { fact: Fact, q: f64 },
+    /// Numerator facts over denominator facts, both counted in the period.
+    Ratio { numerator: Fact, denominator: Fact },
+    /// Subjects whose latest `status` fact at the end of the period is 1 (and,
+    /// with `overdue`, whose latest `overdue` fact is 1 too).
+    Backlog { status: Fact, overdue: Option<Fact> },
+    /// (count in the period - count a year earlier) / count a year earlier.
+    Growth { fact: Fact },
+}
+
+impl Measure {
+    /// The facts it reads.
+    pub fn facts(&self) -> Vec<Fact> {
+        match *self {
+            Self::Count { fact }
+            | Self::Share { fact }
+            | Self::Mean { fact }
+            | Self::Median { fact }
+            | Self::Percentile { fact, .. }
+            | Self::Growth { fact } => vec![fact],
+            Self::Ratio {
+                numerator,
+                denominator,
+            } => vec![numerator, denominator],
+            Self::Backlog { status, overdue } => std::iter::once(status).chain(overdue).collect(),
+        }
+    }
+}
+
 /// The target an indicator is held to.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Target {
@@ -78,6 +247,11 @@ struct Entry {
     dimensions: Vec<Dimension>,
     #[serde(default)]
     target_note: String,
+    measure: Measure,
+    #[serde(default)]
+    only_subjects_with: Option<Fact>,
+    #[serde(default)]
+    license_types: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +277,13 @@ pub struct Indicator {
     /// Sorted, without repeats.
     pub dimensions: Vec<Dimension>,
     pub target_note: String,
+    /// How the value is computed.
+    pub measure: Measure,
+    /// Only facts whose subject also has a fact of this kind (for example,
+    /// decision clocks of applications that ended in an issued license).
+    pub only_subjects_with: Option<Fact>,
+    /// Only facts of these license types (empty: all).
+    pub license_types: Vec<String>,
 }
 
 impl Indicator {
@@ -256,6 +437,27 @@ fn check(index: usize, entry: Entry) -> Result<Indicator, CatalogueError> {
     let mut dimensions = entry.dimensions;
     dimensions.sort();
     dimensions.dedup();
+    for fact in entry.measure.facts() {
+        if let Some(d) = dimensions.iter().find(|d| !fact.dimensions().contains(d)) {
+            return Err(fail(
+                "dimensions",
+                &format!("has {d:?}, which {} facts do not carry", fact.as_str()),
+            ));
+        }
+    }
+    if let Measure::Percentile { q, .. } = entry.measure
+        && !(q > 0.0 && q < 1.0)
+    {
+        return Err(fail("measure", "q must be between 0 and 1"));
+    }
+    let measure_facts = entry.measure.facts();
+    if !entry.license_types.is_empty()
+        && !measure_facts
+            .iter()
+            .all(|f| f.dimensions().contains(&Dimension::LicenseType))
+    {
+        return Err(fail("license_types", "needs facts with a license type"));
+    }
     Ok(Indicator {
         code,
         name_en: entry.name_en.trim().to_string(),
@@ -267,6 +469,9 @@ fn check(index: usize, entry: Entry) -> Result<Indicator, CatalogueError> {
         amber_tolerance,
         dimensions,
         target_note: entry.target_note.trim().to_string(),
+        measure: entry.measure,
+        only_subjects_with: entry.only_subjects_with,
+        license_types: entry.license_types,
     })
 }
 
@@ -285,6 +490,7 @@ direction = "higher"
 target = 0.9
 amber_tolerance = 0.05
 dimensions = ["operator", "municipality", "operator"]
+measure = { kind = "share", fact = "facility_inspection" }
 "#;
 
     #[test]
@@ -399,6 +605,10 @@ dimensions = ["operator", "municipality", "operator"]
         assert_eq!(
             problem(&format!("{ONE}{ONE}")),
             ("code", "is repeated".to_string())
+        );
+        assert_eq!(
+            problem(&ONE.replace("\"operator\", \"municipality\"", "\"channel\"")).0,
+            "dimensions"
         );
         assert!(matches!(
             Catalogue::parse(&ONE.replace("unit = \"share\"", "unit = \"percent\"")),

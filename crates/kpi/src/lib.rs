@@ -1,26 +1,103 @@
 //! KPI service (`baladiya.kpi.v1.KpiService`, schema `kpi`): the indicators
-//! leadership and analysts review, each with a definition, unit, direction,
-//! target and AMBER tolerance.
+//! leadership and analysts review, folded from every domain stream and
+//! measured per municipality, partner, channel, category and license type for
+//! any period, against targets.
 //!
-//! - [`catalogue`]: the indicator catalogue, data in `catalogue.toml`, checked
-//!   when the binary starts;
-//! - [`api`]: the gRPC face.
+//! The path from an event to a number on a scorecard:
 //!
-//! The projections that fold every domain stream into indicator values, the
-//! rebuild command and the scorecard page build on this catalogue.
+//! - [`project`]: durable consumers of the intake, routing, SLA and licensing
+//!   streams turn each event into facts (one row per event and kind);
+//! - [`catalogue`]: `catalogue.toml` says, for each indicator, which facts it
+//!   reads and how (count, share, exact median or percentile, ratio, backlog
+//!   at the end of the period, growth on a year earlier), with its target;
+//! - [`period`]: days, weeks, fortnights, months, quarters and years in the
+//!   municipality's time zone;
+//! - [`query`]: one SQL query per indicator and period, shared by
+//! - [`api`] (gRPC) and [`dashboard`] (the HTML scorecard on the HTTP port);
+//! - [`rebuild`]: `baladiya kpi rebuild` replays the streams into fresh
+//!   tables and swaps them in.
 
 pub mod api;
 pub mod catalogue;
+pub mod dashboard;
+pub mod period;
+pub mod project;
+pub mod query;
+pub mod rebuild;
+
+use std::collections::BTreeMap;
 
 use baladiya_platform::app::{BackgroundTask, ServiceContext, ServiceModule, StartError};
-use baladiya_platform::db::no_service_migrations;
+use baladiya_platform::config::{Environment, KeyError, SectionHandler, ServiceConfig};
 use baladiya_platform::events::StreamSpec;
 use baladiya_platform::grpc::Mounted;
 use baladiya_proto::kpi::v1::kpi_service_server::KpiServiceServer;
+use chrono_tz::Tz;
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 use sqlx::migrate::Migrator;
 
 use crate::catalogue::Catalogue;
+use crate::query::Kpis;
+
+static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// The `[kpi]` configuration section.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KpiConfig {
+    /// The IANA time zone periods are measured in, unless the municipality
+    /// has its own below (partner scorecards always use this one).
+    pub time_zone: String,
+    /// Municipalities in another zone, e.g. `{ MUSCAT = "Asia/Muscat" }`.
+    pub municipality_time_zones: BTreeMap<String, String>,
+}
+
+impl Default for KpiConfig {
+    fn default() -> Self {
+        Self {
+            time_zone: "Asia/Riyadh".into(),
+            municipality_time_zones: BTreeMap::from([(
+                "MUSCAT".to_string(),
+                "Asia/Muscat".to_string(),
+            )]),
+        }
+    }
+}
+
+impl KpiConfig {
+    /// The zone of a municipality, or the default zone.
+    pub fn time_zone_of(&self, municipality: Option<&str>) -> Tz {
+        municipality
+            .and_then(|m| self.municipality_time_zones.get(m))
+            .unwrap_or(&self.time_zone)
+            .parse()
+            .unwrap_or(chrono_tz::Asia::Riyadh)
+    }
+}
+
+impl ServiceConfig for KpiConfig {
+    const SECTION: &'static str = "kpi";
+
+    fn validate(&self, _environment: Environment) -> Vec<KeyError> {
+        let mut errors = Vec::new();
+        if self.time_zone.parse::<Tz>().is_err() {
+            errors.push(KeyError {
+                key: "time_zone".into(),
+                message: format!("'{}' is not an IANA time zone", self.time_zone),
+            });
+        }
+        for (municipality, zone) in &self.municipality_time_zones {
+            if zone.parse::<Tz>().is_err() {
+                errors.push(KeyError {
+                    key: format!("municipality_time_zones.{municipality}"),
+                    message: format!("'{zone}' is not an IANA time zone"),
+                });
+            }
+        }
+        errors
+    }
+}
 
 /// The KPI service module.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,13 +108,16 @@ impl ServiceModule for KpiService {
         "kpi"
     }
     fn description(&self) -> &'static str {
-        "the indicator catalogue: definitions, units, directions, targets and AMBER tolerances"
+        "indicators and scorecards against targets, projected from every domain stream, with an HTML dashboard"
     }
     fn migrator(&self) -> Migrator {
-        no_service_migrations()
+        baladiya_platform::db::service_migrations(&MIGRATIONS)
     }
     fn streams(&self) -> &'static [StreamSpec] {
         &[]
+    }
+    fn config_section(&self) -> Option<SectionHandler> {
+        Some(SectionHandler::of::<KpiConfig>())
     }
     fn start<'a>(
         &'a self,
@@ -49,13 +129,22 @@ impl ServiceModule for KpiService {
                 service: "kpi",
                 reason: e.to_string(),
             })?;
+            let kpis = Kpis {
+                pool: ctx.pool.clone(),
+                catalogue,
+                config: ctx.section::<KpiConfig>()?,
+            };
             mounted.add(
                 ctx.protect(
-                    KpiServiceServer::new(api::KpiApi { catalogue })
+                    KpiServiceServer::new(api::KpiApi { kpis: kpis.clone() })
                         .max_decoding_message_size(ctx.config.server.max_request_bytes),
                 ),
             );
-            Ok(Vec::new())
+            mounted.add_routes(dashboard::router(kpis, ctx.clock.clone()));
+            Ok(project::consumer_specs()
+                .into_iter()
+                .map(|spec| ctx.consumer(spec, project::Project))
+                .collect())
         })
     }
 }

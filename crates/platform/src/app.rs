@@ -383,13 +383,17 @@ pub async fn run(
         background.clone(),
     )));
     let names: Vec<&'static str> = mounted.names().to_vec();
+    let service_routes = mounted.take_routes();
 
     let grpc_addr = listeners.grpc.local_addr().ok();
     let http_addr = listeners.http.local_addr().ok();
     let mut http_stop = background.clone();
     let http_task = tokio::spawn(http::serve(
         listeners.http,
-        http::router(metrics.clone(), readiness),
+        service_routes.into_iter().fold(
+            http::router(metrics.clone(), readiness),
+            axum::Router::merge,
+        ),
         async move { http_stop.wait().await },
     ));
     let running: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();

@@ -25,6 +25,7 @@ pub struct Mounted {
     routes: tonic::service::RoutesBuilder,
     names: Vec<&'static str>,
     descriptors: Vec<&'static [u8]>,
+    http: Vec<axum::Router>,
 }
 
 impl std::fmt::Debug for Mounted {
@@ -56,6 +57,17 @@ impl Mounted {
     /// protos are not in `baladiya-proto`.
     pub fn add_descriptors(&mut self, encoded: &'static [u8]) {
         self.descriptors.push(encoded);
+    }
+
+    /// Adds routes to the HTTP port (a dashboard, a facade); each service
+    /// owns its own paths.
+    pub fn add_routes(&mut self, router: axum::Router) {
+        self.http.push(router);
+    }
+
+    /// Takes the HTTP routes the services added.
+    pub fn take_routes(&mut self) -> Vec<axum::Router> {
+        std::mem::take(&mut self.http)
     }
 
     /// Full proto names of the mounted services.

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use baladiya_kpi::rebuild::{self, Mode};
 use baladiya_platform::app::{self, Listeners};
 use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
 use baladiya_platform::config::Config;
@@ -79,6 +80,22 @@ enum Command {
     Events {
         #[command(subcommand)]
         action: EventsAction,
+    },
+    /// KPI projections.
+    Kpi {
+        #[command(subcommand)]
+        action: KpiAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KpiAction {
+    /// Replay the domain streams from the start into fresh tables and swap
+    /// them in (the live projections keep running); with --check, compare
+    /// them with the live tables instead and exit 1 if any row differs.
+    Rebuild {
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -206,6 +223,7 @@ fn main() -> ExitCode {
                 Command::Events {
                     action: EventsAction::Replay { service, .. },
                 } => service.clone(),
+                Command::Kpi { .. } => "kpi".into(),
                 _ => "all".into(),
             };
             let modules = match baladiya_server::select(baladiya_server::catalogue(), &modules) {
@@ -294,6 +312,32 @@ async fn serve_command(
             let pool = db::schema_pool(&config.database, module.schema())?;
             let marked = consumer::request_replay(&pool, &name, id).await?;
             println!("{marked} parked event(s) marked for replay by consumer {name}");
+        }
+        Command::Kpi {
+            action: KpiAction::Rebuild { check },
+        } => {
+            let mode = if check { Mode::Check } else { Mode::Swap };
+            let report = rebuild::rebuild(&config, mode, |line| eprintln!("kpi rebuild: {line}"))
+                .await
+                .context("rebuilding the KPI projections")?;
+            let events: u64 = report.events.values().sum();
+            let rows = report
+                .rows
+                .iter()
+                .map(|(t, n)| format!("{t}={n}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            println!(
+                "replayed {events} event(s), skipped {}; rebuilt rows: {rows}",
+                report.skipped
+            );
+            let differing: i64 = report.differences.values().sum();
+            if differing > 0 {
+                anyhow::bail!(
+                    "{differing} row(s) differ from the live projections: {:?} (a live consumer may be behind or parked; see `baladiya events parked --services kpi`)",
+                    report.differences
+                );
+            }
         }
         _ => {}
     }

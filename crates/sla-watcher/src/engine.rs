@@ -241,6 +241,7 @@ async fn emit_changes(
     old: Option<&ClockRow>,
     new: &ClockRow,
     computed: &Computed,
+    working_day: Duration,
 ) -> Result<(), HandlerError> {
     let was = old.map(|o| o.state.as_str());
     let last = |kind: InputKind| {
@@ -290,11 +291,17 @@ async fn emit_changes(
             if let Some(at) = computed.ended_at {
                 let elapsed = prost_types::Duration::try_from(computed.elapsed).ok();
                 let breached = now == State::BreachedThenMet;
+                let elapsed_working_days = if working_day.is_zero() {
+                    0.0
+                } else {
+                    computed.elapsed.as_secs_f64() / working_day.as_secs_f64()
+                };
                 emit(conn, "clock", "met", new, at, |meta| ev::ClockMet {
                     meta,
                     clock: clock_ref(new),
                     breached,
                     elapsed,
+                    elapsed_working_days,
                 })
                 .await?;
             }
@@ -402,12 +409,9 @@ async fn store_computed(
     mut row: ClockRow,
 ) -> Result<(), HandlerError> {
     let now = clock.now();
-    let computed = clock::compute(
-        calendars.get(conn, &row.calendar_id).await?,
-        &terms_of(&row),
-        &row.engine_inputs(),
-        now,
-    );
+    let calendar = calendars.get(conn, &row.calendar_id).await?;
+    let working_day = calendar.working_day();
+    let computed = clock::compute(calendar, &terms_of(&row), &row.engine_inputs(), now);
     row.state = computed.state.as_str().into();
     row.elapsed_secs = computed.elapsed.as_secs() as i64;
     row.deadline = computed.deadline;
@@ -441,7 +445,7 @@ async fn store_computed(
         )
         .await?;
     }
-    emit_changes(conn, old, &row, &computed).await
+    emit_changes(conn, old, &row, &computed, working_day).await
 }
 
 /// Recomputes every open clock on a calendar after it changed.

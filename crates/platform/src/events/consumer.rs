@@ -163,14 +163,24 @@ impl<H: EventHandler> Consumer<H> {
             .get_stream(&stream_name)
             .await
             .map_err(|e| fail(e.to_string()))?;
+        let mut subjects: Vec<String> = self
+            .spec
+            .subjects
+            .iter()
+            .map(|s| self.namespace.subject(s))
+            .collect();
+        // One subject goes in `filter_subject`, which every server honours; a
+        // server before 2.10 ignores `filter_subjects` and would deliver the
+        // whole stream.
+        let filter_subject = if subjects.len() == 1 {
+            subjects.pop().unwrap_or_default()
+        } else {
+            String::new()
+        };
         let config = pull::Config {
             durable_name: Some(self.spec.name.clone()),
-            filter_subjects: self
-                .spec
-                .subjects
-                .iter()
-                .map(|s| self.namespace.subject(s))
-                .collect(),
+            filter_subject,
+            filter_subjects: subjects,
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: Duration::from_secs(30),
             // Parking is ours (bounded attempts); the server never gives up on its own.

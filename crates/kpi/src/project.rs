@@ -1,0 +1,395 @@
+//! Projections: each domain event becomes the facts indicators are computed
+//! from ([`facts_of`], pure), written idempotently ([`apply`]). A fact depends
+//! only on its own event, and the lookups (a case's report, a report's
+//! channel, a license type's target) are order-free upserts, so applying a
+//! stream twice, with duplicates, or interleaved differently with the other
+//! streams gives the same rows. The live consumers and `baladiya kpi rebuild`
+//! both go through [`apply`].
+
+use baladiya_platform::events::consumer::{ConsumerSpec, EventHandler, HandlerError};
+use baladiya_platform::events::{InboundEvent, streams};
+use baladiya_proto::intake::events::v1 as intake;
+use baladiya_proto::intake::v1::Channel;
+use baladiya_proto::licensing::events::v1 as licensing;
+use baladiya_proto::routing::events::v1 as routing;
+use baladiya_proto::sla::events::v1 as sla;
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::catalogue::Fact;
+
+/// The streams and subjects the projections read: every domain event that
+/// feeds an indicator. Partner events (agreements, calendars) feed none: the
+/// working time they define reaches the KPIs through the SLA clocks.
+pub fn consumer_specs() -> Vec<ConsumerSpec> {
+    [
+        ("kpi-intake", streams::INTAKE, "baladiya.intake.>"),
+        ("kpi-routing", streams::ROUTING, "baladiya.routing.>"),
+        ("kpi-sla", streams::SLA, "baladiya.sla.>"),
+        ("kpi-licensing", streams::LICENSING, "baladiya.licensing.>"),
+    ]
+    .into_iter()
+    .map(|(name, stream, subject)| ConsumerSpec {
+        name: name.into(),
+        stream,
+        subjects: vec![subject.into()],
+    })
+    .collect()
+}
+
+/// One fact row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FactRow {
+    pub kind: Fact,
+    pub subject: String,
+    pub municipality: String,
+    pub partner: String,
+    pub channel: String,
+    pub category: String,
+    pub license_type: String,
+    pub activity: String,
+    pub operator: String,
+    pub level: i32,
+    pub value: f64,
+}
+
+impl FactRow {
+    fn new(kind: Fact, subject: &str, value: f64) -> Self {
+        Self {
+            kind,
+            subject: subject.to_string(),
+            municipality: String::new(),
+            partner: String::new(),
+            channel: String::new(),
+            category: String::new(),
+            license_type: String::new(),
+            activity: String::new(),
+            operator: String::new(),
+            level: 0,
+            value,
+        }
+    }
+}
+
+/// Everything one event contributes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Projection {
+    pub facts: Vec<FactRow>,
+    /// (case id, report id).
+    pub case_report: Option<(String, String)>,
+    /// (report id, channel name).
+    pub report_channel: Option<(String, String)>,
+    /// (license type, target working days).
+    pub license_target: Option<(String, i32)>,
+}
+
+fn channel_name(channel: i32) -> String {
+    Channel::try_from(channel)
+        .unwrap_or(Channel::Unspecified)
+        .as_str_name()
+        .to_string()
+}
+
+fn flag(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
+
+fn case_fact(kind: Fact, case: &routing::CaseRef, value: f64) -> FactRow {
+    FactRow {
+        municipality: case.municipality_code.clone(),
+        partner: case.assignee_code.clone(),
+        category: case.category_code.clone(),
+        ..FactRow::new(kind, &case.case_id, value)
+    }
+}
+
+fn clock_fact(kind: Fact, clock: &sla::ClockRef, value: f64) -> FactRow {
+    let mut row = FactRow {
+        municipality: clock.municipality_code.clone(),
+        partner: clock.partner_code.clone(),
+        ..FactRow::new(kind, &clock.subject_id, value)
+    };
+    // An application's clock carries its license type where a case's
+    // carries its category.
+    if clock.subject_kind == "application" {
+        row.license_type = clock.category_code.clone();
+    } else {
+        row.category = clock.category_code.clone();
+    }
+    row
+}
+
+fn hours(d: Option<&prost_types::Duration>) -> f64 {
+    d.map_or(0.0, |d| {
+        d.seconds as f64 / 3600.0 + f64::from(d.nanos) / 3.6e12
+    })
+}
+
+fn required<T>(value: Option<T>, what: &str) -> Result<T, HandlerError> {
+    value.ok_or_else(|| HandlerError::Reject(format!("the event has no {what}")))
+}
+
+/// The facts and lookups of one event; events that feed no indicator give
+/// an empty projection.
+pub fn facts_of(event: &InboundEvent) -> Result<Projection, HandlerError> {
+    let name = event
+        .ce_type
+        .strip_prefix("sa.baladiya.")
+        .and_then(|t| t.strip_suffix(".v1"))
+        .unwrap_or_default();
+    let mut p = Projection::default();
+    match name {
+        "intake.report.received" => {
+            let r: intake::ReportReceived = event.decode()?;
+            let channel = channel_name(r.channel);
+            p.facts.push(FactRow {
+                municipality: r.municipality_code.clone(),
+                channel: channel.clone(),
+                category: r.category_code.clone(),
+                ..FactRow::new(
+                    Fact::ReportReceived,
+                    &r.report_id,
+                    flag(!r.duplicate_of.is_empty()),
+                )
+            });
+            p.report_channel = Some((r.report_id, channel));
+        }
+        "intake.report.duplicate_linked" => {
+            let r: intake::ReportLinkedAsDuplicate = event.decode()?;
+            p.report_channel = Some((r.report_id, channel_name(r.channel)));
+        }
+        "intake.report.rated" => {
+            let r: intake::ReportRated = event.decode()?;
+            let channel = channel_name(r.channel);
+            p.facts.push(FactRow {
+                municipality: r.municipality_code.clone(),
+                partner: r.assignee_code.clone(),
+                channel: channel.clone(),
+                category: r.category_code.clone(),
+                ..FactRow::new(Fact::Rating, &r.report_id, f64::from(r.score))
+            });
+            p.report_channel = Some((r.report_id, channel));
+        }
+        routing_event if routing_event.starts_with("routing.case.") => {
+            let event_name = &routing_event["routing.case.".len()..];
+            let case = routing_case(event, event_name)?;
+            let Some(case) = case else {
+                return Ok(p);
+            };
+            let open = !matches!(event_name, "resolved" | "closed");
+            p.facts.push(case_fact(Fact::CaseStatus, &case, flag(open)));
+            match event_name {
+                "resolved" => p.facts.push(case_fact(Fact::CaseResolved, &case, 1.0)),
+                "reopened" => p.facts.push(case_fact(Fact::CaseReopened, &case, 1.0)),
+                _ => {}
+            }
+            p.case_report = Some((case.case_id.clone(), case.report_id.clone()));
+        }
+        "sla.clock.met" => {
+            let m: sla::ClockMet = event.decode()?;
+            let clock = required(m.clock.as_ref(), "clock")?;
+            let within = flag(!m.breached);
+            let (share, amount, value) = match clock.metric.as_str() {
+                "acknowledge" => (Fact::AckClock, Fact::AckHours, hours(m.elapsed.as_ref())),
+                "resolve" => (
+                    Fact::ResolveClock,
+                    Fact::ResolveHours,
+                    hours(m.elapsed.as_ref()),
+                ),
+                "decision" => (
+                    Fact::DecisionClock,
+                    Fact::DecisionDays,
+                    m.elapsed_working_days,
+                ),
+                _ => return Ok(p),
+            };
+            p.facts.push(clock_fact(share, clock, within));
+            p.facts.push(clock_fact(amount, clock, value));
+            if clock.metric == "resolve" {
+                p.facts.push(clock_fact(Fact::ResolveOverdue, clock, 0.0));
+            }
+        }
+        "sla.clock.breached" => {
+            let b: sla::ClockBreached = event.decode()?;
+            let clock = required(b.clock.as_ref(), "clock")?;
+            p.facts.push(clock_fact(Fact::ClockBreached, clock, 1.0));
+            if clock.metric == "resolve" {
+                p.facts.push(clock_fact(Fact::ResolveOverdue, clock, 1.0));
+            }
+        }
+        "sla.clock.started" | "sla.clock.cancelled" => {
+            let clock = if name == "sla.clock.started" {
+                event.decode::<sla::ClockStarted>()?.clock
+            } else {
+                event.decode::<sla::ClockCancelled>()?.clock
+            };
+            let clock = required(clock.as_ref(), "clock")?;
+            if clock.metric == "resolve" {
+                p.facts.push(clock_fact(Fact::ResolveOverdue, clock, 0.0));
+            }
+        }
+        "sla.escalation.raised" => {
+            let e: sla::EscalationRaised = event.decode()?;
+            let clock = required(e.clock.as_ref(), "clock")?;
+            let mut row = clock_fact(Fact::Escalation, clock, 1.0);
+            row.level = i32::try_from(e.level).unwrap_or(i32::MAX);
+            p.facts.push(row);
+        }
+        "licensing.application.submitted" | "licensing.application.rejected" => {
+            let step: licensing::ApplicationStep = event.decode()?;
+            let a = required(step.application.as_ref(), "application")?;
+            let kind = if name.ends_with("submitted") {
+                Fact::ApplicationReceived
+            } else {
+                Fact::ApplicationRejected
+            };
+            p.facts.push(FactRow {
+                municipality: a.municipality_code.clone(),
+                license_type: a.license_type_code.clone(),
+                ..FactRow::new(kind, &a.application_id, 1.0)
+            });
+            p.license_target = Some((
+                a.license_type_code.clone(),
+                i32::try_from(a.target_days).unwrap_or(i32::MAX),
+            ));
+        }
+        "licensing.license.issued" => {
+            let l: licensing::LicenseChanged = event.decode()?;
+            p.facts.push(FactRow {
+                municipality: l.municipality_code.clone(),
+                license_type: l.license_type_code.clone(),
+                ..FactRow::new(Fact::LicenseIssued, &l.application_id, 1.0)
+            });
+        }
+        "licensing.facility.inspection_recorded" => {
+            let i: licensing::FacilityInspectionRecorded = event.decode()?;
+            let row = |kind, value| FactRow {
+                municipality: i.municipality_code.clone(),
+                activity: i.activity.clone(),
+                operator: i.operator_code.clone(),
+                ..FactRow::new(kind, &i.inspection_id, value)
+            };
+            p.facts
+                .push(row(Fact::FacilityInspection, flag(i.compliant)));
+            p.facts.push(row(
+                Fact::InspectionByPrivateOperator,
+                flag(i.private_operator),
+            ));
+        }
+        _ => {}
+    }
+    Ok(p)
+}
+
+/// The case a routing event is about; `None` for events that change no
+/// status (a supporter added).
+fn routing_case(
+    event: &InboundEvent,
+    name: &str,
+) -> Result<Option<routing::CaseRef>, HandlerError> {
+    let case = match name {
+        "routed" => event.decode::<routing::CaseRouted>()?.case,
+        "acknowledged" => event.decode::<routing::CaseAcknowledged>()?.case,
+        "work_started" => event.decode::<routing::CaseWorkStarted>()?.case,
+        "put_on_hold" => event.decode::<routing::CasePutOnHold>()?.case,
+        "resumed" => event.decode::<routing::CaseResumed>()?.case,
+        "resolved" => event.decode::<routing::CaseResolved>()?.case,
+        "rejected" => event.decode::<routing::CaseRejected>()?.case,
+        "rerouted" => event.decode::<routing::CaseRerouted>()?.case,
+        "reopened" => event.decode::<routing::CaseReopened>()?.case,
+        "closed" => event.decode::<routing::CaseClosed>()?.case,
+        _ => return Ok(None),
+    };
+    required(case, "case").map(Some)
+}
+
+/// Writes one event's projection; a repeat writes nothing new.
+pub async fn apply(conn: &mut PgConnection, event: &InboundEvent) -> Result<(), HandlerError> {
+    let p = facts_of(event)?;
+    write(conn, event.id, event.occurred_at, &p).await
+}
+
+async fn write(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    at: DateTime<Utc>,
+    p: &Projection,
+) -> Result<(), HandlerError> {
+    if !p.facts.is_empty() {
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT INTO facts (event_id, kind, subject, occurred_at, municipality, partner, channel,
+                                category, license_type, activity, operator, level, value) ",
+        );
+        q.push_values(&p.facts, |mut b, f| {
+            b.push_bind(event_id)
+                .push_bind(f.kind.as_str())
+                .push_bind(&f.subject)
+                .push_bind(at)
+                .push_bind(&f.municipality)
+                .push_bind(&f.partner)
+                .push_bind(&f.channel)
+                .push_bind(&f.category)
+                .push_bind(&f.license_type)
+                .push_bind(&f.activity)
+                .push_bind(&f.operator)
+                .push_bind(f.level)
+                .push_bind(f.value);
+        });
+        q.push(" ON CONFLICT (event_id, kind) DO NOTHING");
+        q.build().execute(&mut *conn).await?;
+    }
+    if let Some((case_id, report_id)) = &p.case_report {
+        sqlx::query(
+            "INSERT INTO case_reports (case_id, report_id) VALUES ($1, $2)
+             ON CONFLICT (case_id) DO NOTHING",
+        )
+        .bind(case_id)
+        .bind(report_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if let Some((report_id, channel)) = &p.report_channel {
+        sqlx::query(
+            "INSERT INTO report_channels (report_id, channel) VALUES ($1, $2)
+             ON CONFLICT (report_id) DO NOTHING",
+        )
+        .bind(report_id)
+        .bind(channel)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if let Some((license_type, days)) = &p.license_target {
+        // The latest event wins, whatever order they are applied in.
+        sqlx::query(
+            "INSERT INTO license_type_targets (license_type, target_days, as_of, event_id)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (license_type) DO UPDATE
+                SET target_days = excluded.target_days, as_of = excluded.as_of,
+                    event_id = excluded.event_id
+              WHERE (license_type_targets.as_of, license_type_targets.event_id)
+                  < (excluded.as_of, excluded.event_id)",
+        )
+        .bind(license_type)
+        .bind(days)
+        .bind(at)
+        .bind(event_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The live projection consumer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Project;
+
+impl EventHandler for Project {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &InboundEvent,
+    ) -> Result<(), HandlerError> {
+        apply(conn, event).await
+    }
+}

@@ -1,0 +1,513 @@
+//! Measuring indicators: one SQL query per indicator and period over the
+//! facts, shaped by the indicator's [`Measure`]. Medians and percentiles are
+//! PostgreSQL's exact `percentile_cont`/`percentile_disc` over the raw
+//! values; a breakdown is a grouping set of the same query, so the overall
+//! value is never an average of the rows below it. The gRPC API and the
+//! dashboard both read through [`Kpis`], so they cannot disagree.
+
+use std::collections::BTreeMap;
+
+use baladiya_platform::error::ApiError;
+use chrono_tz::Tz;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+use crate::KpiConfig;
+use crate::catalogue::{Catalogue, Dimension, Fact, Indicator, Measure, Target, TargetSource};
+use crate::period::Period;
+
+/// A value against its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rag {
+    Green,
+    Amber,
+    Red,
+    /// A value, but no target to hold it to.
+    NoTarget,
+    /// Nothing measured.
+    NoData,
+}
+
+impl Rag {
+    /// The status of `value` for `indicator` against `target`.
+    pub fn of(indicator: &Indicator, value: Option<f64>, target: Option<f64>) -> Self {
+        use crate::catalogue::Direction;
+        let Some(value) = value else {
+            return Self::NoData;
+        };
+        let Some(target) = target else {
+            return Self::NoTarget;
+        };
+        let slack = (target * indicator.amber_tolerance).abs();
+        let (met, near) = match indicator.direction {
+            Direction::Higher => (value >= target, value >= target - slack),
+            Direction::Lower => (value <= target, value <= target + slack),
+            Direction::Neutral => return Self::NoTarget,
+        };
+        if met {
+            Self::Green
+        } else if near {
+            Self::Amber
+        } else {
+            Self::Red
+        }
+    }
+}
+
+/// One measured value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    pub value: Option<f64>,
+    pub target: Option<f64>,
+    pub status: Rag,
+    pub sample: u64,
+}
+
+/// The facts to count: each set field narrows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters {
+    pub municipality: Option<String>,
+    pub partner: Option<String>,
+    /// A channel's proto name, e.g. `CHANNEL_BALADY_PORTAL`.
+    pub channel: Option<String>,
+    pub category: Option<String>,
+    pub license_type: Option<String>,
+    pub activity: Option<String>,
+    pub operator: Option<String>,
+    pub level: Option<i32>,
+}
+
+impl Filters {
+    /// The set filters with their dimension and request field name.
+    pub fn set(&self) -> Vec<(Dimension, &'static str, String)> {
+        let text = [
+            (
+                Dimension::Municipality,
+                "municipality_code",
+                &self.municipality,
+            ),
+            (Dimension::Partner, "partner_code", &self.partner),
+            (Dimension::Channel, "channel", &self.channel),
+            (Dimension::Category, "category_code", &self.category),
+            (
+                Dimension::LicenseType,
+                "license_type_code",
+                &self.license_type,
+            ),
+            (Dimension::Activity, "activity", &self.activity),
+            (Dimension::Operator, "operator_code", &self.operator),
+        ];
+        let mut out: Vec<_> = text
+            .into_iter()
+            .filter_map(|(d, field, v)| v.clone().map(|v| (d, field, v)))
+            .collect();
+        if let Some(level) = self.level {
+            out.push((
+                Dimension::EscalationLevel,
+                "escalation_level",
+                level.to_string(),
+            ));
+        }
+        out
+    }
+
+    /// Every set filter `indicator` cannot apply, as (field, problem).
+    pub fn unsupported(&self, indicator: &Indicator) -> Vec<(&'static str, String)> {
+        self.set()
+            .into_iter()
+            .filter(|(d, _, _)| !indicator.dimensions.contains(d))
+            .map(|(_, field, _)| (field, format!("is not a dimension of {}", indicator.code)))
+            .collect()
+    }
+}
+
+/// The column (or expression) of a dimension in `facts_view`.
+fn column(d: Dimension) -> &'static str {
+    match d {
+        Dimension::Municipality => "municipality",
+        Dimension::Partner => "partner",
+        Dimension::Channel => "channel",
+        Dimension::Category => "category",
+        Dimension::LicenseType => "license_type",
+        Dimension::Activity => "activity",
+        Dimension::Operator => "operator",
+        Dimension::EscalationLevel => "level::text",
+    }
+}
+
+/// An indicator measured for a period, overall and by a dimension.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    pub period: Period,
+    pub overall: Reading,
+    /// (dimension value, reading), ordered by value.
+    pub breakdown: Vec<(String, Reading)>,
+}
+
+/// Whose scorecard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    Municipality(String),
+    Partner(String),
+}
+
+/// Reads indicators out of the projections.
+#[derive(Debug, Clone)]
+pub struct Kpis {
+    pub pool: PgPool,
+    pub catalogue: &'static Catalogue,
+    pub config: KpiConfig,
+}
+
+/// Raw aggregate row: (group key, value, sample).
+type Row3 = (Option<String>, Option<f64>, i64);
+
+impl Kpis {
+    /// The time zone periods are measured in for these filters.
+    pub fn time_zone(&self, municipality: Option<&str>) -> Tz {
+        self.config.time_zone_of(municipality)
+    }
+
+    /// The indicator `code`, or an invalid `field` naming the problem.
+    pub fn indicator(&self, code: &str, field: &str) -> Result<&'static Indicator, ApiError> {
+        if code.trim().is_empty() {
+            return Err(ApiError::invalid_field(field, "is required"));
+        }
+        self.catalogue.get(code.trim()).ok_or_else(|| {
+            ApiError::invalid_field(
+                field,
+                format!("'{code}' is not an indicator of the catalogue"),
+            )
+        })
+    }
+
+    /// Measures `indicator` in `period`.
+    pub async fn measure(
+        &self,
+        indicator: &Indicator,
+        filters: &Filters,
+        period: Period,
+        breakdown: Option<Dimension>,
+    ) -> Result<Measured, ApiError> {
+        let rows = self
+            .aggregate(indicator, filters, period, breakdown)
+            .await?;
+        let targets = self.license_targets(indicator).await?;
+        let target_for = |license_type: Option<&str>| match indicator.target {
+            None => None,
+            Some(Target::Value(v)) => Some(v),
+            Some(Target::From(TargetSource::LicenseTypeTargetDays)) => license_type
+                .and_then(|t| targets.get(t))
+                .map(|d| f64::from(*d)),
+        };
+        let reading = |value: Option<f64>, sample: i64, license_type: Option<&str>| {
+            let target = target_for(license_type);
+            Reading {
+                value,
+                target,
+                status: Rag::of(indicator, value, target),
+                sample: u64::try_from(sample).unwrap_or(0),
+            }
+        };
+        let mut overall = reading(None, 0, filters.license_type.as_deref());
+        let mut rows_by_key = BTreeMap::new();
+        for (key, value, sample) in rows {
+            match key {
+                None => overall = reading(value, sample, filters.license_type.as_deref()),
+                Some(key) => {
+                    let lt = if breakdown == Some(Dimension::LicenseType) {
+                        Some(key.as_str())
+                    } else {
+                        filters.license_type.as_deref()
+                    };
+                    let r = reading(value, sample, lt);
+                    rows_by_key.insert(key, r);
+                }
+            }
+        }
+        Ok(Measured {
+            period,
+            overall,
+            breakdown: rows_by_key.into_iter().collect(),
+        })
+    }
+
+    /// Every indicator of a municipality, or every partner indicator of a
+    /// partner, in catalogue order.
+    pub async fn scorecard(
+        &self,
+        subject: &Subject,
+        period: Period,
+    ) -> Result<Vec<(&'static Indicator, Filters, Measured)>, ApiError> {
+        let (dimension, filters) = match subject {
+            Subject::Municipality(m) => (
+                Dimension::Municipality,
+                Filters {
+                    municipality: Some(m.clone()),
+                    ..Filters::default()
+                },
+            ),
+            Subject::Partner(p) => (
+                Dimension::Partner,
+                Filters {
+                    partner: Some(p.clone()),
+                    ..Filters::default()
+                },
+            ),
+        };
+        let mut out = Vec::new();
+        for indicator in self.catalogue.indicators() {
+            if !indicator.dimensions.contains(&dimension) {
+                continue;
+            }
+            // Per-license-type targets read best one license type at a time.
+            let breakdown =
+                matches!(indicator.target, Some(Target::From(_))).then_some(Dimension::LicenseType);
+            let measured = self.measure(indicator, &filters, period, breakdown).await?;
+            out.push((indicator, filters.clone(), measured));
+        }
+        Ok(out)
+    }
+
+    /// `indicator` over consecutive periods.
+    pub async fn series(
+        &self,
+        indicator: &Indicator,
+        filters: &Filters,
+        periods: &[Period],
+    ) -> Result<Vec<Measured>, ApiError> {
+        let mut out = Vec::with_capacity(periods.len());
+        for p in periods {
+            out.push(self.measure(indicator, filters, *p, None).await?);
+        }
+        Ok(out)
+    }
+
+    async fn license_targets(
+        &self,
+        indicator: &Indicator,
+    ) -> Result<BTreeMap<String, i32>, ApiError> {
+        if !matches!(indicator.target, Some(Target::From(_))) {
+            return Ok(BTreeMap::new());
+        }
+        let rows: Vec<(String, i32)> =
+            sqlx::query_as("SELECT license_type, target_days FROM license_type_targets")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(ApiError::from)?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn aggregate(
+        &self,
+        indicator: &Indicator,
+        filters: &Filters,
+        period: Period,
+        breakdown: Option<Dimension>,
+    ) -> Result<Vec<Row3>, ApiError> {
+        let (start, end) = (period.start(), period.end());
+        // Without a breakdown a plain aggregate gives one row, even over no facts.
+        let (key, group) = match breakdown {
+            Some(d) => {
+                let c = column(d);
+                (
+                    format!("CASE WHEN GROUPING({c}) = 1 THEN NULL ELSE {c} END"),
+                    format!(" GROUP BY GROUPING SETS ((), ({c}))"),
+                )
+            }
+            None => ("NULL::text".to_string(), String::new()),
+        };
+        let mut q: QueryBuilder<Postgres> = QueryBuilder::new("");
+        match indicator.measure {
+            Measure::Backlog { status, overdue } => {
+                q.push(format!(
+                    "SELECT {key} AS key,
+                            count(*)::float8 AS value, count(*) AS sample
+                       FROM (SELECT DISTINCT ON (subject) *
+                               FROM facts_view
+                              WHERE kind = "
+                ));
+                q.push_bind(status.as_str());
+                q.push(" AND occurred_at < ");
+                q.push_bind(end);
+                q.push(" ORDER BY subject, occurred_at DESC, event_id DESC) f WHERE value = 1");
+                if let Some(overdue) = overdue {
+                    q.push(
+                        " AND (SELECT o.value FROM facts o WHERE o.subject = f.subject AND o.kind = ",
+                    );
+                    q.push_bind(overdue.as_str());
+                    q.push(" AND o.occurred_at < ");
+                    q.push_bind(end);
+                    q.push(" ORDER BY o.occurred_at DESC, o.event_id DESC LIMIT 1) = 1");
+                }
+                push_filters(&mut q, indicator, filters);
+            }
+            Measure::Growth { fact } => {
+                let earlier = period.year_earlier();
+                q.push(format!(
+                    "SELECT {key} AS key,
+                            (count(*) FILTER (WHERE occurred_at >= "
+                ));
+                q.push_bind(start);
+                q.push(")::float8 - count(*) FILTER (WHERE occurred_at < ");
+                q.push_bind(earlier.end());
+                q.push(")) / NULLIF(count(*) FILTER (WHERE occurred_at < ");
+                q.push_bind(earlier.end());
+                q.push("), 0) AS value, count(*) FILTER (WHERE occurred_at >= ");
+                q.push_bind(start);
+                q.push(") AS sample FROM facts_view f WHERE kind = ");
+                q.push_bind(fact.as_str());
+                q.push(" AND ((occurred_at >= ");
+                q.push_bind(start);
+                q.push(" AND occurred_at < ");
+                q.push_bind(end);
+                q.push(") OR (occurred_at >= ");
+                q.push_bind(earlier.start());
+                q.push(" AND occurred_at < ");
+                q.push_bind(earlier.end());
+                q.push("))");
+                push_filters(&mut q, indicator, filters);
+            }
+            measure => {
+                q.push(format!("SELECT {key} AS key, "));
+                let kinds: Vec<&str> = measure.facts().iter().map(|f| f.as_str()).collect();
+                match measure {
+                    Measure::Count { .. } => {
+                        q.push("count(*)::float8 AS value, count(*) AS sample");
+                    }
+                    Measure::Share { .. } | Measure::Mean { .. } => {
+                        q.push("avg(value) AS value, count(*) AS sample");
+                    }
+                    Measure::Median { .. } => {
+                        q.push(
+                            "percentile_cont(0.5) WITHIN GROUP (ORDER BY value) AS value, count(*) AS sample",
+                        );
+                    }
+                    Measure::Percentile { q: rank, .. } => {
+                        q.push("percentile_disc(");
+                        q.push_bind(rank);
+                        q.push(") WITHIN GROUP (ORDER BY value) AS value, count(*) AS sample");
+                    }
+                    Measure::Ratio {
+                        numerator,
+                        denominator,
+                    } => {
+                        q.push("count(*) FILTER (WHERE kind = ");
+                        q.push_bind(numerator.as_str());
+                        q.push(")::float8 / NULLIF(count(*) FILTER (WHERE kind = ");
+                        q.push_bind(denominator.as_str());
+                        q.push("), 0) AS value, count(*) FILTER (WHERE kind = ");
+                        q.push_bind(denominator.as_str());
+                        q.push(") AS sample");
+                    }
+                    Measure::Backlog { .. } | Measure::Growth { .. } => {
+                        unreachable!("handled above")
+                    }
+                }
+                q.push(" FROM facts_view f WHERE kind = ANY(");
+                q.push_bind(kinds);
+                q.push(") AND occurred_at >= ");
+                q.push_bind(start);
+                q.push(" AND occurred_at < ");
+                q.push_bind(end);
+                push_filters(&mut q, indicator, filters);
+            }
+        }
+        q.push(group);
+        let rows = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(ApiError::from)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<Option<String>, _>("key")?,
+                    r.try_get::<Option<f64>, _>("value")?,
+                    r.try_get::<i64, _>("sample")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(ApiError::from)
+    }
+}
+
+/// The filter, license type and subject conditions every measure shares.
+fn push_filters(q: &mut QueryBuilder<Postgres>, indicator: &Indicator, filters: &Filters) {
+    for (d, _, value) in filters.set() {
+        q.push(format!(" AND {} = ", column(d)));
+        q.push_bind(value);
+    }
+    if !indicator.license_types.is_empty() {
+        q.push(" AND license_type = ANY(");
+        q.push_bind(indicator.license_types.clone());
+        q.push(")");
+    }
+    if let Some(other) = indicator.only_subjects_with {
+        q.push(" AND EXISTS (SELECT 1 FROM facts g WHERE g.subject = f.subject AND g.kind = ");
+        q.push_bind(other.as_str());
+        q.push(")");
+    }
+}
+
+/// The fact kinds a scorecard's indicators read, for documentation and checks.
+pub fn facts_read(catalogue: &Catalogue) -> Vec<Fact> {
+    let mut out: Vec<Fact> = catalogue
+        .indicators()
+        .iter()
+        .flat_map(|i| i.measure.facts().into_iter().chain(i.only_subjects_with))
+        .collect();
+    out.sort_by_key(|f| f.as_str());
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn indicator(code: &str) -> &'static Indicator {
+        Catalogue::builtin().unwrap().get(code).unwrap()
+    }
+
+    #[test]
+    fn rag_follows_direction_and_tolerance() {
+        let compliance = indicator("inspections.facility_compliance_rate"); // 0.9, 5%
+        assert_eq!(Rag::of(compliance, Some(0.95), Some(0.9)), Rag::Green);
+        assert_eq!(Rag::of(compliance, Some(0.9), Some(0.9)), Rag::Green);
+        assert_eq!(Rag::of(compliance, Some(0.86), Some(0.9)), Rag::Amber);
+        assert_eq!(Rag::of(compliance, Some(0.85), Some(0.9)), Rag::Red);
+        assert_eq!(Rag::of(compliance, None, Some(0.9)), Rag::NoData);
+        let median = indicator("licensing.median_days_to_license"); // lower, 20%
+        assert_eq!(Rag::of(median, Some(15.0), Some(15.0)), Rag::Green);
+        assert_eq!(Rag::of(median, Some(18.0), Some(15.0)), Rag::Amber);
+        assert_eq!(Rag::of(median, Some(18.5), Some(15.0)), Rag::Red);
+        assert_eq!(Rag::of(median, Some(4.0), None), Rag::NoTarget);
+        let volume = indicator("complaints.volume");
+        assert_eq!(Rag::of(volume, Some(10.0), None), Rag::NoTarget);
+    }
+
+    #[test]
+    fn every_fact_kind_feeds_some_indicator() {
+        let read = facts_read(Catalogue::builtin().unwrap());
+        for f in Fact::ALL {
+            assert!(
+                read.contains(&f),
+                "{} is projected but never read",
+                f.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn filters_outside_an_indicators_dimensions_are_named() {
+        let f = Filters {
+            channel: Some("CHANNEL_KIOSK".into()),
+            municipality: Some("RIYADH".into()),
+            ..Filters::default()
+        };
+        let problems = f.unsupported(indicator("licensing.licenses_issued"));
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].0, "channel");
+        assert!(f.unsupported(indicator("complaints.volume")).is_empty());
+    }
+}
