@@ -1481,7 +1481,7 @@ async fn the_dashboard_shows_in_chromium_the_numbers_grpc_gives() -> anyhow::Res
                 .ok_or_else(|| anyhow::anyhow!("{} is not on the page", indicator.code))?;
             let (raw, at) =
                 between(&dom, row_start, r#"class="value" data-value=""#, "\"").expect("value");
-            let (text, _) = between(&dom, at, ">", "<").expect("value text");
+            let (text, _) = between(&dom, at, r#"<bdi dir="ltr">"#, "<").expect("value text");
             let (status, _) = between(&dom, row_start, r#"data-status=""#, "\"").expect("status");
             let (sample, _) = between(&dom, row_start, r#"data-sample=""#, "\"").expect("sample");
             let m = indicator.measurement.unwrap_or_default();

@@ -8,7 +8,8 @@
 //! with inline CSS and SVG: no script, font or stylesheet is fetched, so it
 //! works on an offline government network. Numbers come from the same
 //! [`Kpis`] queries as the gRPC API. Each value cell carries the exact
-//! number in `data-value` next to the rounded text.
+//! number in `data-value` next to the rounded text; numbers are isolated
+//! left to right (`<bdi dir="ltr">`) so `+10.0%` reads the same in Arabic.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -164,7 +165,7 @@ async fn render(
 <header>
 <h1>{title}</h1>
 <p class="subject"><span>{who}:</span> <strong id="subject">{code}</strong>
- · <span>{period_word}:</span> <strong id="period" data-start="{start}" data-end="{end}">{label}</strong>
+ · <span>{period_word}:</span> <strong id="period" dir="ltr" data-start="{start}" data-end="{end}">{label}</strong>
  · <span>{zone_word}:</span> <span id="time-zone">{zone}</span></p>
 </header>
 <table id="scorecard">
@@ -198,8 +199,8 @@ async fn render(
             html,
             r#"<tr data-code="{code}">
 <td class="name" title="{definition}">{name}</td>
-<td class="value" data-value="{raw}">{value}</td>
-<td class="target" data-target="{raw_target}">{target}</td>
+<td class="value" data-value="{raw}"><bdi dir="ltr">{value}</bdi></td>
+<td class="target" data-target="{raw_target}"><bdi dir="ltr">{target}</bdi></td>
 <td class="status"><span class="rag {rag_class}" data-status="{rag_class}">{rag}</span></td>
 <td class="sample" data-sample="{sample}">{sample}</td>
 <td class="trend">{chart}</td>
