@@ -421,6 +421,20 @@ async fn bad_requests_name_every_field_and_store_nothing() -> anyhow::Result<()>
             .await?,
         0
     );
+    assert_eq!(
+        intake
+            .count("SELECT count(*) FROM audit_events WHERE rpc LIKE '%/SubmitReport'")
+            .await?,
+        0,
+        "a refused call leaves no audit row"
+    );
+    assert_eq!(
+        intake
+            .count("SELECT count(*) FROM audit_events WHERE rpc LIKE '%/UpsertCategory'")
+            .await?,
+        1,
+        "the category edit above is audited"
+    );
     intake.stop().await
 }
 
@@ -445,6 +459,13 @@ async fn fifty_concurrent_retries_store_one_report() -> anyhow::Result<()> {
         intake.count("SELECT count(*) FROM outbox").await?,
         1,
         "one received event"
+    );
+    assert_eq!(
+        intake
+            .count("SELECT count(*) FROM audit_events WHERE rpc = '/baladiya.intake.v1.IntakeService/SubmitReport'")
+            .await?,
+        1,
+        "one audit row, written with the report"
     );
 
     // The same key with another payload is refused.

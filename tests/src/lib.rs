@@ -24,6 +24,8 @@ mod partners_it;
 #[cfg(test)]
 mod routing_it;
 #[cfg(test)]
+mod security_it;
+#[cfg(test)]
 mod server_it;
 #[cfg(test)]
 mod sla_it;

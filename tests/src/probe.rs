@@ -8,7 +8,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baladiya_platform::app::{BackgroundTask, ServiceContext, ServiceModule, StartError};
-use baladiya_platform::auth::caller;
+use baladiya_platform::auth::{Role, caller};
+use baladiya_platform::policy::{Rule, Scope};
+
+/// The probe's rows of the policy: any caller may write a note.
+const PROBE_POLICY: &[Rule] = &[Rule {
+    method: "/baladiya.probe.v1.ProbeService/WriteNote",
+    writes: true,
+    grants: &[
+        (Role::Channel, Scope::All),
+        (Role::Partner, Scope::All),
+        (Role::Operator, Scope::All),
+        (Role::Analyst, Scope::All),
+    ],
+}];
 use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, Violations};
 use baladiya_platform::events::consumer::{ConsumerSpec, EventHandler, HandlerError};
@@ -75,14 +88,13 @@ impl ServiceModule for Probe {
     ) -> BoxFuture<'a, Result<Vec<BackgroundTask>, StartError>> {
         Box::pin(async move {
             mounted.add_descriptors(pb::DESCRIPTOR);
-            mounted.add(
-                ctx.protect(pb::probe_service_server::ProbeServiceServer::new(
-                    ProbeApi {
-                        pool: ctx.pool.clone(),
-                        clock: ctx.clock.clone(),
-                    },
-                )),
-            );
+            mounted.add(ctx.protect_with(
+                PROBE_POLICY,
+                pb::probe_service_server::ProbeServiceServer::new(ProbeApi {
+                    pool: ctx.pool.clone(),
+                    clock: ctx.clock.clone(),
+                }),
+            ));
             Ok(vec![ctx.consumer(
                 consumer_spec(),
                 Applier {

@@ -71,6 +71,7 @@ async fn health_and_reflection_cover_exactly_the_mounted_services() -> anyhow::R
         "",
         "baladiya.probe.v1.ProbeService",
         "baladiya.admin.v1.ClockService",
+        "baladiya.admin.v1.AuditService",
     ] {
         assert_eq!(
             health(channel.clone(), service).await?,
@@ -88,6 +89,7 @@ async fn health_and_reflection_cover_exactly_the_mounted_services() -> anyhow::R
     let expected: BTreeSet<String> = [
         "baladiya.probe.v1.ProbeService",
         "baladiya.admin.v1.ClockService",
+        "baladiya.admin.v1.AuditService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -594,7 +596,7 @@ async fn replicas_starting_together_migrate_once() -> anyhow::Result<()> {
             .await?;
     assert_eq!(
         applied,
-        [1, 2, 100],
+        [1, 2, 3, 100],
         "the platform's then the service's, each once"
     );
     for pool in pools {

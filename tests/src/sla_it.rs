@@ -59,6 +59,40 @@ impl Sla {
             ],
         )
         .await?;
+        // Cases arriving before the watcher's replica of the seeded agreements
+        // and calendars would wait in retries; start from a full replica.
+        let pool = sqlx::PgPool::connect(&env.database_url()).await?;
+        let seeded = |file: &str, table: &str| {
+            let text =
+                std::fs::read_to_string(crate::workspace_root().join(file)).unwrap_or_default();
+            (
+                text.matches(&format!("[[{table}]]")).count() as i64,
+                table.to_string(),
+            )
+        };
+        let expected = [
+            seeded("deploy/seed/partners/agreements.toml", "agreement"),
+            seeded("deploy/seed/partners/calendars.toml", "calendar"),
+        ];
+        eventually(30, "the SLA watcher's replica of the seed", || {
+            let pool = pool.clone();
+            let expected = expected.clone();
+            async move {
+                for (count, table) in &expected {
+                    let have: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                        "SELECT count(*) FROM sla_watcher.{table}s"
+                    )))
+                    .fetch_one(&pool)
+                    .await?;
+                    if have < *count {
+                        return Ok(None);
+                    }
+                }
+                Ok(Some(()))
+            }
+        })
+        .await?;
+        pool.close().await;
         let channel = platform.channel().await?;
         let admin = platform.token(Role::Admin);
         Ok(Self {

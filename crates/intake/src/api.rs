@@ -3,7 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use baladiya_platform::auth::{Role, caller};
+use baladiya_platform::audit::Audit;
+use baladiya_platform::auth::{CallerIdentity, Role, caller};
 use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, ErrorKind, Violations};
 use baladiya_platform::events::{EventType, OutboundEvent, outbox};
@@ -80,6 +81,28 @@ fn channel_name(c: i32) -> Option<&'static str> {
 
 fn channel_proto(name: &str) -> i32 {
     value_of(&CHANNELS, name)
+}
+
+/// The stored channel a channel caller is, if it is one.
+fn own_channel(who: &CallerIdentity) -> Option<&'static str> {
+    who.channel
+        .as_deref()
+        .and_then(pb::Channel::from_str_name)
+        .and_then(|c| channel_name(c as i32))
+}
+
+/// Whether `who` may see a report of `municipality` that came in on `channel`
+/// (a channel its own reports; an operator its municipality's).
+fn sees(who: &CallerIdentity, municipality: &str, channel: &str) -> bool {
+    match who.role {
+        Role::Admin => true,
+        Role::Operator => who
+            .municipality
+            .as_deref()
+            .is_none_or(|m| m == municipality),
+        Role::Channel => own_channel(who) == Some(channel),
+        Role::Partner | Role::Analyst => false,
+    }
 }
 
 fn status_name(s: i32) -> Option<&'static str> {
@@ -234,6 +257,7 @@ impl IntakeApi {
     async fn submit(
         &self,
         who_channel: Option<&str>,
+        audit: &Audit,
         req: pb::SubmitReportRequest,
     ) -> Result<pb::SubmitReportResponse, ApiError> {
         let catalogue = self.catalogue.get();
@@ -360,6 +384,7 @@ impl IntakeApi {
             &digest,
             &fresh.encode_to_vec(),
             &received,
+            audit,
         )
         .await?;
         match outcome {
@@ -423,6 +448,7 @@ impl IntakeApi {
                     .await
                     .map_err(|e| ApiError::internal(&e))?;
                 idempotency::complete(&mut tx, "SubmitReport", &req.request_id, &linked).await?;
+                audit.record(&mut tx, now, &id.to_string()).await?;
                 tx.commit().await?;
                 Ok(linked)
             }
@@ -497,27 +523,20 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
         &self,
         request: Request<pb::SubmitReportRequest>,
     ) -> Reply<pb::SubmitReportResponse> {
+        // Who may submit is the policy's (crate baladiya_platform::policy).
         let who = caller(&request)?;
-        if !matches!(
-            who.role,
-            Role::Channel | Role::Operator | Role::Admin | Role::Partner
-        ) {
-            return Err(ApiError::permission_denied(
-                "only channels, partners and operators submit reports",
-            )
-            .into());
-        }
         let own_channel = (who.role == Role::Channel)
             .then(|| who.channel.clone())
             .flatten();
+        let audit = Audit::of(&request)?;
         Ok(Response::new(
-            self.submit(own_channel.as_deref(), request.into_inner())
+            self.submit(own_channel.as_deref(), &audit, request.into_inner())
                 .await?,
         ))
     }
 
     async fn get_report(&self, request: Request<pb::GetReportRequest>) -> Reply<pb::Report> {
-        caller(&request)?;
+        let who = caller(&request)?.clone();
         let (id, tracking) = match request.into_inner().key {
             Some(pb::get_report_request::Key::Id(id)) => (Some(parse_id(&id, "id")?), None),
             Some(pb::get_report_request::Key::TrackingNumber(t)) if !t.trim().is_empty() => {
@@ -534,8 +553,13 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
         let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
         let row = store::report(&mut conn, id, tracking.as_deref())
             .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("report"))?;
+            .map_err(ApiError::from)?;
+        // Whether a report exists is not revealed to those who may not see it.
+        let row = match row {
+            Some(r) if sees(&who, &r.municipality_code, &r.channel) => r,
+            None if who.role == Role::Admin => return Err(ApiError::not_found("report").into()),
+            _ => return Err(ApiError::permission_denied("not a report you may read").into()),
+        };
         Ok(Response::new(report_proto(&row)))
     }
 
@@ -543,8 +567,32 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
         &self,
         request: Request<pb::ListReportsRequest>,
     ) -> Reply<pb::ListReportsResponse> {
-        caller(&request)?;
-        let req = request.into_inner();
+        let who = caller(&request)?.clone();
+        let mut req = request.into_inner();
+        // A channel lists its own reports; an operator its municipality's.
+        match who.role {
+            Role::Channel => {
+                let own = own_channel(&who)
+                    .ok_or_else(|| ApiError::permission_denied("the token names no channel"))?;
+                if req.channel != 0 && channel_name(req.channel) != Some(own) {
+                    return Err(
+                        ApiError::permission_denied("a channel lists its own reports").into(),
+                    );
+                }
+                req.channel = channel_proto(own);
+            }
+            Role::Operator if who.municipality.is_some() => {
+                let own = who.municipality.clone().unwrap_or_default();
+                if !req.municipality_code.is_empty() && req.municipality_code != own {
+                    return Err(ApiError::permission_denied(
+                        "operators see their own municipality only",
+                    )
+                    .into());
+                }
+                req.municipality_code = own;
+            }
+            _ => {}
+        }
         let mut v = Violations::new();
         v.check(
             req.status == 0 || status_name(req.status).is_some(),
@@ -598,7 +646,7 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
     }
 
     async fn rate_report(&self, request: Request<pb::RateReportRequest>) -> Reply<pb::Report> {
-        caller(&request)?;
+        let audit = Audit::of(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let id = req.report_id.parse::<Uuid>().ok();
@@ -668,6 +716,7 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::not_found("report"))?;
+        audit.record(&mut tx, now, &id.to_string()).await?;
         tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(report_proto(&rated)))
     }
@@ -697,7 +746,7 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
         &self,
         request: Request<pb::UpsertCategoryRequest>,
     ) -> Reply<pb::Category> {
-        caller(&request)?.require(Role::Operator)?;
+        let audit = Audit::of(&request)?;
         let Some(c) = request.into_inner().category else {
             return Err(ApiError::invalid_field("category", "is required").into());
         };
@@ -722,11 +771,13 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
         };
         category.check("category.", &mut v);
         v.finish()?;
-        let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
-        store::put_category(&mut conn, &category, self.clock.now(), false)
+        let now = self.clock.now();
+        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        store::put_category(&mut tx, &category, now, false)
             .await
             .map_err(ApiError::from)?;
-        drop(conn);
+        audit.record(&mut tx, now, &category.code).await?;
+        tx.commit().await.map_err(ApiError::from)?;
         if let Err(e) = self.catalogue.reload(&self.pool).await {
             tracing::warn!(error = %e, "catalogue reload after an edit failed; the periodic reload will catch up");
         }

@@ -8,6 +8,7 @@
 //! concurrent retries store one report. A duplicate takes the slower,
 //! explicit-transaction path in [`insert_duplicate`].
 
+use baladiya_platform::audit::Audit;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
@@ -237,6 +238,7 @@ pub async fn insert_unless_duplicate(
     request_digest: &[u8],
     response: &[u8],
     event: &OutboundEvent,
+    audit: &Audit,
 ) -> Result<Inserted, sqlx::Error> {
     let sql = format!(
         "WITH master AS ({master}),
@@ -256,6 +258,9 @@ pub async fn insert_unless_duplicate(
          event AS (
            INSERT INTO outbox (event_id, subject, ce_type, ce_source, ce_subject, dataschema, occurred_at, traceparent, payload)
            SELECT $30, $31, $32, $33, id::text, $34, $16, $35, $36 FROM report),
+         audit AS (
+           INSERT INTO audit_events (id, at, actor, role, partner, municipality, channel, rpc, target)
+           SELECT $37, $16, $38, $39, $40, $41, $42, $43, id::text FROM report),
          wake AS (SELECT pg_notify('{NOTIFY_CHANNEL}', current_schema()) FROM report)
          SELECT (SELECT id FROM master) AS master, (SELECT distance FROM master) AS distance,
                 EXISTS (SELECT 1 FROM claim) AS claimed, (SELECT count(*) FROM wake) AS woke",
@@ -289,6 +294,13 @@ pub async fn insert_unless_duplicate(
         .bind(&event.dataschema)
         .bind(&event.traceparent)
         .bind(&event.payload)
+        .bind(Uuid::now_v7())
+        .bind(&audit.caller.subject)
+        .bind(audit.caller.role.to_string())
+        .bind(audit.caller.partner.as_deref().unwrap_or_default())
+        .bind(audit.caller.municipality.as_deref().unwrap_or_default())
+        .bind(audit.caller.channel.as_deref().unwrap_or_default())
+        .bind(&audit.rpc)
         .fetch_one(&mut *conn)
         .await?;
     let master: Option<Uuid> = row.try_get("master")?;

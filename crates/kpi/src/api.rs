@@ -1,7 +1,7 @@
 //! The gRPC face of `baladiya.kpi.v1.KpiService`: requests checked field by
 //! field, then measured through [`Kpis`].
 
-use baladiya_platform::auth::caller;
+use baladiya_platform::auth::{CallerIdentity, Role, caller};
 use baladiya_platform::error::{ApiError, Violations};
 use baladiya_proto::convert::timestamp;
 use baladiya_proto::intake::v1::Channel;
@@ -54,11 +54,14 @@ impl pb::kpi_service_server::KpiService for KpiApi {
         &self,
         request: Request<pb::GetIndicatorRequest>,
     ) -> Result<Response<pb::IndicatorValue>, Status> {
-        caller(&request)?;
+        let who = caller(&request)?.clone();
         let req = request.into_inner();
         let mut v = Violations::new();
         let indicator = v.absorb(self.kpis.indicator(&req.code, "code"));
-        let filters = filters_from(req.filters.as_ref());
+        let mut filters = filters_from(req.filters.as_ref());
+        if let Some(indicator) = indicator {
+            scope(&who, indicator, &mut filters)?;
+        }
         let breakdown = dimension_from(req.breakdown());
         if let Some(indicator) = indicator {
             check_filters(&mut v, indicator, &filters);
@@ -90,7 +93,7 @@ impl pb::kpi_service_server::KpiService for KpiApi {
         &self,
         request: Request<pb::GetScorecardRequest>,
     ) -> Result<Response<pb::Scorecard>, Status> {
-        caller(&request)?;
+        let who = caller(&request)?.clone();
         let req = request.into_inner();
         let mut v = Violations::new();
         let subject = match req.subject {
@@ -116,6 +119,18 @@ impl pb::kpi_service_server::KpiService for KpiApi {
         let (Some(subject), Some(period)) = (subject, period) else {
             return Err(ApiError::internal(&"checked request lost a field").into());
         };
+        let mine = match (&subject, who.role) {
+            (Subject::Partner(p), Role::Partner) => who.partner.as_deref() == Some(p.as_str()),
+            (Subject::Municipality(_), Role::Partner) => false,
+            (Subject::Municipality(m), Role::Operator) => {
+                who.municipality.as_deref().is_none_or(|own| own == m)
+            }
+            (Subject::Partner(_), Role::Operator) => who.municipality.is_none(),
+            _ => true,
+        };
+        if !mine {
+            return Err(ApiError::permission_denied("not a scorecard you may read").into());
+        }
         let rows = self.kpis.scorecard(&subject, period).await?;
         let (municipality_code, partner_code) = match &subject {
             Subject::Municipality(m) => (m.clone(), String::new()),
@@ -140,12 +155,13 @@ impl pb::kpi_service_server::KpiService for KpiApi {
         &self,
         request: Request<pb::GetTimeSeriesRequest>,
     ) -> Result<Response<pb::TimeSeries>, Status> {
-        caller(&request)?;
+        let who = caller(&request)?.clone();
         let req = request.into_inner();
         let mut v = Violations::new();
         let indicator = v.absorb(self.kpis.indicator(&req.code, "code"));
-        let filters = filters_from(req.filters.as_ref());
+        let mut filters = filters_from(req.filters.as_ref());
         if let Some(indicator) = indicator {
+            scope(&who, indicator, &mut filters)?;
             check_filters(&mut v, indicator, &filters);
         }
         let granularity = granularity_from(req.granularity());
@@ -185,6 +201,43 @@ impl pb::kpi_service_server::KpiService for KpiApi {
                 .collect(),
         }))
     }
+}
+
+/// Narrows `filters` to the caller's scope (the policy's): a partner to its
+/// own partner indicators, an operator of a municipality to that one.
+fn scope(
+    who: &CallerIdentity,
+    indicator: &Indicator,
+    filters: &mut Filters,
+) -> Result<(), ApiError> {
+    let (own, set, what) = match who.role {
+        Role::Partner => {
+            if !indicator.dimensions.contains(&Dimension::Partner) {
+                return Err(ApiError::permission_denied(format!(
+                    "{} is not measured per partner",
+                    indicator.code
+                )));
+            }
+            (
+                who.partner.clone().unwrap_or_default(),
+                &mut filters.partner,
+                "partner",
+            )
+        }
+        Role::Operator if who.municipality.is_some() => (
+            who.municipality.clone().unwrap_or_default(),
+            &mut filters.municipality,
+            "municipality",
+        ),
+        _ => return Ok(()),
+    };
+    if set.as_ref().is_some_and(|s| *s != own) {
+        return Err(ApiError::permission_denied(format!(
+            "you may read your own {what}'s indicators only"
+        )));
+    }
+    *set = Some(own);
+    Ok(())
 }
 
 fn check_filters(v: &mut Violations, indicator: &Indicator, filters: &Filters) {

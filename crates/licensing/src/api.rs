@@ -1,5 +1,6 @@
 //! `baladiya.licensing.v1.LicensingService`.
 
+use baladiya_platform::audit::Audit;
 use baladiya_platform::auth::{CallerIdentity, Role, caller};
 use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, ErrorKind, Violations};
@@ -34,26 +35,28 @@ pub struct LicensingApi {
 
 type Reply<T> = Result<Response<T>, Status>;
 
-/// Who may take a step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum By {
-    /// A municipal licensing officer (operator).
-    Officer,
-    /// The applicant's channel.
-    Applicant,
+/// Whether `who` is held to another municipality than `municipality` (an
+/// operator of one municipality; the policy admits no other role to steps).
+fn outside(who: &CallerIdentity, municipality: &str) -> bool {
+    who.role == Role::Operator
+        && who
+            .municipality
+            .as_deref()
+            .is_some_and(|m| m != municipality)
 }
 
-fn allow(who: &CallerIdentity, by: By) -> Result<(), ApiError> {
-    let ok = match by {
-        By::Officer => matches!(who.role, Role::Operator | Role::Admin),
-        By::Applicant => matches!(who.role, Role::Channel | Role::Operator | Role::Admin),
-    };
-    if ok {
-        Ok(())
+/// Whether `who` may hear that an object does not exist (a caller limited to
+/// its own objects may not).
+fn may_know_absence(who: &CallerIdentity) -> bool {
+    who.role == Role::Admin || (who.role == Role::Operator && who.municipality.is_none())
+}
+
+/// `NOT_FOUND` for those who may know, `PERMISSION_DENIED` for the others.
+fn absent(who: &CallerIdentity, what: &str) -> ApiError {
+    if may_know_absence(who) {
+        ApiError::not_found(what)
     } else {
-        Err(ApiError::permission_denied(
-            "this step is not yours to take",
-        ))
+        ApiError::permission_denied(format!("not a {what} you may act on"))
     }
 }
 
@@ -229,8 +232,7 @@ impl LicensingApi {
     /// One application step: lock, check, change, record, emit.
     async fn step(
         &self,
-        who: &CallerIdentity,
-        by: By,
+        audit: &Audit,
         id: &str,
         event: &'static str,
         change: impl FnOnce(
@@ -239,14 +241,15 @@ impl LicensingApi {
             DateTime<Utc>,
         ) -> Result<StepFacts, StepError>,
     ) -> Reply<pb::Application> {
-        allow(who, by)?;
+        let who = &audit.caller;
         let id = parse_id(id, "id")?;
         let now = self.clock.now();
         let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
         let mut a = store::application(&mut tx, id, true)
             .await
             .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("application"))?;
+            .filter(|a| !outside(who, &a.municipality_code))
+            .ok_or_else(|| absent(who, "application"))?;
         let t = store::license_type(&mut tx, &a.license_type_code)
             .await
             .map_err(ApiError::from)?
@@ -275,6 +278,7 @@ impl LicensingApi {
             },
         )
         .await?;
+        audit.record(&mut tx, now, &a.id.to_string()).await?;
         tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(application_proto(&a)))
     }
@@ -344,7 +348,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         &self,
         request: Request<pb::SubmitApplicationRequest>,
     ) -> Reply<pb::Application> {
-        allow(caller(&request)?, By::Applicant)?;
+        let audit = Audit::of(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         idempotency::check_request_id(&req.request_id, &mut v);
@@ -433,6 +437,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         .await?;
         let response = application_proto(&a);
         idempotency::complete(&mut tx, "SubmitApplication", &req.request_id, &response).await?;
+        audit.record(&mut tx, now, &a.id.to_string()).await?;
         tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(response))
     }
@@ -441,13 +446,29 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         &self,
         request: Request<pb::GetApplicationRequest>,
     ) -> Reply<pb::Application> {
-        caller(&request)?;
+        let who = caller(&request)?.clone();
         let id = parse_id(&request.get_ref().id, "id")?;
         let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
+        // A partner reads the applications it was asked to clear; an operator
+        // of a municipality that municipality's.
         let a = store::application(&mut conn, id, false)
             .await
             .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("application"))?;
+            .filter(|a| {
+                !outside(&who, &a.municipality_code)
+                    && (who.role != Role::Partner
+                        || a.progress
+                            .clearances
+                            .iter()
+                            .any(|c| Some(c.partner_code.as_str()) == who.partner.as_deref()))
+            })
+            .ok_or_else(|| {
+                if who.role == Role::Analyst {
+                    ApiError::not_found("application")
+                } else {
+                    absent(&who, "application")
+                }
+            })?;
         Ok(Response::new(application_proto(&a)))
     }
 
@@ -455,8 +476,19 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         &self,
         request: Request<pb::ListApplicationsRequest>,
     ) -> Reply<pb::ListApplicationsResponse> {
-        caller(&request)?;
-        let req = request.into_inner();
+        let who = caller(&request)?.clone();
+        let mut req = request.into_inner();
+        if who.role == Role::Operator
+            && let Some(own) = &who.municipality
+        {
+            if !req.municipality_code.is_empty() && req.municipality_code != *own {
+                return Err(ApiError::permission_denied(
+                    "operators see their own municipality only",
+                )
+                .into());
+            }
+            req.municipality_code = own.clone();
+        }
         let limit = page_size(req.page_size)?;
         let status = AppStatus::ALL
             .into_iter()
@@ -492,25 +524,19 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         &self,
         request: Request<pb::ReturnForCorrectionRequest>,
     ) -> Reply<pb::Application> {
-        let who = caller(&request)?.clone();
+        let audit = Audit::of(&request)?;
         let req = request.into_inner();
         if req.reason.trim().is_empty() {
             return Err(ApiError::invalid_field("reason", "is required").into());
         }
-        self.step(
-            &who,
-            By::Officer,
-            &req.id,
-            "returned_for_correction",
-            |a, _, _| {
-                a.progress.return_for_correction()?;
-                a.reason = req.reason.trim().to_string();
-                Ok(StepFacts {
-                    note: a.reason.clone(),
-                    ..Default::default()
-                })
-            },
-        )
+        self.step(&audit, &req.id, "returned_for_correction", |a, _, _| {
+            a.progress.return_for_correction()?;
+            a.reason = req.reason.trim().to_string();
+            Ok(StepFacts {
+                note: a.reason.clone(),
+                ..Default::default()
+            })
+        })
         .await
     }
 
@@ -518,9 +544,9 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         &self,
         request: Request<pb::ResubmitApplicationRequest>,
     ) -> Reply<pb::Application> {
-        let who = caller(&request)?.clone();
+        let audit = Audit::of(&request)?;
         let req = request.into_inner();
-        self.step(&who, By::Applicant, &req.id, "resubmitted", |a, t, _| {
+        self.step(&audit, &req.id, "resubmitted", |a, t, _| {
             let mut docs = a.progress.documents.clone();
             docs.extend(req.documents.iter().cloned());
             if let Some(d) = domain::missing_documents(t, &docs).first() {
@@ -539,25 +565,19 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         &self,
         request: Request<pb::RequestClearanceRequest>,
     ) -> Reply<pb::Application> {
-        let who = caller(&request)?.clone();
+        let audit = Audit::of(&request)?;
         let req = request.into_inner();
         let partner = req.partner_code.trim().to_string();
         if partner.is_empty() {
             return Err(ApiError::invalid_field("partner_code", "is required").into());
         }
-        self.step(
-            &who,
-            By::Officer,
-            &req.id,
-            "clearance_requested",
-            |a, _, now| {
-                a.progress.request_clearance(&partner, now)?;
-                Ok(StepFacts {
-                    partner_code: partner.clone(),
-                    ..Default::default()
-                })
-            },
-        )
+        self.step(&audit, &req.id, "clearance_requested", |a, _, now| {
+            a.progress.request_clearance(&partner, now)?;
+            Ok(StepFacts {
+                partner_code: partner.clone(),
+                ..Default::default()
+            })
+        })
         .await
     }
 
@@ -565,7 +585,8 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         &self,
         request: Request<pb::RecordClearanceRequest>,
     ) -> Reply<pb::Application> {
-        let who = caller(&request)?.clone();
+        let audit = Audit::of(&request)?;
+        let who = &audit.caller;
         let req = request.into_inner();
         // The partner body itself records its clearance (or an admin for it).
         let own = who.role == Role::Admin
@@ -582,30 +603,16 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
                 ApiError::invalid_field("note", "is required when a clearance is refused").into(),
             );
         }
-        let admin_view = CallerIdentity {
-            role: Role::Admin,
-            ..who.clone()
-        };
-        self.step(
-            &admin_view,
-            By::Officer,
-            &req.id,
-            "clearance_recorded",
-            |a, _, now| {
-                a.progress.record_clearance(
-                    &req.partner_code,
-                    req.granted,
-                    req.note.trim(),
-                    now,
-                )?;
-                Ok(StepFacts {
-                    partner_code: req.partner_code.clone(),
-                    positive: req.granted,
-                    note: req.note.trim().to_string(),
-                    ..Default::default()
-                })
-            },
-        )
+        self.step(&audit, &req.id, "clearance_recorded", |a, _, now| {
+            a.progress
+                .record_clearance(&req.partner_code, req.granted, req.note.trim(), now)?;
+            Ok(StepFacts {
+                partner_code: req.partner_code.clone(),
+                positive: req.granted,
+                note: req.note.trim().to_string(),
+                ..Default::default()
+            })
+        })
         .await
     }
 
@@ -613,26 +620,20 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         &self,
         request: Request<pb::ScheduleInspectionRequest>,
     ) -> Reply<pb::Application> {
-        let who = caller(&request)?.clone();
+        let audit = Audit::of(&request)?;
         let req = request.into_inner();
         let when = req
             .scheduled_for
             .as_ref()
             .and_then(instant)
             .ok_or_else(|| ApiError::invalid_field("scheduled_for", "is required"))?;
-        self.step(
-            &who,
-            By::Officer,
-            &req.id,
-            "inspection_scheduled",
-            |a, t, _| {
-                a.progress.schedule_inspection(t, &req.kind, when)?;
-                Ok(StepFacts {
-                    inspection_kind: req.kind.clone(),
-                    ..Default::default()
-                })
-            },
-        )
+        self.step(&audit, &req.id, "inspection_scheduled", |a, t, _| {
+            a.progress.schedule_inspection(t, &req.kind, when)?;
+            Ok(StepFacts {
+                inspection_kind: req.kind.clone(),
+                ..Default::default()
+            })
+        })
         .await
     }
 
@@ -640,24 +641,18 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         &self,
         request: Request<pb::RecordInspectionRequest>,
     ) -> Reply<pb::Application> {
-        let who = caller(&request)?.clone();
+        let audit = Audit::of(&request)?;
         let req = request.into_inner();
-        self.step(
-            &who,
-            By::Officer,
-            &req.id,
-            "inspection_recorded",
-            |a, _, now| {
-                a.progress
-                    .record_inspection(&req.kind, req.passed, req.notes.trim(), now)?;
-                Ok(StepFacts {
-                    inspection_kind: req.kind.clone(),
-                    positive: req.passed,
-                    note: req.notes.trim().to_string(),
-                    ..Default::default()
-                })
-            },
-        )
+        self.step(&audit, &req.id, "inspection_recorded", |a, _, now| {
+            a.progress
+                .record_inspection(&req.kind, req.passed, req.notes.trim(), now)?;
+            Ok(StepFacts {
+                inspection_kind: req.kind.clone(),
+                positive: req.passed,
+                note: req.notes.trim().to_string(),
+                ..Default::default()
+            })
+        })
         .await
     }
 
@@ -665,9 +660,9 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         &self,
         request: Request<pb::ApproveApplicationRequest>,
     ) -> Reply<pb::Application> {
-        let who = caller(&request)?.clone();
+        let audit = Audit::of(&request)?;
         let id = request.into_inner().id;
-        self.step(&who, By::Officer, &id, "approved", |a, t, _| {
+        self.step(&audit, &id, "approved", |a, t, _| {
             a.progress.approve(t)?;
             Ok(StepFacts {
                 positive: true,
@@ -681,12 +676,12 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         &self,
         request: Request<pb::RejectApplicationRequest>,
     ) -> Reply<pb::Application> {
-        let who = caller(&request)?.clone();
+        let audit = Audit::of(&request)?;
         let req = request.into_inner();
         if req.reason.trim().is_empty() {
             return Err(ApiError::invalid_field("reason", "is required").into());
         }
-        self.step(&who, By::Officer, &req.id, "rejected", |a, _, _| {
+        self.step(&audit, &req.id, "rejected", |a, _, _| {
             a.progress.reject()?;
             a.reason = req.reason.trim().to_string();
             Ok(StepFacts {
@@ -698,14 +693,15 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
     }
 
     async fn issue_license(&self, request: Request<pb::IssueLicenseRequest>) -> Reply<pb::License> {
-        allow(caller(&request)?, By::Officer)?;
+        let audit = Audit::of(&request)?;
         let id = parse_id(&request.get_ref().application_id, "application_id")?;
         let now = self.clock.now();
         let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
         let mut a = store::application(&mut tx, id, true)
             .await
             .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("application"))?;
+            .filter(|a| !outside(&audit.caller, &a.municipality_code))
+            .ok_or_else(|| absent(&audit.caller, "application"))?;
         let t = store::license_type(&mut tx, &a.license_type_code)
             .await
             .map_err(ApiError::from)?
@@ -739,22 +735,24 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
             .await
             .map_err(ApiError::from)?;
         license_changed(&mut tx, "issued", &l, now).await?;
+        audit.record(&mut tx, now, &l.number).await?;
         tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(license_proto(&l)))
     }
 
     async fn get_license(&self, request: Request<pb::GetLicenseRequest>) -> Reply<pb::License> {
-        caller(&request)?;
+        let who = caller(&request)?.clone();
         let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
         let l = store::license(&mut conn, &request.get_ref().number, false)
             .await
             .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("license"))?;
+            .filter(|l| !outside(&who, &l.municipality_code))
+            .ok_or_else(|| absent(&who, "license"))?;
         Ok(Response::new(license_proto(&l)))
     }
 
     async fn renew_license(&self, request: Request<pb::RenewLicenseRequest>) -> Reply<pb::License> {
-        allow(caller(&request)?, By::Applicant)?;
+        let audit = Audit::of(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         idempotency::check_request_id(&req.request_id, &mut v);
@@ -809,6 +807,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         license_changed(&mut tx, "renewed", &new, now).await?;
         let response = license_proto(&new);
         idempotency::complete(&mut tx, "RenewLicense", &req.request_id, &response).await?;
+        audit.record(&mut tx, now, &new.number).await?;
         tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(response))
     }
@@ -817,7 +816,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         &self,
         request: Request<pb::SuspendLicenseRequest>,
     ) -> Reply<pb::License> {
-        allow(caller(&request)?, By::Officer)?;
+        let audit = Audit::of(&request)?;
         let req = request.into_inner();
         if req.reason.trim().is_empty() {
             return Err(ApiError::invalid_field("reason", "is required").into());
@@ -827,7 +826,8 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         let l = store::license(&mut tx, &req.number, true)
             .await
             .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("license"))?;
+            .filter(|l| !outside(&audit.caller, &l.municipality_code))
+            .ok_or_else(|| absent(&audit.caller, "license"))?;
         if l.status != "active" {
             return Err(ApiError::new(
                 ErrorKind::FailedPrecondition,
@@ -843,6 +843,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::not_found("license"))?;
+        audit.record(&mut tx, now, &l.number).await?;
         tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(license_proto(&l)))
     }
@@ -851,7 +852,8 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         &self,
         request: Request<pb::RecordFacilityInspectionRequest>,
     ) -> Reply<pb::FacilityInspection> {
-        let who = caller(&request)?.clone();
+        let audit = Audit::of(&request)?;
+        let who = &audit.caller;
         let req = request.into_inner();
         let mut v = Violations::new();
         idempotency::check_request_id(&req.request_id, &mut v);
@@ -912,7 +914,8 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         let license = store::license(&mut tx, &req.license_number, true)
             .await
             .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("license"))?;
+            .filter(|l| !outside(who, &l.municipality_code))
+            .ok_or_else(|| absent(who, "license"))?;
         let failed = |s: pb::Severity| {
             req.items
                 .iter()
@@ -1000,6 +1003,9 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
             &response,
         )
         .await?;
+        audit
+            .record(&mut tx, self.clock.now(), &id.to_string())
+            .await?;
         tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(response))
     }

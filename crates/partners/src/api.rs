@@ -1,7 +1,8 @@
 //! `baladiya.partners.v1.PartnerService`: converts requests, checks the caller,
 //! runs the operation in a transaction, converts the answer. Nothing else.
 
-use baladiya_platform::auth::{Role, caller};
+use baladiya_platform::audit::Audit;
+use baladiya_platform::auth::caller;
 use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, Violations};
 use baladiya_platform::idempotency::{self, Claim};
@@ -119,7 +120,7 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
         &self,
         request: Request<pb::UpsertPartnerRequest>,
     ) -> Reply<pb::Partner> {
-        caller(&request)?.require(Role::Operator)?;
+        let audit = Audit::of(&request)?;
         let mut v = Violations::new();
         let Some(proto) = request.get_ref().partner.as_ref() else {
             return Err(ApiError::invalid_field("partner", "is required").into());
@@ -127,6 +128,7 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
         let partner = convert::partner_from_proto(proto, &mut v);
         let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
         let at = ops::upsert_partner(&mut tx, &self.clock, &partner, v).await?;
+        audit.record(&mut tx, at, &partner.code).await?;
         tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(partner_to_proto(&partner, at)))
     }
@@ -167,7 +169,8 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
         &self,
         request: Request<pb::PublishAgreementRequest>,
     ) -> Reply<pb::Agreement> {
-        let who = caller(&request)?.require(Role::Operator)?.subject.clone();
+        let audit = Audit::of(&request)?;
+        let who = audit.caller.subject.clone();
         let req = request.into_inner();
         let mut v = Violations::new();
         idempotency::check_request_id(&req.request_id, &mut v);
@@ -214,6 +217,13 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
         .await?;
         let response = agreement_to_proto(&published);
         idempotency::complete(&mut tx, "PublishAgreement", &req.request_id, &response).await?;
+        audit
+            .record(
+                &mut tx,
+                self.clock.now(),
+                &format!("{}@{}", agreement.partner_code, published.version),
+            )
+            .await?;
         tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(response))
     }
@@ -244,7 +254,7 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
         &self,
         request: Request<pb::UpsertCalendarRequest>,
     ) -> Reply<pb::Calendar> {
-        caller(&request)?.require(Role::Operator)?;
+        let audit = Audit::of(&request)?;
         let Some(proto) = request.get_ref().calendar.as_ref() else {
             return Err(ApiError::invalid_field("calendar", "is required").into());
         };
@@ -253,6 +263,7 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
         let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
         let stored =
             ops::upsert_calendar(&mut tx, &self.clock, &record, "calendar replaced", v).await?;
+        audit.record(&mut tx, stored.updated_at, &record.id).await?;
         tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(calendar_to_proto(
             &stored.record,
@@ -265,7 +276,7 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
         &self,
         request: Request<pb::AddCalendarExceptionRequest>,
     ) -> Reply<pb::Calendar> {
-        caller(&request)?.require(Role::Operator)?;
+        let audit = Audit::of(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let change = match &req.exception {
@@ -293,6 +304,9 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
         let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
         let stored =
             ops::add_calendar_exception(&mut tx, &self.clock, &req.calendar_id, change).await?;
+        audit
+            .record(&mut tx, stored.updated_at, &req.calendar_id)
+            .await?;
         tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(calendar_to_proto(
             &stored.record,

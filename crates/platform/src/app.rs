@@ -164,6 +164,16 @@ impl ServiceContext {
     pub fn protect<S>(&self, service: S) -> InterceptedService<S, AuthInterceptor> {
         InterceptedService::new(service, self.auth.interceptor())
     }
+
+    /// [`Self::protect`] for a service whose RPCs are not in the platform's
+    /// policy table, with its own rows.
+    pub fn protect_with<S>(
+        &self,
+        rules: &'static [crate::policy::Rule],
+        service: S,
+    ) -> InterceptedService<S, AuthInterceptor> {
+        InterceptedService::new(service, self.auth.interceptor_with(rules))
+    }
 }
 
 /// The bound ports.
@@ -312,6 +322,7 @@ pub async fn run(
     let mut mounted = Mounted::default();
     let mut tasks: Vec<BackgroundTask> = Vec::new();
     let mut schemas = Vec::new();
+    let mut audit_pools = std::collections::BTreeMap::new();
     if config.database.migrate_on_start && !modules.is_empty() {
         db::ensure_database(&config.database).await?;
     }
@@ -322,6 +333,7 @@ pub async fn run(
             db::migrate(&pool, module.schema(), &migrator).await?;
         }
         schemas.push((module.schema().to_string(), pool.clone(), migrator));
+        audit_pools.insert(module.name().to_string(), pool.clone());
         tasks.push(Box::pin(provision_streams(
             js.clone(),
             namespace.clone(),
@@ -361,6 +373,15 @@ pub async fn run(
         }
         tasks.extend(module.start(&ctx, &mut mounted).await?);
         tracing::info!(service = module.name(), "service started");
+    }
+    if !audit_pools.is_empty() {
+        mounted.add(InterceptedService::new(
+            baladiya_proto::admin::v1::audit_service_server::AuditServiceServer::new(
+                crate::audit::AuditAdmin::new(audit_pools, config.server.page_tokens()),
+            )
+            .max_decoding_message_size(config.server.max_request_bytes),
+            auth.interceptor(),
+        ));
     }
     if config.clock.mode == ClockMode::Manual {
         mounted.add(InterceptedService::new(

@@ -6,8 +6,8 @@
 //! (several keys may be active during a rotation) and checks issuer, audience
 //! and expiry. `dev` mode accepts only HS256 tokens minted by
 //! `baladiya dev-token` with the configured dev secret, and config validation
-//! refuses it in production. The authorization policy (which role may call
-//! which RPC) builds on this hook.
+//! refuses it in production. The interceptor then checks the caller's role
+//! against the one policy table ([`crate::policy`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,6 +18,7 @@ use tonic::{Request, Status};
 
 use crate::config::{AuthConfig, AuthMode};
 use crate::error::ApiError;
+use crate::policy;
 
 /// What a caller is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +126,58 @@ pub enum AuthError {
     Sign(String),
 }
 
+/// A token bucket per caller: `burst` calls at once, refilled at
+/// `per_second`. Buckets that have refilled are forgotten when there are
+/// many, so memory stays bounded by the callers active in the last moments.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
+}
+
+/// How many idle buckets are kept before refilled ones are dropped.
+const MAX_BUCKETS: usize = 10_000;
+
+impl RateLimiter {
+    pub fn new(per_second: f64, burst: u32) -> Self {
+        Self {
+            per_second,
+            burst: f64::from(burst.max(1)),
+            buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Takes one call from `key`'s bucket, or says how long until one is there.
+    pub fn take(&self, key: &str, now: std::time::Instant) -> Result<(), std::time::Duration> {
+        if self.per_second <= 0.0 {
+            return Ok(());
+        }
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
+            let (rate, burst) = (self.per_second, self.burst);
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < burst
+            });
+        }
+        let (tokens, at) = buckets.entry(key.to_string()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * self.per_second)
+            .min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(std::time::Duration::from_secs_f64(
+                (1.0 - *tokens) / self.per_second,
+            ))
+        }
+    }
+}
+
 /// Verifies bearer tokens.
 #[derive(Clone)]
 pub struct Authenticator {
@@ -132,6 +185,7 @@ pub struct Authenticator {
     validation_issuer: String,
     validation_audience: String,
     leeway: u64,
+    limiter: std::sync::Arc<RateLimiter>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -173,6 +227,10 @@ impl Authenticator {
             validation_issuer: config.issuer.clone(),
             validation_audience: config.audience.clone(),
             leeway: config.leeway_secs,
+            limiter: std::sync::Arc::new(RateLimiter::new(
+                config.rate_limit_per_second,
+                config.rate_limit_burst,
+            )),
         })
     }
 
@@ -204,21 +262,40 @@ impl Authenticator {
         Err(last)
     }
 
-    /// A tonic interceptor that requires a valid bearer token and stores the
-    /// caller in request extensions.
+    /// A tonic interceptor that requires a valid bearer token, checks the
+    /// caller's role against [`policy::POLICY`] and stores the caller and
+    /// its scope in request extensions.
     pub fn interceptor(&self) -> AuthInterceptor {
-        AuthInterceptor(self.clone())
+        self.interceptor_with(&[])
+    }
+
+    /// The same for a service whose RPCs are not in [`policy::POLICY`] (one
+    /// built outside `baladiya-proto`), with its own rows.
+    pub fn interceptor_with(&self, extra: &'static [policy::Rule]) -> AuthInterceptor {
+        AuthInterceptor {
+            auth: self.clone(),
+            extra,
+        }
     }
 }
 
-/// Requires a valid bearer token on every call and puts the
-/// [`CallerIdentity`] into the request's extensions.
+/// The full gRPC path of a call (`/package.Service/Method`), which the gRPC
+/// server puts into every request's extensions for the policy check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcMethod(pub String);
+
+/// Requires a valid bearer token on every call, checks the policy and puts
+/// the [`CallerIdentity`] and its [`policy::Scope`] into the request's
+/// extensions.
 #[derive(Debug, Clone)]
-pub struct AuthInterceptor(Authenticator);
+pub struct AuthInterceptor {
+    auth: Authenticator,
+    extra: &'static [policy::Rule],
+}
 
 impl tonic::service::Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let auth = &self.0;
+        let auth = &self.auth;
         {
             let header = request
                 .metadata()
@@ -239,7 +316,34 @@ impl tonic::service::Interceptor for AuthInterceptor {
             let identity = auth
                 .verify(token.trim())
                 .map_err(|e| Status::from(ApiError::unauthenticated(e.to_string())))?;
+            let method = request
+                .extensions()
+                .get::<RpcMethod>()
+                .map(|m| m.0.clone())
+                .unwrap_or_default();
+            let rules = if policy::rule(self.extra, &method).is_some() {
+                self.extra
+            } else {
+                policy::POLICY
+            };
+            let scope = policy::authorize(rules, &method, &identity).map_err(Status::from)?;
+            if let Err(wait) = auth.limiter.take(
+                &format!("{}\u{1f}{}", identity.role, identity.subject),
+                std::time::Instant::now(),
+            ) {
+                let mut details = tonic_types::ErrorDetails::new();
+                details.set_retry_info(Some(wait));
+                return Err(<Status as tonic_types::StatusExt>::with_error_details(
+                    tonic::Code::ResourceExhausted,
+                    format!(
+                        "too many calls from this caller; retry in {} ms",
+                        wait.as_millis().max(1)
+                    ),
+                    details,
+                ));
+            }
             request.extensions_mut().insert(identity);
+            request.extensions_mut().insert(scope);
             Ok(request)
         }
     }
@@ -410,16 +514,47 @@ mod tests {
         use tonic::service::Interceptor;
         let mut intercept = auth.interceptor();
         let token = mint_dev_token(&config, &dev_request(Role::Admin)).expect("mint");
-        let mut request = Request::new(());
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("ascii"),
-        );
-        let request = intercept.call(request).expect("accepted");
+        let call = |method: &str| {
+            let mut request = Request::new(());
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("ascii"),
+            );
+            request
+                .extensions_mut()
+                .insert(RpcMethod(method.to_string()));
+            request
+        };
+        let request = intercept
+            .call(call("/baladiya.admin.v1.ClockService/SetTime"))
+            .expect("accepted");
         assert_eq!(caller(&request).expect("caller").role, Role::Admin);
+        let denied = intercept
+            .call(call("/baladiya.nothing.v1.Nothing/Call"))
+            .expect_err("no policy row");
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
 
         let status = intercept.call(Request::new(())).expect_err("no token");
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn the_token_bucket_allows_a_burst_then_the_rate() {
+        let limiter = RateLimiter::new(2.0, 3);
+        let t0 = std::time::Instant::now();
+        for _ in 0..3 {
+            assert!(limiter.take("a", t0).is_ok());
+        }
+        let wait = limiter.take("a", t0).expect_err("burst spent");
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
+        assert!(
+            limiter.take("b", t0).is_ok(),
+            "callers have their own buckets"
+        );
+        let later = t0 + std::time::Duration::from_millis(500);
+        assert!(limiter.take("a", later).is_ok(), "one call refilled");
+        assert!(limiter.take("a", later).is_err());
+        assert!(RateLimiter::new(0.0, 1).take("a", t0).is_ok(), "0 is off");
     }
 
     /// A test-only Ed25519 key pair (RFC 8032 test vector 1 as PKCS#8/SPKI).

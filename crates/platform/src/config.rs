@@ -320,6 +320,12 @@ pub struct AuthConfig {
     pub dev_secret: Secret,
     /// Allowed clock skew when checking `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
+    /// Calls each caller (token subject and role) may make per second on
+    /// average; 0 turns the limit off. Over it: `RESOURCE_EXHAUSTED` with
+    /// `google.rpc.RetryInfo`.
+    pub rate_limit_per_second: f64,
+    /// Calls a caller may make at once before the average applies.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for AuthConfig {
@@ -331,6 +337,8 @@ impl Default for AuthConfig {
             public_keys: Vec::new(),
             dev_secret: Secret::new("baladiya-dev-secret-not-for-production"),
             leeway_secs: 30,
+            rate_limit_per_second: 200.0,
+            rate_limit_burst: 400,
         }
     }
 }
@@ -651,6 +659,16 @@ impl Config {
                 "at least one PEM public key is required in jwt mode",
             ),
         }
+        check(
+            self.auth.rate_limit_per_second.is_finite() && self.auth.rate_limit_per_second >= 0.0,
+            "auth.rate_limit_per_second",
+            "must be 0 (off) or a positive number",
+        );
+        check(
+            self.auth.rate_limit_burst >= 1,
+            "auth.rate_limit_burst",
+            "must be at least 1",
+        );
         check(
             !self.auth.issuer.is_empty(),
             "auth.issuer",

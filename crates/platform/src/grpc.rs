@@ -166,7 +166,8 @@ pub async fn serve(
         .await
 }
 
-/// Records RED metrics for every RPC.
+/// Records RED metrics for every RPC, and tells the auth interceptor which
+/// RPC a request calls.
 #[derive(Debug, Clone)]
 struct RpcMetricsLayer {
     metrics: Arc<Metrics>,
@@ -201,8 +202,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let path = request.uri().path().to_string();
+        // The auth interceptor checks the policy row of this path.
+        request
+            .extensions_mut()
+            .insert(crate::auth::RpcMethod(path.clone()));
         let started = Instant::now();
         let future = self.inner.call(request);
         let metrics = self.metrics.clone();

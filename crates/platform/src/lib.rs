@@ -17,6 +17,7 @@
 //! | [`app`] | [`app::ServiceModule`] and [`app::run`], which wire all of it |
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -29,6 +30,7 @@ pub mod http;
 pub mod idempotency;
 pub mod metrics;
 pub mod paging;
+pub mod policy;
 pub mod pseudonym;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,7 +1,8 @@
 //! `baladiya.routing.v1.RoutingService`: request to step, step through the
 //! lifecycle, case to response; and the routing rules.
 
-use baladiya_platform::auth::{CallerIdentity, Role, caller};
+use baladiya_platform::audit::Audit;
+use baladiya_platform::auth::{Role, caller};
 use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, Violations};
 use baladiya_platform::geo::Point;
@@ -157,7 +158,7 @@ fn step_of(action: &Option<pb::CaseAction>, v: &mut Violations) -> (Option<Uuid>
 impl RoutingApi {
     async fn act(
         &self,
-        who: &CallerIdentity,
+        audit: &Audit,
         id: Option<Uuid>,
         action: Action,
         step: Step,
@@ -178,18 +179,21 @@ impl RoutingApi {
             &rules,
             id,
             action,
-            By::Caller(who),
+            By::Caller(&audit.caller),
             step,
         )
         .await?;
         let history = store::history(&mut tx, id).await.map_err(ApiError::from)?;
+        audit
+            .record(&mut tx, self.clock.now(), &id.to_string())
+            .await?;
         tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(case_proto(&case, &history)))
     }
 
     async fn simple(
         &self,
-        who: CallerIdentity,
+        audit: Audit,
         a: Option<pb::CaseAction>,
         action: Action,
     ) -> Reply<pb::Case> {
@@ -198,7 +202,7 @@ impl RoutingApi {
         if action == Action::Note {
             v.require(&step.note, "action.note");
         }
-        self.act(&who, id, action, step, v).await
+        self.act(&audit, id, action, step, v).await
     }
 
     fn rule_from_proto(&self, r: &pb::RoutingRule, v: &mut Violations) -> Matching {
@@ -266,10 +270,12 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
         let case = match case {
             Some(c) if lifecycle::can_see(&who, &c) => c,
             Some(_) => return Err(ApiError::permission_denied("not your case").into()),
-            None if who.role == Role::Partner || who.role == Role::Channel => {
-                return Err(ApiError::permission_denied("not your case").into());
+            None if matches!(who.role, Role::Admin | Role::Analyst)
+                || (who.role == Role::Operator && who.municipality.is_none()) =>
+            {
+                return Err(ApiError::not_found("case").into());
             }
-            None => return Err(ApiError::not_found("case").into()),
+            None => return Err(ApiError::permission_denied("not your case").into()),
         };
         let history = store::history(&mut conn, id)
             .await
@@ -342,20 +348,20 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
         &self,
         request: Request<pb::AcknowledgeCaseRequest>,
     ) -> Reply<pb::Case> {
-        let who = caller(&request)?.clone();
-        self.simple(who, request.into_inner().action, Action::Acknowledge)
+        let audit = Audit::of(&request)?;
+        self.simple(audit, request.into_inner().action, Action::Acknowledge)
             .await
     }
 
     async fn start_work(&self, request: Request<pb::StartWorkRequest>) -> Reply<pb::Case> {
-        let who = caller(&request)?.clone();
-        self.simple(who, request.into_inner().action, Action::StartWork)
+        let audit = Audit::of(&request)?;
+        self.simple(audit, request.into_inner().action, Action::StartWork)
             .await
     }
 
     async fn add_case_note(&self, request: Request<pb::AddCaseNoteRequest>) -> Reply<pb::Case> {
-        let who = caller(&request)?.clone();
-        self.simple(who, request.into_inner().action, Action::Note)
+        let audit = Audit::of(&request)?;
+        self.simple(audit, request.into_inner().action, Action::Note)
             .await
     }
 
@@ -363,31 +369,31 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
         &self,
         request: Request<pb::PutCaseOnHoldRequest>,
     ) -> Reply<pb::Case> {
-        let who = caller(&request)?.clone();
-        self.simple(who, request.into_inner().action, Action::Hold)
+        let audit = Audit::of(&request)?;
+        self.simple(audit, request.into_inner().action, Action::Hold)
             .await
     }
 
     async fn resume_case(&self, request: Request<pb::ResumeCaseRequest>) -> Reply<pb::Case> {
-        let who = caller(&request)?.clone();
-        self.simple(who, request.into_inner().action, Action::Resume)
+        let audit = Audit::of(&request)?;
+        self.simple(audit, request.into_inner().action, Action::Resume)
             .await
     }
 
     async fn reopen_case(&self, request: Request<pb::ReopenCaseRequest>) -> Reply<pb::Case> {
-        let who = caller(&request)?.clone();
-        self.simple(who, request.into_inner().action, Action::Reopen)
+        let audit = Audit::of(&request)?;
+        self.simple(audit, request.into_inner().action, Action::Reopen)
             .await
     }
 
     async fn close_case(&self, request: Request<pb::CloseCaseRequest>) -> Reply<pb::Case> {
-        let who = caller(&request)?.clone();
-        self.simple(who, request.into_inner().action, Action::Close)
+        let audit = Audit::of(&request)?;
+        self.simple(audit, request.into_inner().action, Action::Close)
             .await
     }
 
     async fn resolve_case(&self, request: Request<pb::ResolveCaseRequest>) -> Reply<pb::Case> {
-        let who = caller(&request)?.clone();
+        let audit = Audit::of(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let (id, mut step) = step_of(&req.action, &mut v);
@@ -408,11 +414,11 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
         }
         step.note = resolution.to_string();
         step.proof_uris = req.proof_uris;
-        self.act(&who, id, Action::Resolve, step, v).await
+        self.act(&audit, id, Action::Resolve, step, v).await
     }
 
     async fn reject_case(&self, request: Request<pb::RejectCaseRequest>) -> Reply<pb::Case> {
-        let who = caller(&request)?.clone();
+        let audit = Audit::of(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let (id, mut step) = step_of(&req.action, &mut v);
@@ -425,11 +431,11 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
         );
         step.note = req.reason.trim().to_string();
         step.assignee = Some(suggested.to_string()).filter(|s| !s.is_empty());
-        self.act(&who, id, Action::Reject, step, v).await
+        self.act(&audit, id, Action::Reject, step, v).await
     }
 
     async fn reroute_case(&self, request: Request<pb::RerouteCaseRequest>) -> Reply<pb::Case> {
-        let who = caller(&request)?.clone();
+        let audit = Audit::of(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let (id, mut step) = step_of(&req.action, &mut v);
@@ -441,7 +447,7 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
         );
         step.note = req.reason.trim().to_string();
         step.assignee = Some(assignee.to_string());
-        self.act(&who, id, Action::Reroute, step, v).await
+        self.act(&audit, id, Action::Reroute, step, v).await
     }
 
     async fn list_routing_rules(
@@ -461,7 +467,8 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
         &self,
         request: Request<pb::UpsertRoutingRuleRequest>,
     ) -> Reply<pb::RoutingRule> {
-        let who = caller(&request)?.require(Role::Operator)?.subject.clone();
+        let audit = Audit::of(&request)?;
+        let who = audit.caller.subject.clone();
         let Some(r) = request.into_inner().rule else {
             return Err(ApiError::invalid_field("rule", "is required").into());
         };
@@ -517,6 +524,7 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
         store::put_rule(&mut tx, &rule, action, None)
             .await
             .map_err(ApiError::from)?;
+        audit.record(&mut tx, now, &rule.id.to_string()).await?;
         tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(rule_proto(&rule)))
     }
@@ -525,7 +533,8 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
         &self,
         request: Request<pb::DeleteRoutingRuleRequest>,
     ) -> Reply<pb::DeleteRoutingRuleResponse> {
-        let who = caller(&request)?.require(Role::Operator)?.subject.clone();
+        let audit = Audit::of(&request)?;
+        let who = audit.caller.subject.clone();
         let id: Uuid = request
             .get_ref()
             .id
@@ -542,6 +551,9 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
         store::put_rule(&mut tx, &rule, "deleted", None)
             .await
             .map_err(ApiError::from)?;
+        audit
+            .record(&mut tx, rule.updated_at, &id.to_string())
+            .await?;
         tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(pb::DeleteRoutingRuleResponse {}))
     }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use baladiya_platform::audit::Audit;
 use baladiya_platform::auth::{CallerIdentity, Role, caller};
 use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, ErrorKind, Violations};
@@ -115,14 +116,39 @@ fn escalation_proto(e: &EscalationRow) -> pb::Escalation {
     }
 }
 
-/// The partner a caller is limited to, if any.
-fn own_partner(who: &CallerIdentity) -> Result<Option<String>, ApiError> {
-    match who.role {
-        Role::Partner => Ok(Some(who.partner.clone().unwrap_or_default())),
-        Role::Channel => Err(ApiError::permission_denied(
-            "channels do not read SLA clocks",
-        )),
-        _ => Ok(None),
+/// What a caller is limited to (the policy's scopes): a partner to its own
+/// clocks and escalations, an operator of a municipality to that one's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Own {
+    partner: Option<String>,
+    municipality: Option<String>,
+}
+
+impl Own {
+    fn of(who: &CallerIdentity) -> Self {
+        match who.role {
+            Role::Partner => Self {
+                partner: Some(who.partner.clone().unwrap_or_default()),
+                municipality: None,
+            },
+            Role::Operator => Self {
+                partner: None,
+                municipality: who.municipality.clone(),
+            },
+            _ => Self::default(),
+        }
+    }
+
+    fn sees(&self, partner: &str, municipality: &str) -> bool {
+        self.partner.as_deref().is_none_or(|p| p == partner)
+            && self
+                .municipality
+                .as_deref()
+                .is_none_or(|m| m == municipality)
+    }
+
+    fn is_limited(&self) -> bool {
+        self.partner.is_some() || self.municipality.is_some()
     }
 }
 
@@ -132,7 +158,7 @@ impl pb::sla_service_server::SlaService for SlaApi {
         &self,
         request: Request<pb::GetClocksRequest>,
     ) -> Reply<pb::GetClocksResponse> {
-        let own = own_partner(caller(&request)?)?;
+        let own = Own::of(caller(&request)?);
         let req = request.into_inner();
         let mut v = Violations::new();
         v.check(
@@ -150,7 +176,7 @@ impl pb::sla_service_server::SlaService for SlaApi {
         let mut rows = store::clocks_of(&mut conn, &req.subject_kind, subject, false)
             .await
             .map_err(ApiError::from)?;
-        rows.retain(|c| own.as_ref().is_none_or(|p| *p == c.partner_code));
+        rows.retain(|c| own.sees(&c.partner_code, &c.municipality_code));
         let clocks = with_fired_counts(&mut conn, &rows, now).await?;
         Ok(Response::new(pb::GetClocksResponse { clocks }))
     }
@@ -159,17 +185,28 @@ impl pb::sla_service_server::SlaService for SlaApi {
         &self,
         request: Request<pb::ListBreachesRequest>,
     ) -> Reply<pb::ListBreachesResponse> {
-        let own = own_partner(caller(&request)?)?;
+        let own = Own::of(caller(&request)?);
         let req = request.into_inner();
-        let partner = own.or_else(|| Some(req.partner_code.clone()).filter(|p| !p.is_empty()));
+        let partner = own
+            .partner
+            .clone()
+            .or_else(|| Some(req.partner_code.clone()).filter(|p| !p.is_empty()));
+        let municipality = own.municipality.as_deref();
         let limit = page_size(req.page_size)?;
-        let filters = format!("partner={partner:?}");
+        let filters = format!("partner={partner:?}&municipality={municipality:?}");
         let after = self.tokens.keyset(&req.page_token, &filters)?;
         let now = self.clock.now();
         let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
-        let rows = store::breaches(&mut conn, partner.as_deref(), now, after, limit + 1)
-            .await
-            .map_err(ApiError::from)?;
+        let rows = store::breaches(
+            &mut conn,
+            partner.as_deref(),
+            municipality,
+            now,
+            after,
+            limit + 1,
+        )
+        .await
+        .map_err(ApiError::from)?;
         let (page, next_page_token) = self.tokens.keyset_page(rows, limit, &filters, |c| {
             (c.breached_at.unwrap_or(now), c.id)
         });
@@ -184,9 +221,13 @@ impl pb::sla_service_server::SlaService for SlaApi {
         &self,
         request: Request<pb::ListEscalationsRequest>,
     ) -> Reply<pb::ListEscalationsResponse> {
-        let own = own_partner(caller(&request)?)?;
+        let own = Own::of(caller(&request)?);
         let req = request.into_inner();
-        let partner = own.or_else(|| Some(req.partner_code.clone()).filter(|p| !p.is_empty()));
+        let partner = own
+            .partner
+            .clone()
+            .or_else(|| Some(req.partner_code.clone()).filter(|p| !p.is_empty()));
+        let municipality = own.municipality.as_deref();
         let limit = page_size(req.page_size)?;
         let acknowledged = match pb::EscalationState::try_from(req.state) {
             Ok(pb::EscalationState::Open) => Some(false),
@@ -197,12 +238,15 @@ impl pb::sla_service_server::SlaService for SlaApi {
             }
         };
         let level = (req.level > 0).then_some(req.level as i32);
-        let filters = format!("partner={partner:?}&level={level:?}&ack={acknowledged:?}");
+        let filters = format!(
+            "partner={partner:?}&municipality={municipality:?}&level={level:?}&ack={acknowledged:?}"
+        );
         let after = self.tokens.keyset(&req.page_token, &filters)?;
         let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
         let rows = store::escalations(
             &mut conn,
             partner.as_deref(),
+            municipality,
             level,
             acknowledged,
             after,
@@ -223,14 +267,9 @@ impl pb::sla_service_server::SlaService for SlaApi {
         &self,
         request: Request<pb::AcknowledgeEscalationRequest>,
     ) -> Reply<pb::Escalation> {
-        let who = caller(&request)?.clone();
-        let own = own_partner(&who)?;
-        if own.is_none() && !matches!(who.role, Role::Operator | Role::Admin) {
-            return Err(ApiError::permission_denied(
-                "only the escalated partner or an operator acknowledges",
-            )
-            .into());
-        }
+        let audit = Audit::of(&request)?;
+        let who = audit.caller.clone();
+        let own = Own::of(&who);
         let req = request.into_inner();
         let id: Uuid = req
             .escalation_id
@@ -241,20 +280,23 @@ impl pb::sla_service_server::SlaService for SlaApi {
             return Err(ApiError::invalid_field("note", "must be at most 2000 characters").into());
         }
         let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
-        let e = match (
-            store::escalation(&mut tx, id)
+        let found = store::escalation(&mut tx, id)
+            .await
+            .map_err(ApiError::from)?;
+        let clock = match &found {
+            Some(e) => store::clock(&mut tx, e.clock_id)
                 .await
                 .map_err(ApiError::from)?,
-            &own,
-        ) {
-            (Some(e), Some(p)) if e.partner_code != *p => {
-                return Err(ApiError::permission_denied("not your escalation").into());
+            None => None,
+        };
+        // Whether it exists is not revealed to those limited to their own.
+        let (e, c) = match (found, clock) {
+            (Some(e), Some(c)) if own.sees(&e.partner_code, &c.municipality_code) => (e, c),
+            (None, _) if !own.is_limited() => {
+                return Err(ApiError::not_found("escalation").into());
             }
-            (None, Some(_)) => {
-                return Err(ApiError::permission_denied("not your escalation").into());
-            }
-            (None, None) => return Err(ApiError::not_found("escalation").into()),
-            (Some(e), _) => e,
+            (Some(_), None) => return Err(ApiError::internal(&"escalation without clock").into()),
+            _ => return Err(ApiError::permission_denied("not your escalation").into()),
         };
         if e.acknowledged_at.is_some() {
             return Err(ApiError::new(
@@ -267,10 +309,6 @@ impl pb::sla_service_server::SlaService for SlaApi {
         store::acknowledge_escalation(&mut tx, id, &who.subject, note, now)
             .await
             .map_err(ApiError::from)?;
-        let c = store::clock(&mut tx, e.clock_id)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::internal(&"escalation without clock"))?;
         let event_id = Uuid::now_v7();
         let payload = ev::EscalationAcknowledged {
             meta: Some(EventMeta {
@@ -299,6 +337,7 @@ impl pb::sla_service_server::SlaService for SlaApi {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::not_found("escalation"))?;
+        audit.record(&mut tx, now, &id.to_string()).await?;
         tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(escalation_proto(&updated)))
     }

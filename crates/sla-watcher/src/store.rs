@@ -423,6 +423,7 @@ pub async fn put_clock(conn: &mut PgConnection, c: &ClockRow) -> Result<(), sqlx
 pub async fn breaches(
     conn: &mut PgConnection,
     partner: Option<&str>,
+    municipality: Option<&str>,
     as_of: DateTime<Utc>,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
@@ -431,6 +432,7 @@ pub async fn breaches(
         "SELECT {CLOCK_COLUMNS} FROM clocks
          WHERE breached_at IS NOT NULL AND breached_at <= $2 AND ($1::text IS NULL OR partner_code = $1)
            AND ($3::timestamptz IS NULL OR (breached_at, id) < ($3, $4))
+           AND ($6::text IS NULL OR municipality_code = $6)
          ORDER BY breached_at DESC, id DESC LIMIT $5"
     )))
     .bind(partner)
@@ -438,6 +440,7 @@ pub async fn breaches(
     .bind(after.map(|a| a.0))
     .bind(after.map(|a| a.1))
     .bind(limit)
+    .bind(municipality)
     .fetch_all(&mut *conn)
     .await?
     .iter()
@@ -700,6 +703,7 @@ pub async fn acknowledge_escalation(
 pub async fn escalations(
     conn: &mut PgConnection,
     partner: Option<&str>,
+    municipality: Option<&str>,
     level: Option<i32>,
     acknowledged: Option<bool>,
     after: Option<(DateTime<Utc>, Uuid)>,
@@ -710,6 +714,7 @@ pub async fn escalations(
          WHERE ($1::text IS NULL OR partner_code = $1) AND ($2::int IS NULL OR level = $2)
            AND ($3::bool IS NULL OR (acknowledged_at IS NOT NULL) = $3)
            AND ($4::timestamptz IS NULL OR (raised_at, id) < ($4, $5))
+           AND ($7::text IS NULL OR clock_id IN (SELECT id FROM clocks WHERE municipality_code = $7))
          ORDER BY raised_at DESC, id DESC LIMIT $6"
     )))
     .bind(partner)
@@ -718,6 +723,7 @@ pub async fn escalations(
     .bind(after.map(|a| a.0))
     .bind(after.map(|a| a.1))
     .bind(limit)
+    .bind(municipality)
     .fetch_all(&mut *conn)
     .await?
     .iter()
