@@ -408,10 +408,19 @@ pub struct NatsProcess {
     pub port: u16,
     store: PathBuf,
     child: Option<std::process::Child>,
+    config: Option<NatsConfigFile>,
+}
+
+/// A configuration file a [`NatsProcess`] runs with, the environment it reads,
+/// and a user and password the readiness probe connects as.
+struct NatsConfigFile {
+    file: PathBuf,
+    env: Vec<(String, String)>,
+    probe: (String, String),
 }
 
 impl NatsProcess {
-    fn binary() -> PathBuf {
+    pub fn binary() -> PathBuf {
         if let Ok(path) = std::env::var("BALADIYA_TEST_NATS_SERVER") {
             return PathBuf::from(path);
         }
@@ -431,6 +440,50 @@ impl NatsProcess {
             port: free_port(),
             store,
             child: None,
+            config: None,
+        };
+        nats.resume().await?;
+        Ok(nats)
+    }
+
+    /// Starts a server from a configuration file (its port, store and
+    /// monitoring port replaced by private ones), with `env` for the
+    /// variables it reads; `probe` is a user and password it accepts.
+    pub async fn start_with_config(
+        file: &Path,
+        env: &[(&str, &str)],
+        probe: (&str, &str),
+    ) -> anyhow::Result<Self> {
+        let store =
+            std::env::temp_dir().join(format!("baladiya-nats-{}", uuid::Uuid::now_v7().simple()));
+        // The file names its own store directory; a private copy points at ours.
+        std::fs::create_dir_all(&store)?;
+        let text = std::fs::read_to_string(file)?;
+        let private: String = text
+            .lines()
+            .map(|line| {
+                if line.trim_start().starts_with("store_dir:") {
+                    format!("  store_dir: {:?}", store.join("js").display().to_string())
+                } else {
+                    line.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let copy = store.join("nats.conf");
+        std::fs::write(&copy, private)?;
+        let mut nats = Self {
+            port: free_port(),
+            store,
+            child: None,
+            config: Some(NatsConfigFile {
+                file: copy,
+                env: env
+                    .iter()
+                    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                    .collect(),
+                probe: (probe.0.to_string(), probe.1.to_string()),
+            }),
         };
         nats.resume().await?;
         Ok(nats)
@@ -451,23 +504,34 @@ impl NatsProcess {
 
     /// Starts the server again on the same port and store.
     pub async fn resume(&mut self) -> anyhow::Result<()> {
-        let child = std::process::Command::new(Self::binary())
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.store)
+        let mut command = std::process::Command::new(Self::binary());
+        command.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]);
+        match &self.config {
+            Some(config) => {
+                command.arg("-c").arg(&config.file).args(["-m", "-1"]);
+                command.envs(config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            }
+            None => {
+                command.args(["-js", "-sd"]).arg(&self.store);
+            }
+        }
+        let child = command
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", Self::binary().display()))?;
         self.child = Some(child);
+        let options = || match &self.config {
+            Some(NatsConfigFile {
+                probe: (user, password),
+                ..
+            }) => {
+                async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            }
+            None => async_nats::ConnectOptions::new(),
+        };
         for _ in 0..100 {
-            if let Ok(client) = async_nats::connect(self.url()).await {
+            if let Ok(client) = options().connect(self.url()).await {
                 let js = async_nats::jetstream::new(client);
                 if js.query_account().await.is_ok() {
                     return Ok(());

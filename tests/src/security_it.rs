@@ -287,3 +287,152 @@ async fn a_caller_over_its_rate_is_told_when_to_retry_and_others_are_not_slowed(
     env.cleanup().await;
     Ok(())
 }
+
+/// The users of `deploy/nats/nats.conf` with a password each.
+const NATS_USERS: [(&str, &str, &str); 7] = [
+    ("intake", "BALADIYA_NATS_INTAKE_PASSWORD", "intake-secret"),
+    (
+        "routing",
+        "BALADIYA_NATS_ROUTING_PASSWORD",
+        "routing-secret",
+    ),
+    (
+        "partners",
+        "BALADIYA_NATS_PARTNERS_PASSWORD",
+        "partners-secret",
+    ),
+    (
+        "licensing",
+        "BALADIYA_NATS_LICENSING_PASSWORD",
+        "licensing-secret",
+    ),
+    ("sla-watcher", "BALADIYA_NATS_SLA_PASSWORD", "sla-secret"),
+    ("kpi", "BALADIYA_NATS_KPI_PASSWORD", "kpi-secret"),
+    (
+        "platform",
+        "BALADIYA_NATS_PLATFORM_PASSWORD",
+        "platform-secret",
+    ),
+];
+
+async fn stream_messages(js: &async_nats::jetstream::Context, name: &str) -> anyhow::Result<u64> {
+    Ok(js.get_stream(name).await?.info().await?.state.messages)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_service_publishes_only_its_own_domain_on_the_example_nats_config()
+-> anyhow::Result<()> {
+    use baladiya_intake::IntakeService;
+    use baladiya_proto::intake::v1 as intake;
+    use baladiya_proto::intake::v1::intake_service_client::IntakeServiceClient;
+
+    let env_vars: Vec<(&str, &str)> = NATS_USERS.iter().map(|(_, k, v)| (*k, *v)).collect();
+    let file = crate::workspace_root().join("deploy/nats/nats.conf");
+    let checked = std::process::Command::new(crate::NatsProcess::binary())
+        .arg("-t")
+        .arg("-c")
+        .arg(&file)
+        .envs(env_vars.iter().copied())
+        .output()?;
+    assert!(
+        checked.status.success(),
+        "nats-server -t: {}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let nats =
+        crate::NatsProcess::start_with_config(&file, &env_vars, ("platform", "platform-secret"))
+            .await?;
+    let env = TestEnv::new();
+    // Each service as its own NATS user, on the production subjects and
+    // stream names (a private server, so no namespace).
+    let config_as = |user: &str| {
+        let mut c = env.config();
+        c.nats.url = nats.url();
+        c.nats.user = user.into();
+        c.nats.password = baladiya_platform::config::Secret::new(
+            NATS_USERS.iter().find(|u| u.0 == user).map_or("", |u| u.2),
+        );
+        c.events.namespace = String::new();
+        c
+    };
+    let intake_platform =
+        RunningPlatform::start(config_as("intake"), vec![Arc::new(IntakeService)]).await?;
+    let routing_platform =
+        RunningPlatform::start(config_as("routing"), vec![Arc::new(RoutingService)]).await?;
+    let observer = async_nats::ConnectOptions::with_user_and_password(
+        "platform".into(),
+        "platform-secret".into(),
+    )
+    .connect(nats.url())
+    .await?;
+    let js = async_nats::jetstream::new(observer);
+
+    // Intake publishes a report on its own stream; routing, consuming it as its
+    // own user, publishes the routed case on its stream.
+    let mut client = IntakeServiceClient::new(intake_platform.channel().await?);
+    let channel = token(&intake_platform.config, Role::Channel, None, None);
+    client
+        .submit_report(authorized(
+            intake::SubmitReportRequest {
+                request_id: uuid::Uuid::now_v7().to_string(),
+                category_code: "ROAD_WORKS_DAMAGE".into(),
+                channel: intake::Channel::CallCenter940.into(),
+                description: "حفرة بعد أعمال الحفر".into(),
+                location: Some(baladiya_proto::common::v1::Location {
+                    latitude: 24.7136,
+                    longitude: 46.6753,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &channel,
+        ))
+        .await?;
+    eventually(20, "the report on INTAKE and the case on ROUTING", || {
+        let js = js.clone();
+        async move {
+            let intake = stream_messages(&js, "INTAKE").await.unwrap_or(0);
+            let routing = stream_messages(&js, "ROUTING").await.unwrap_or(0);
+            Ok((intake >= 1 && routing >= 1).then_some(()))
+        }
+    })
+    .await?;
+    let routed = stream_messages(&js, "ROUTING").await?;
+
+    // The intake user cannot publish a routing event: the server drops it, so
+    // the publisher sees no acknowledgement and the stream stores nothing.
+    let intruder =
+        async_nats::ConnectOptions::with_user_and_password("intake".into(), "intake-secret".into())
+            .connect(nats.url())
+            .await?;
+    let intruder_js = async_nats::jetstream::ContextBuilder::new()
+        .timeout(std::time::Duration::from_millis(500))
+        .build(intruder);
+    let forged = intruder_js
+        .publish("baladiya.routing.case.routed.RIYADH.MOTLS", "forged".into())
+        .await;
+    let acked = match forged {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!acked, "a forged routing event was acknowledged");
+    // Nor change a stream it does not own.
+    let mut routing_stream = js.get_stream("ROUTING").await?.info().await?.config.clone();
+    routing_stream.max_age = std::time::Duration::from_secs(60);
+    assert!(intruder_js.update_stream(routing_stream).await.is_err());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        stream_messages(&js, "ROUTING").await?,
+        routed,
+        "the stream stored nothing"
+    );
+    assert_eq!(
+        js.get_stream("ROUTING").await?.info().await?.config.max_age,
+        std::time::Duration::from_secs(env.config().events.stream_max_age_hours * 3600)
+    );
+
+    routing_platform.stop().await?;
+    intake_platform.stop().await?;
+    env.cleanup().await;
+    Ok(())
+}

@@ -151,7 +151,7 @@ impl<H: EventHandler> Consumer<H> {
     pub async fn provision(&self) -> Result<jetstream::consumer::PullConsumer, EventError> {
         self.spec
             .stream
-            .ensure(&self.js, &self.namespace, &self.events)
+            .ensure_exists(&self.js, &self.namespace, &self.events)
             .await?;
         let stream_name = self.namespace.stream(self.spec.stream.name);
         let fail = |reason: String| EventError::Stream {

@@ -324,15 +324,60 @@ pub struct StreamSpec {
 
 impl StreamSpec {
     /// Creates the stream, or updates it to this configuration: limits
-    /// retention, file storage, the configured replicas, age and duplicate window.
+    /// retention, file storage, the configured replicas, age and duplicate
+    /// window. Only the stream's producer does this (its NATS user may
+    /// update its own stream only).
     pub async fn ensure(
         &self,
         js: &jetstream::Context,
         namespace: &Namespace,
         config: &EventsConfig,
     ) -> Result<(), EventError> {
+        self.provision(js, namespace, config, true).await
+    }
+
+    /// Creates the stream with this configuration if it does not exist yet,
+    /// and otherwise leaves it alone: what a consumer of another domain's
+    /// stream does, so start order does not matter and no consumer can
+    /// change a stream it does not own.
+    pub async fn ensure_exists(
+        &self,
+        js: &jetstream::Context,
+        namespace: &Namespace,
+        config: &EventsConfig,
+    ) -> Result<(), EventError> {
+        self.provision(js, namespace, config, false).await
+    }
+
+    async fn provision(
+        &self,
+        js: &jetstream::Context,
+        namespace: &Namespace,
+        config: &EventsConfig,
+        update: bool,
+    ) -> Result<(), EventError> {
+        let stream_config = self.config(namespace, config);
+        let name = stream_config.name.clone();
+        let done = if update {
+            js.create_or_update_stream(stream_config)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        } else {
+            js.get_or_create_stream(stream_config)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        done.map_err(|reason| EventError::Stream {
+            stream: name,
+            reason,
+        })
+    }
+
+    fn config(&self, namespace: &Namespace, config: &EventsConfig) -> stream::Config {
         let name = namespace.stream(self.name);
-        let stream_config = stream::Config {
+        stream::Config {
             name: name.clone(),
             subjects: self.subjects.iter().map(|s| namespace.subject(s)).collect(),
             retention: stream::RetentionPolicy::Limits,
@@ -343,14 +388,7 @@ impl StreamSpec {
             duplicate_window: Duration::from_secs(config.duplicate_window_secs),
             allow_direct: true,
             ..Default::default()
-        };
-        js.create_or_update_stream(stream_config)
-            .await
-            .map(|_| ())
-            .map_err(|e| EventError::Stream {
-                stream: name,
-                reason: e.to_string(),
-            })
+        }
     }
 }
 
