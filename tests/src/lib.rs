@@ -352,6 +352,16 @@ impl ChildPlatform {
         services: &str,
         extra: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::spawn_logging(env, services, extra, None).await
+    }
+
+    /// [`Self::spawn`], with the process's stdout and stderr written to `log`.
+    pub async fn spawn_logging(
+        env: &TestEnv,
+        services: &str,
+        extra: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let binary = baladiya_binary();
@@ -375,6 +385,10 @@ impl ChildPlatform {
             .kill_on_drop(true);
         for (k, v) in extra {
             command.env(k, v);
+        }
+        if let Some(log) = log {
+            let file = std::fs::File::create(log)?;
+            command.stdout(file.try_clone()?).stderr(file);
         }
         let child = command.spawn()?;
         let mut platform = Self { child, grpc, http };

@@ -436,3 +436,164 @@ async fn each_service_publishes_only_its_own_domain_on_the_example_nats_config()
     env.cleanup().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_data_goes_only_to_operators_who_need_it_audited_and_never_into_logs_or_events()
+-> anyhow::Result<()> {
+    use baladiya_proto::intake::v1 as intake;
+    use baladiya_proto::intake::v1::intake_service_client::IntakeServiceClient;
+    use tonic::transport::Channel as GrpcChannel;
+
+    let env = TestEnv::new();
+    let log = std::env::temp_dir().join(format!("baladiya-pii-{}.log", uuid::Uuid::now_v7()));
+    let seed = crate::workspace_root()
+        .join("deploy/seed")
+        .display()
+        .to_string();
+    // Everything the services say at debug level goes to the log file.
+    let platform = crate::ChildPlatform::spawn_logging(
+        &env,
+        "intake,routing",
+        &[
+            ("BALADIYA__TELEMETRY__LOG_FILTER", "debug"),
+            ("BALADIYA__CLOCK__MODE", "manual"),
+            ("BALADIYA__CLOCK__START", "2026-03-01T07:30:00+03:00"),
+            ("BALADIYA__SEED__DIR", &seed),
+        ],
+        Some(&log),
+    )
+    .await?;
+    let channel = GrpcChannel::from_shared(format!("http://{}", platform.grpc))?
+        .connect()
+        .await?;
+    let config = env.config();
+    let mut client = IntakeServiceClient::new(channel.clone());
+    let (name, phone, national_id) = ("محمد بن عبدالله العتيبي", "+966501234567", "1000000008");
+    let submitted = client
+        .submit_report(authorized(
+            intake::SubmitReportRequest {
+                request_id: uuid::Uuid::now_v7().to_string(),
+                category_code: "ROAD_WORKS_DAMAGE".into(),
+                channel: intake::Channel::CallCenter940.into(),
+                description: "حفرة بعد أعمال الحفر".into(),
+                location: Some(baladiya_proto::common::v1::Location {
+                    latitude: 24.7136,
+                    longitude: 46.6753,
+                    ..Default::default()
+                }),
+                reporter: Some(intake::Reporter {
+                    name: name.into(),
+                    phone: phone.into(),
+                    national_id: national_id.into(),
+                }),
+                ..Default::default()
+            },
+            &token(&config, Role::Channel, None, None),
+        ))
+        .await?
+        .into_inner()
+        .report
+        .expect("report");
+    let ask = |t: &str| {
+        authorized(
+            intake::GetReporterContactRequest {
+                report_id: submitted.id.clone(),
+            },
+            t,
+        )
+    };
+    // Only operators of the report's municipality (and admins) read it.
+    let riyadh = token(&config, Role::Operator, None, Some("RIYADH"));
+    let contact = client
+        .get_reporter_contact(ask(&riyadh))
+        .await?
+        .into_inner();
+    assert_eq!(
+        (
+            contact.name.as_str(),
+            contact.phone.as_str(),
+            contact.national_id.as_str()
+        ),
+        (name, phone, national_id)
+    );
+    for refused in [
+        token(&config, Role::Operator, None, Some("JEDDAH")),
+        token(&config, Role::Analyst, None, None),
+        token(&config, Role::Channel, None, None),
+        token(&config, Role::Partner, Some("MOTLS"), None),
+    ] {
+        assert_eq!(
+            code(client.get_reporter_contact(ask(&refused)).await),
+            Code::PermissionDenied
+        );
+    }
+    // The read is in the audit log.
+    let events = AuditServiceClient::new(channel.clone())
+        .list_audit_events(authorized(
+            admin::ListAuditEventsRequest {
+                service: "intake".into(),
+                rpc: "GetReporterContact".into(),
+                ..Default::default()
+            },
+            &token(&config, Role::Admin, None, None),
+        ))
+        .await?
+        .into_inner()
+        .events;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].actor.as_str(), events[0].target.as_str()),
+        ("operator-RIYADH", submitted.id.as_str())
+    );
+    // Routing takes the case, so its consumer and relay have run and logged.
+    let mut routing = RoutingServiceClient::new(channel);
+    let admin_token = token(&config, Role::Admin, None, None);
+    eventually(20, "the case", || {
+        let mut routing = routing.clone();
+        let admin_token = admin_token.clone();
+        let report = submitted.id.clone();
+        async move {
+            let cases = routing
+                .list_cases(authorized(pb::ListCasesRequest::default(), &admin_token))
+                .await?
+                .into_inner()
+                .cases;
+            Ok(cases.iter().any(|c| c.report_id == report).then_some(()))
+        }
+    })
+    .await?;
+    let _ = routing
+        .list_cases(authorized(pb::ListCasesRequest::default(), &admin_token))
+        .await?;
+    assert_eq!(platform.terminate().await?, Some(0));
+
+    // Neither the logs nor any event carries the name, phone or national ID.
+    let logged = std::fs::read_to_string(&log)?;
+    std::fs::remove_file(&log).ok();
+    assert!(
+        logged.lines().count() > 20,
+        "debug logging was on: {logged}"
+    );
+    let nats = env.nats().await?;
+    let js = async_nats::jetstream::new(nats);
+    let mut published = Vec::new();
+    for stream in ["INTAKE", "ROUTING"] {
+        let name = baladiya_platform::events::Namespace::new(&env.namespace).stream(stream);
+        let s = js.get_stream(&name).await?;
+        let last = s.cached_info().state.last_sequence;
+        for seq in 1..=last {
+            if let Ok(m) = s.get_raw_message(seq).await {
+                published.extend_from_slice(&m.payload);
+                published.extend_from_slice(format!("{:?}", m.headers).as_bytes());
+            }
+        }
+    }
+    assert!(!published.is_empty());
+    let published = String::from_utf8_lossy(&published).into_owned();
+    for secret in [name, phone, "501234567", national_id] {
+        assert!(!logged.contains(secret), "{secret} is in the logs");
+        assert!(!published.contains(secret), "{secret} is in an event");
+    }
+    env.cleanup().await;
+    Ok(())
+}

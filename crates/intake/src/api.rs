@@ -742,6 +742,47 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
         }))
     }
 
+    async fn get_reporter_contact(
+        &self,
+        request: Request<pb::GetReporterContactRequest>,
+    ) -> Reply<pb::Reporter> {
+        let audit = Audit::of(&request)?;
+        let who = &audit.caller;
+        let id = parse_id(&request.get_ref().report_id, "report_id")?;
+        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        let report = store::report(&mut tx, Some(id), None)
+            .await
+            .map_err(ApiError::from)?;
+        let hidden = || ApiError::permission_denied("not a report you may read");
+        match &report {
+            Some(r) if sees(who, &r.municipality_code, &r.channel) => {}
+            None if who.role == Role::Admin || who.municipality.is_none() => {
+                return Err(ApiError::not_found("report").into());
+            }
+            _ => return Err(hidden().into()),
+        }
+        let sealed = store::sealed_reporter(&mut tx, id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("reporter contact (the report is anonymous)"))?;
+        let contact = self.vault.open_reporter(&sealed).ok_or_else(|| {
+            ApiError::internal(&format!(
+                "reporter of {id} is sealed under key {}, which this process does not have",
+                sealed.key_id
+            ))
+        })?;
+        // The read is recorded before anything is returned.
+        audit
+            .record(&mut tx, self.clock.now(), &id.to_string())
+            .await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::Reporter {
+            name: contact.name.unwrap_or_default(),
+            phone: contact.phone.unwrap_or_default(),
+            national_id: contact.national_id.unwrap_or_default(),
+        }))
+    }
+
     async fn upsert_category(
         &self,
         request: Request<pb::UpsertCategoryRequest>,

@@ -18,6 +18,7 @@ pub mod seed;
 pub mod status;
 pub mod store;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -52,6 +53,9 @@ pub struct IntakeConfig {
     pub pii_key: Secret,
     /// Name of that key, stored beside each encrypted row (for rotation).
     pub pii_key_id: String,
+    /// Earlier AES-256 keys by id, still needed to read rows sealed before a
+    /// rotation, e.g. `{ k1 = "<64 hex>" }`.
+    pub previous_pii_keys: BTreeMap<String, Secret>,
     /// HMAC key for reporter pseudonyms: at least 64 hex characters.
     pub pseudonym_key: Secret,
     /// How often each process reloads categories and service areas, in seconds.
@@ -63,6 +67,7 @@ impl Default for IntakeConfig {
         Self {
             pii_key: Secret::new(DEV_PII_KEY),
             pii_key_id: "dev".into(),
+            previous_pii_keys: BTreeMap::new(),
             pseudonym_key: Secret::new(DEV_PSEUDONYM_KEY),
             catalogue_refresh_secs: 10,
         }
@@ -116,6 +121,20 @@ impl ServiceConfig for IntakeConfig {
                 "the development key is refused in production",
             );
         }
+        for (id, key) in &self.previous_pii_keys {
+            let ok =
+                baladiya_platform::config::hex_bytes(key.expose()).is_some_and(|k| k.len() == 32);
+            if !ok || *id == self.pii_key_id {
+                errors.push(KeyError {
+                    key: format!("previous_pii_keys.{id}"),
+                    message: if ok {
+                        "is the current pii_key_id".into()
+                    } else {
+                        "must be 64 hex characters (32 bytes)".into()
+                    },
+                });
+            }
+        }
         errors
     }
 }
@@ -123,11 +142,16 @@ impl ServiceConfig for IntakeConfig {
 impl IntakeConfig {
     /// The keys as a vault (the section has been validated).
     pub fn vault(&self) -> Option<pii::Vault> {
-        pii::Vault::new(
+        let mut vault = pii::Vault::new(
             &self.pii_key_id,
             &baladiya_platform::config::hex_bytes(self.pii_key.expose())?,
             &baladiya_platform::config::hex_bytes(self.pseudonym_key.expose())?,
-        )
+        )?;
+        for (id, key) in &self.previous_pii_keys {
+            vault =
+                vault.with_previous(id, &baladiya_platform::config::hex_bytes(key.expose())?)?;
+        }
+        Some(vault)
     }
 }
 

@@ -11,11 +11,14 @@ use crate::domain::ReporterData;
 
 const NONCE_LEN: usize = 12;
 
-/// Keys for personal data.
+/// Keys for personal data: the current one seals, every known one opens
+/// what was sealed under it (rows carry their key id), so keys rotate
+/// without re-encrypting at once.
 #[derive(Clone)]
 pub struct Vault {
     key_id: String,
     cipher: Aes256Gcm,
+    previous: std::collections::BTreeMap<String, Aes256Gcm>,
     pseudonym_key: Vec<u8>,
 }
 
@@ -45,8 +48,26 @@ impl Vault {
         Some(Self {
             key_id: key_id.to_string(),
             cipher: Aes256Gcm::new_from_slice(encryption_key).ok()?,
+            previous: std::collections::BTreeMap::new(),
             pseudonym_key: pseudonym_key.to_vec(),
         })
+    }
+
+    /// Also opens data sealed under an earlier key.
+    pub fn with_previous(mut self, key_id: &str, encryption_key: &[u8]) -> Option<Self> {
+        self.previous.insert(
+            key_id.to_string(),
+            Aes256Gcm::new_from_slice(encryption_key).ok()?,
+        );
+        Some(self)
+    }
+
+    fn cipher_of(&self, key_id: &str) -> Option<&Aes256Gcm> {
+        if key_id == self.key_id {
+            Some(&self.cipher)
+        } else {
+            self.previous.get(key_id)
+        }
     }
 
     fn seal(&self, plain: &str) -> Vec<u8> {
@@ -61,13 +82,13 @@ impl Vault {
         out
     }
 
-    fn open(&self, sealed: &[u8]) -> Option<String> {
+    fn open(cipher: &Aes256Gcm, sealed: &[u8]) -> Option<String> {
         if sealed.len() < NONCE_LEN {
             return None;
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
-        let plain = self.cipher.decrypt(&Nonce::from(nonce), body).ok()?;
+        let plain = cipher.decrypt(&Nonce::from(nonce), body).ok()?;
         String::from_utf8(plain).ok()
     }
 
@@ -81,14 +102,16 @@ impl Vault {
         }
     }
 
-    /// Decrypts stored fields (`None` for a field that does not decrypt).
-    /// No API discloses personal data yet; the tests prove it reads back.
-    pub fn open_reporter(&self, s: &SealedReporter) -> ReporterData {
-        ReporterData {
-            name: s.name.as_deref().and_then(|x| self.open(x)),
-            phone: s.phone.as_deref().and_then(|x| self.open(x)),
-            national_id: s.national_id.as_deref().and_then(|x| self.open(x)),
-        }
+    /// Decrypts stored fields with the key they name; `None` if that key is
+    /// unknown here, and a field that does not decrypt is `None`.
+    pub fn open_reporter(&self, s: &SealedReporter) -> Option<ReporterData> {
+        let cipher = self.cipher_of(&s.key_id)?;
+        let open = |x: &Option<Vec<u8>>| x.as_deref().and_then(|x| Self::open(cipher, x));
+        Some(ReporterData {
+            name: open(&s.name),
+            phone: open(&s.phone),
+            national_id: open(&s.national_id),
+        })
     }
 
     /// The reporter's pseudonym: the national ID if given, else the phone;
@@ -134,13 +157,26 @@ mod tests {
                 .windows(4)
                 .any(|w| w == b"9665")
         );
-        assert_eq!(v.open_reporter(&a), r);
+        assert_eq!(v.open_reporter(&a), Some(r.clone()));
         let other = Vault::new("k2", &[8u8; 32], &[9u8; 32]).expect("keys");
+        assert_eq!(other.open_reporter(&a), None, "k1 is not known to it");
+        let forged = SealedReporter {
+            key_id: "k2".into(),
+            ..a.clone()
+        };
         assert_eq!(
-            other.open_reporter(&a).phone,
+            other.open_reporter(&forged).and_then(|r| r.phone),
             None,
             "another key cannot read it"
         );
+        // After a rotation to k2, k1 rows still open and new rows use k2.
+        let rotated = Vault::new("k2", &[8u8; 32], &[9u8; 32])
+            .and_then(|v| v.with_previous("k1", &[7u8; 32]))
+            .expect("keys");
+        assert_eq!(rotated.open_reporter(&a), Some(r.clone()));
+        let fresh = rotated.seal_reporter(&r);
+        assert_eq!(fresh.key_id, "k2");
+        assert_eq!(rotated.open_reporter(&fresh), Some(r));
     }
 
     #[test]

@@ -549,3 +549,24 @@ pub async fn set_status(
     .await?
     .rows_affected())
 }
+
+/// A report's sealed reporter fields, if the report was not anonymous.
+pub async fn sealed_reporter(
+    conn: &mut PgConnection,
+    report_id: Uuid,
+) -> Result<Option<SealedReporter>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT key_id, name, phone, national_id FROM reporters WHERE report_id = $1")
+            .bind(report_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    row.map(|r| {
+        Ok(SealedReporter {
+            key_id: r.try_get("key_id")?,
+            name: r.try_get("name")?,
+            phone: r.try_get("phone")?,
+            national_id: r.try_get("national_id")?,
+        })
+    })
+    .transpose()
+}

@@ -126,6 +126,12 @@ pub const POLICY: &[Rule] = &[
         &[(Channel, All)],
     ),
     read("/baladiya.intake.v1.IntakeService/ListCategories", ANYONE),
+    // Personal data: read by those who must call the citizen back, audited.
+    Rule {
+        method: "/baladiya.intake.v1.IntakeService/GetReporterContact",
+        writes: false,
+        grants: OPERATORS,
+    },
     write(
         "/baladiya.intake.v1.IntakeService/UpsertCategory",
         &[(Operator, All)],
