@@ -288,6 +288,26 @@ async fn a_caller_over_its_rate_is_told_when_to_retry_and_others_are_not_slowed(
     Ok(())
 }
 
+/// A road-works damage report in central Riyadh from the 940 call centre.
+fn road_works_report(
+    reporter: Option<baladiya_proto::intake::v1::Reporter>,
+) -> baladiya_proto::intake::v1::SubmitReportRequest {
+    use baladiya_proto::intake::v1 as intake;
+    intake::SubmitReportRequest {
+        request_id: uuid::Uuid::now_v7().to_string(),
+        category_code: "ROAD_WORKS_DAMAGE".into(),
+        channel: intake::Channel::CallCenter940.into(),
+        description: "حفرة بعد أعمال الحفر".into(),
+        location: Some(baladiya_proto::common::v1::Location {
+            latitude: 24.7136,
+            longitude: 46.6753,
+            ..Default::default()
+        }),
+        reporter,
+        ..Default::default()
+    }
+}
+
 /// The users of `deploy/nats/nats.conf` with a password each.
 const NATS_USERS: [(&str, &str, &str); 7] = [
     ("intake", "BALADIYA_NATS_INTAKE_PASSWORD", "intake-secret"),
@@ -323,7 +343,6 @@ async fn stream_messages(js: &async_nats::jetstream::Context, name: &str) -> any
 async fn each_service_publishes_only_its_own_domain_on_the_example_nats_config()
 -> anyhow::Result<()> {
     use baladiya_intake::IntakeService;
-    use baladiya_proto::intake::v1 as intake;
     use baladiya_proto::intake::v1::intake_service_client::IntakeServiceClient;
 
     let env_vars: Vec<(&str, &str)> = NATS_USERS.iter().map(|(_, k, v)| (*k, *v)).collect();
@@ -372,21 +391,7 @@ async fn each_service_publishes_only_its_own_domain_on_the_example_nats_config()
     let mut client = IntakeServiceClient::new(intake_platform.channel().await?);
     let channel = token(&intake_platform.config, Role::Channel, None, None);
     client
-        .submit_report(authorized(
-            intake::SubmitReportRequest {
-                request_id: uuid::Uuid::now_v7().to_string(),
-                category_code: "ROAD_WORKS_DAMAGE".into(),
-                channel: intake::Channel::CallCenter940.into(),
-                description: "حفرة بعد أعمال الحفر".into(),
-                location: Some(baladiya_proto::common::v1::Location {
-                    latitude: 24.7136,
-                    longitude: 46.6753,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            &channel,
-        ))
+        .submit_report(authorized(road_works_report(None), &channel))
         .await?;
     eventually(20, "the report on INTAKE and the case on ROUTING", || {
         let js = js.clone();
@@ -471,23 +476,11 @@ async fn personal_data_goes_only_to_operators_who_need_it_audited_and_never_into
     let (name, phone, national_id) = ("محمد بن عبدالله العتيبي", "+966501234567", "1000000008");
     let submitted = client
         .submit_report(authorized(
-            intake::SubmitReportRequest {
-                request_id: uuid::Uuid::now_v7().to_string(),
-                category_code: "ROAD_WORKS_DAMAGE".into(),
-                channel: intake::Channel::CallCenter940.into(),
-                description: "حفرة بعد أعمال الحفر".into(),
-                location: Some(baladiya_proto::common::v1::Location {
-                    latitude: 24.7136,
-                    longitude: 46.6753,
-                    ..Default::default()
-                }),
-                reporter: Some(intake::Reporter {
-                    name: name.into(),
-                    phone: phone.into(),
-                    national_id: national_id.into(),
-                }),
-                ..Default::default()
-            },
+            road_works_report(Some(intake::Reporter {
+                name: name.into(),
+                phone: phone.into(),
+                national_id: national_id.into(),
+            })),
             &token(&config, Role::Channel, None, None),
         ))
         .await?
