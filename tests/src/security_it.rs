@@ -590,3 +590,206 @@ async fn personal_data_goes_only_to_operators_who_need_it_audited_and_never_into
     env.cleanup().await;
     Ok(())
 }
+
+/// A private CA with a server certificate for `localhost` and client
+/// certificates, written as PEM files.
+struct Pki {
+    dir: std::path::PathBuf,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new() -> anyhow::Result<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("baladiya-pki-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Baladiya test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate()?)?;
+        std::fs::write(dir.join("ca.pem"), ca.pem())?;
+        Ok(Self { dir, ca })
+    }
+
+    /// Issues a certificate for `name`; returns (cert file, key file, cert PEM, key PEM).
+    fn issue(&self, name: &str) -> anyhow::Result<(String, String, String, String)> {
+        let key = rcgen::KeyPair::generate()?;
+        let cert =
+            rcgen::CertificateParams::new(vec![name.to_string()])?.signed_by(&key, &self.ca)?;
+        let (cert_file, key_file) = (
+            self.dir.join(format!("{name}.pem")),
+            self.dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert_file, cert.pem())?;
+        std::fs::write(&key_file, key.serialize_pem())?;
+        Ok((
+            cert_file.display().to_string(),
+            key_file.display().to_string(),
+            cert.pem(),
+            key.serialize_pem(),
+        ))
+    }
+
+    fn ca_file(&self) -> String {
+        self.dir.join("ca.pem").display().to_string()
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+/// A gRPC channel over TLS to `addr`, trusting `ca_pem`, presenting
+/// `client` (cert PEM, key PEM) if given.
+async fn tls_channel(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    client: Option<(&str, &str)>,
+) -> anyhow::Result<tonic::transport::Channel> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(ca?)?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots);
+    let mut config = match client {
+        Some((cert, key)) => builder.with_client_auth_cert(
+            CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>()?,
+            PrivateKeyDer::from_pem_slice(key.as_bytes())?,
+        )?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                let name = ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await?;
+    Ok(channel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_on_the_grpc_port_maps_client_certificates_to_services_and_health_stays_plaintext()
+-> anyhow::Result<()> {
+    use baladiya_platform::config::ClientCertificateIdentity;
+    let pki = Pki::new()?;
+    let (cert_file, key_file, _, _) = pki.issue("localhost")?;
+    let (_, _, kpi_cert, kpi_key) = pki.issue("kpi-reader.baladiya.internal")?;
+    let (_, _, stranger_cert, stranger_key) = pki.issue("stranger.baladiya.internal")?;
+    let ca_pem = std::fs::read_to_string(pki.ca_file())?;
+
+    let env = TestEnv::new();
+    let mut config = env.config();
+    config.server.tls_cert_file = cert_file;
+    config.server.tls_key_file = key_file;
+    config.server.tls_client_ca_file = pki.ca_file();
+    let health_port = crate::free_port();
+    config.server.health_addr = format!("127.0.0.1:{health_port}");
+    config.auth.client_certificates = vec![ClientCertificateIdentity {
+        dns_name: "kpi-reader.baladiya.internal".into(),
+        subject: "kpi-reader".into(),
+        role: Role::Analyst,
+        partner: None,
+        municipality: None,
+        channel: None,
+    }];
+    config.validate()?;
+    let grpc_port = crate::free_port();
+    config.server.grpc_addr = format!("127.0.0.1:{grpc_port}");
+    let grpc: std::net::SocketAddr = config.server.grpc_addr.parse()?;
+    let listeners = baladiya_platform::app::Listeners::bind(&config.server).await?;
+    let (trigger, signal) = baladiya_platform::shutdown::channel();
+    let clock = baladiya_platform::app::clock_from_config(&config.clock)?;
+    let run = tokio::spawn(baladiya_platform::app::run(
+        config.clone(),
+        vec![Arc::new(KpiService)],
+        clock,
+        listeners,
+        signal,
+    ));
+
+    // Health in plaintext on its own port, for Kubernetes probes.
+    let health_channel = eventually(20, "the plaintext health port", || async move {
+        Ok(
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{health_port}"))?
+                .connect()
+                .await
+                .ok(),
+        )
+    })
+    .await?;
+    let serving = tonic_health::pb::health_client::HealthClient::new(health_channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "baladiya.kpi.v1.KpiService".into(),
+        })
+        .await?
+        .into_inner()
+        .status;
+    assert_eq!(
+        serving,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    // A client certificate named in the configuration is a service identity.
+    let channel = tls_channel(grpc, &ca_pem, Some((&kpi_cert, &kpi_key))).await?;
+    let list = KpiServiceClient::new(channel.clone())
+        .list_indicators(kpi::ListIndicatorsRequest::default())
+        .await?
+        .into_inner();
+    assert!(!list.indicators.is_empty());
+    // A bearer token still names its own caller over mTLS.
+    let motls = token(&config, Role::Partner, Some("MOTLS"), None);
+    KpiServiceClient::new(channel)
+        .list_indicators(authorized(kpi::ListIndicatorsRequest::default(), &motls))
+        .await?;
+    // A valid certificate no identity names, without a token: unauthenticated.
+    let stranger = tls_channel(grpc, &ca_pem, Some((&stranger_cert, &stranger_key))).await?;
+    let refused = KpiServiceClient::new(stranger)
+        .list_indicators(kpi::ListIndicatorsRequest::default())
+        .await
+        .expect_err("no identity");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    // Without a client certificate, or in plaintext, no call gets through.
+    let anonymous = tls_channel(grpc, &ca_pem, None).await;
+    if let Ok(channel) = anonymous {
+        let analyst = token(&config, Role::Analyst, None, None);
+        assert!(
+            KpiServiceClient::new(channel)
+                .list_indicators(authorized(kpi::ListIndicatorsRequest::default(), &analyst))
+                .await
+                .is_err(),
+            "mTLS requires a client certificate"
+        );
+    }
+    let plaintext = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
+        .connect()
+        .await;
+    if let Ok(channel) = plaintext {
+        assert!(
+            KpiServiceClient::new(channel)
+                .list_indicators(kpi::ListIndicatorsRequest::default())
+                .await
+                .is_err()
+        );
+    }
+    trigger.trigger();
+    run.await??;
+    env.cleanup().await;
+    Ok(())
+}

@@ -100,6 +100,8 @@ pub enum StartError {
     },
     #[error("gRPC server failed: {0}")]
     Serve(String),
+    #[error("server TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// What a service gets to work with.
@@ -181,6 +183,8 @@ impl ServiceContext {
 pub struct Listeners {
     pub grpc: tokio::net::TcpListener,
     pub http: tokio::net::TcpListener,
+    /// The plaintext health port, bound when the gRPC port speaks TLS.
+    pub health: Option<tokio::net::TcpListener>,
 }
 
 impl Listeners {
@@ -194,6 +198,11 @@ impl Listeners {
         Ok(Self {
             grpc: bind(config.grpc_addr.clone()).await?,
             http: bind(config.http_addr.clone()).await?,
+            health: if config.tls() {
+                Some(bind(config.health_addr.clone()).await?)
+            } else {
+                None
+            },
         })
     }
 }
@@ -309,6 +318,11 @@ pub async fn run(
     mut shutdown: Shutdown,
 ) -> Result<(), StartError> {
     let config = Arc::new(config);
+    let tls = if config.server.tls() {
+        Some(crate::tls::acceptor(&config.server)?)
+    } else {
+        None
+    };
     let metrics = Metrics::new();
     let auth = Authenticator::from_config(&config.auth)?;
     let nats = connect_nats(&config.nats).await?;
@@ -417,6 +431,21 @@ pub async fn run(
         ),
         async move { http_stop.wait().await },
     ));
+    if let Some(listener) = listeners.health {
+        // Kubernetes gRPC probes cannot speak TLS: health alone, in plaintext.
+        let mut stop = background.clone();
+        let health = health_service.clone();
+        tasks.push(Box::pin(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
+                .await
+            {
+                tracing::error!(error = %e, "the plaintext health port failed");
+            }
+        }));
+    }
     let running: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
     tracing::info!(?grpc_addr, ?http_addr, services = ?names, "baladiya is serving");
 
@@ -428,6 +457,7 @@ pub async fn run(
         mounted,
         (health_reporter, health_service),
         listeners.grpc,
+        tls,
         metrics.clone(),
         async move {
             signal.wait().await;

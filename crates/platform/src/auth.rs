@@ -186,6 +186,7 @@ pub struct Authenticator {
     validation_audience: String,
     leeway: u64,
     limiter: std::sync::Arc<RateLimiter>,
+    client_certificates: std::sync::Arc<Vec<crate::config::ClientCertificateIdentity>>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -231,6 +232,7 @@ impl Authenticator {
                 config.rate_limit_per_second,
                 config.rate_limit_burst,
             )),
+            client_certificates: std::sync::Arc::new(config.client_certificates.clone()),
         })
     }
 
@@ -296,26 +298,45 @@ pub struct AuthInterceptor {
 impl tonic::service::Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let auth = &self.auth;
-        {
-            let header = request
-                .metadata()
-                .get("authorization")
-                .ok_or_else(|| Status::from(ApiError::unauthenticated("missing bearer token")))?;
-            let token = header
-                .to_str()
-                .ok()
-                .and_then(|h| {
-                    h.strip_prefix("Bearer ")
-                        .or_else(|| h.strip_prefix("bearer "))
+        let from_certificate = || {
+            request
+                .extensions()
+                .get::<crate::tls::PeerIdentity>()
+                .and_then(|peer| peer.service(&auth.client_certificates))
+                .map(|s| CallerIdentity {
+                    subject: s.subject.clone(),
+                    role: s.role,
+                    partner: s.partner.clone(),
+                    municipality: s.municipality.clone(),
+                    channel: s.channel.clone(),
                 })
-                .ok_or_else(|| {
-                    Status::from(ApiError::unauthenticated(
-                        "authorization must be 'Bearer <token>'",
-                    ))
-                })?;
-            let identity = auth
-                .verify(token.trim())
-                .map_err(|e| Status::from(ApiError::unauthenticated(e.to_string())))?;
+        };
+        let identity = match request.metadata().get("authorization") {
+            // A bearer token names the caller; without one, a verified client
+            // certificate may name a service.
+            None => from_certificate().ok_or_else(|| {
+                Status::from(ApiError::unauthenticated(
+                    "missing bearer token (and no client certificate that names a service)",
+                ))
+            })?,
+            Some(header) => {
+                let token = header
+                    .to_str()
+                    .ok()
+                    .and_then(|h| {
+                        h.strip_prefix("Bearer ")
+                            .or_else(|| h.strip_prefix("bearer "))
+                    })
+                    .ok_or_else(|| {
+                        Status::from(ApiError::unauthenticated(
+                            "authorization must be 'Bearer <token>'",
+                        ))
+                    })?;
+                auth.verify(token.trim())
+                    .map_err(|e| Status::from(ApiError::unauthenticated(e.to_string())))?
+            }
+        };
+        {
             let method = request
                 .extensions()
                 .get::<RpcMethod>()

@@ -133,6 +133,16 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// HMAC key that signs page tokens: at least 64 hex characters.
     pub page_token_key: Secret,
+    /// PEM certificate chain for TLS on the gRPC port; empty serves plaintext.
+    pub tls_cert_file: String,
+    /// PEM private key of that certificate.
+    pub tls_key_file: String,
+    /// PEM CA certificates client certificates must chain to; set, every
+    /// client must present one (mTLS).
+    pub tls_client_ca_file: String,
+    /// Plaintext port serving only `grpc.health.v1` while TLS is on, for
+    /// Kubernetes gRPC probes (which cannot speak TLS).
+    pub health_addr: String,
 }
 
 impl Default for ServerConfig {
@@ -145,6 +155,10 @@ impl Default for ServerConfig {
             max_concurrent_requests_per_connection: 256,
             shutdown_grace_ms: 25_000,
             page_token_key: Secret::new(DEV_PAGE_TOKEN_KEY),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_client_ca_file: String::new(),
+            health_addr: "0.0.0.0:50052".into(),
         }
     }
 }
@@ -157,6 +171,11 @@ impl ServerConfig {
     /// The page token signer.
     pub fn page_tokens(&self) -> crate::paging::PageTokens {
         crate::paging::PageTokens::new(&hex_bytes(self.page_token_key.expose()).unwrap_or_default())
+    }
+
+    /// Whether the gRPC port speaks TLS.
+    pub fn tls(&self) -> bool {
+        !self.tls_cert_file.is_empty()
     }
 
     /// Per-request time limit.
@@ -326,6 +345,27 @@ pub struct AuthConfig {
     pub rate_limit_per_second: f64,
     /// Calls a caller may make at once before the average applies.
     pub rate_limit_burst: u32,
+    /// With mTLS: the identity a call without a bearer token gets from its
+    /// verified client certificate, by a DNS name the certificate is valid for.
+    pub client_certificates: Vec<ClientCertificateIdentity>,
+}
+
+/// A service identity for client certificates valid for `dns_name`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificateIdentity {
+    /// A DNS name (subject alternative name) of the certificate.
+    pub dns_name: String,
+    /// The caller's subject, e.g. `sla-watcher`.
+    pub subject: String,
+    /// channel, partner, operator, analyst or admin.
+    pub role: crate::auth::Role,
+    #[serde(default)]
+    pub partner: Option<String>,
+    #[serde(default)]
+    pub municipality: Option<String>,
+    #[serde(default)]
+    pub channel: Option<String>,
 }
 
 impl Default for AuthConfig {
@@ -339,6 +379,7 @@ impl Default for AuthConfig {
             leeway_secs: 30,
             rate_limit_per_second: 200.0,
             rate_limit_burst: 400,
+            client_certificates: Vec::new(),
         }
     }
 }
@@ -541,6 +582,27 @@ impl Config {
             (1024..=64 * 1024 * 1024).contains(&self.server.max_request_bytes),
             "server.max_request_bytes",
             "must be between 1024 and 67108864",
+        );
+        check(
+            self.server.tls_cert_file.is_empty() == self.server.tls_key_file.is_empty(),
+            "server.tls_key_file",
+            "tls_cert_file and tls_key_file are set together",
+        );
+        for (key, file) in [
+            ("server.tls_cert_file", &self.server.tls_cert_file),
+            ("server.tls_key_file", &self.server.tls_key_file),
+            ("server.tls_client_ca_file", &self.server.tls_client_ca_file),
+        ] {
+            check(
+                file.is_empty() || std::path::Path::new(file).is_file(),
+                key,
+                "is not a readable file",
+            );
+        }
+        check(
+            self.server.tls_client_ca_file.is_empty() || self.server.tls(),
+            "server.tls_client_ca_file",
+            "needs tls_cert_file and tls_key_file (mTLS is TLS with client certificates)",
         );
         check(
             self.server.request_timeout_ms >= 100,

@@ -133,6 +133,7 @@ pub async fn serve(
         tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     ),
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
@@ -151,8 +152,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    Server::builder()
+    let router = Server::builder()
         .timeout(config.request_timeout())
         .concurrency_limit_per_connection(config.max_concurrent_requests_per_connection)
         .http2_max_pending_accept_reset_streams(Some(64))
@@ -161,9 +161,17 @@ pub async fn serve(
         .max_connection_age(Duration::from_secs(30 * 60))
         .trace_fn(crate::telemetry::grpc_request_span)
         .layer(RpcMetricsLayer { metrics })
-        .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .add_routes(routes.routes());
+    if let Some(acceptor) = tls {
+        router
+            .serve_with_incoming_shutdown(crate::tls::incoming(listener, acceptor), shutdown)
+            .await
+    } else {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        router
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+    }
 }
 
 /// Records RED metrics for every RPC, and tells the auth interceptor which

@@ -34,3 +34,4 @@ pub mod policy;
 pub mod pseudonym;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
