@@ -793,3 +793,29 @@ async fn mtls_on_the_grpc_port_maps_client_certificates_to_services_and_health_s
     env.cleanup().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sql_statement_has_a_deadline_and_migrations_are_exempt() -> anyhow::Result<()> {
+    let env = TestEnv::new();
+    let mut config = env.config();
+    config.database.statement_timeout_ms = 200;
+    baladiya_platform::db::ensure_database(&config.database).await?;
+    let pool = baladiya_platform::db::schema_pool(&config.database, "kpi")?;
+    // Migrations run on the same pool without the limit.
+    baladiya_platform::db::migrate(
+        &pool,
+        "kpi",
+        &baladiya_platform::app::ServiceModule::migrator(&KpiService),
+    )
+    .await?;
+    let slow = sqlx::query("SELECT pg_sleep(1)")
+        .execute(&pool)
+        .await
+        .expect_err("past the statement timeout");
+    assert!(slow.to_string().contains("statement timeout"), "{slow}");
+    let quick: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await?;
+    assert_eq!(quick, 1);
+    pool.close().await;
+    env.cleanup().await;
+    Ok(())
+}

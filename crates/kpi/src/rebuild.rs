@@ -183,6 +183,10 @@ async fn run(
         Mode::Swap => {
             let mut conn = live.acquire().await?;
             let mut tx = conn.begin().await?;
+            // The copy is one statement over every fact: no statement timeout.
+            sqlx::query("SET LOCAL statement_timeout = 0")
+                .execute(&mut *tx)
+                .await?;
             let list = TABLES.map(|t| format!("kpi.{t}")).join(", ");
             sqlx::query(AssertSqlSafe(format!("TRUNCATE {list}")))
                 .execute(&mut *tx)

@@ -446,6 +446,13 @@ pub async fn run(
             }
         }));
     }
+    if let Some(file) = auth.jwks_file().map(String::from) {
+        tasks.push(Box::pin(follow_jwks(
+            auth.clone(),
+            file,
+            background.clone(),
+        )));
+    }
     let running: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
     tracing::info!(?grpc_addr, ?http_addr, services = ?names, "baladiya is serving");
 
@@ -487,6 +494,32 @@ pub async fn run(
     nats.flush().await.ok();
     tracing::info!("baladiya stopped");
     served
+}
+
+/// Puts a changed JWKS file's keys in force (a key rotation needs no
+/// restart); a file that does not parse leaves the keys in force.
+async fn follow_jwks(auth: Authenticator, file: String, mut shutdown: Shutdown) {
+    let modified = |file: &str| std::fs::metadata(file).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&file);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        let now = modified(&file);
+        if now == seen {
+            continue;
+        }
+        match auth.reload_jwks() {
+            Ok(keys) => {
+                tracing::info!(file = %file, keys, "JWKS changed; its keys are in force");
+                seen = now;
+            }
+            Err(e) => {
+                tracing::warn!(file = %file, error = %e, "JWKS changed but cannot be used; the keys in force stay")
+            }
+        }
+    }
 }
 
 async fn provision_streams(

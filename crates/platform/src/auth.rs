@@ -178,10 +178,55 @@ impl RateLimiter {
     }
 }
 
+/// One accepted verification key.
+#[derive(Clone)]
+struct VerifyingKey {
+    /// The JWKS `kid`; PEM keys have none.
+    kid: Option<String>,
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+/// The keys in force: PEM keys from config and the JWKS file's, swapped as a
+/// whole when the file changes.
+type KeySet = std::sync::Arc<std::sync::RwLock<std::sync::Arc<Vec<VerifyingKey>>>>;
+
+/// The keys of a JWKS document: RSA keys verify RS256, Ed25519 keys EdDSA;
+/// other key types are skipped. A document without a usable key is refused.
+fn jwks_keys(text: &str) -> Result<Vec<VerifyingKey>, String> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+    let set: JwkSet =
+        serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let keys: Vec<VerifyingKey> = set
+        .keys
+        .iter()
+        .filter_map(|jwk| {
+            let alg = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+                    Algorithm::EdDSA
+                }
+                _ => return None,
+            };
+            Some(VerifyingKey {
+                kid: jwk.common.key_id.clone(),
+                alg,
+                key: DecodingKey::from_jwk(jwk).ok()?,
+            })
+        })
+        .collect();
+    if keys.is_empty() {
+        return Err("holds no RSA or Ed25519 key".into());
+    }
+    Ok(keys)
+}
+
 /// Verifies bearer tokens.
 #[derive(Clone)]
 pub struct Authenticator {
-    keys: Vec<(Algorithm, DecodingKey)>,
+    keys: KeySet,
+    pem_keys: std::sync::Arc<Vec<VerifyingKey>>,
+    jwks_file: String,
     validation_issuer: String,
     validation_audience: String,
     leeway: u64,
@@ -192,7 +237,7 @@ pub struct Authenticator {
 impl fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Authenticator")
-            .field("keys", &self.keys.len())
+            .field("jwks_file", &self.jwks_file)
             .field("issuer", &self.validation_issuer)
             .finish()
     }
@@ -201,11 +246,12 @@ impl fmt::Debug for Authenticator {
 impl Authenticator {
     /// Builds the verifier for the configured mode.
     pub fn from_config(config: &AuthConfig) -> Result<Self, AuthError> {
-        let keys = match config.mode {
-            AuthMode::Dev => vec![(
-                Algorithm::HS256,
-                DecodingKey::from_secret(config.dev_secret.expose().as_bytes()),
-            )],
+        let pem_keys: Vec<VerifyingKey> = match config.mode {
+            AuthMode::Dev => vec![VerifyingKey {
+                kid: None,
+                alg: Algorithm::HS256,
+                key: DecodingKey::from_secret(config.dev_secret.expose().as_bytes()),
+            }],
             AuthMode::Jwt => config
                 .public_keys
                 .iter()
@@ -216,6 +262,11 @@ impl Authenticator {
                         .or_else(|_| {
                             DecodingKey::from_ed_pem(pem.as_bytes()).map(|k| (Algorithm::EdDSA, k))
                         })
+                        .map(|(alg, key)| VerifyingKey {
+                            kid: None,
+                            alg,
+                            key,
+                        })
                         .map_err(|e| AuthError::BadKey {
                             index,
                             reason: e.to_string(),
@@ -223,8 +274,17 @@ impl Authenticator {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        Ok(Self {
-            keys,
+        let jwks_file = if config.mode == AuthMode::Jwt {
+            config.jwks_file.clone()
+        } else {
+            String::new()
+        };
+        let authenticator = Self {
+            keys: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(
+                pem_keys.clone(),
+            ))),
+            pem_keys: std::sync::Arc::new(pem_keys),
+            jwks_file,
             validation_issuer: config.issuer.clone(),
             validation_audience: config.audience.clone(),
             leeway: config.leeway_secs,
@@ -233,15 +293,65 @@ impl Authenticator {
                 config.rate_limit_burst,
             )),
             client_certificates: std::sync::Arc::new(config.client_certificates.clone()),
-        })
+        };
+        authenticator.reload_jwks()?;
+        Ok(authenticator)
+    }
+
+    /// The JWKS file being followed, if any.
+    pub fn jwks_file(&self) -> Option<&str> {
+        (!self.jwks_file.is_empty()).then_some(self.jwks_file.as_str())
+    }
+
+    /// Reads the JWKS file again and puts its keys in force beside the PEM
+    /// keys; on an error the keys in force stay. Returns how many keys are in
+    /// force.
+    pub fn reload_jwks(&self) -> Result<usize, AuthError> {
+        let mut keys: Vec<VerifyingKey> = self.pem_keys.as_ref().clone();
+        if let Some(file) = self.jwks_file() {
+            let text = std::fs::read_to_string(file).map_err(|e| AuthError::BadKey {
+                index: 0,
+                reason: format!("{file}: {e}"),
+            })?;
+            keys.extend(jwks_keys(&text).map_err(|reason| AuthError::BadKey {
+                index: 0,
+                reason: format!("{file}: {reason}"),
+            })?);
+        }
+        let count = keys.len();
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(keys);
+        Ok(count)
     }
 
     /// Verifies a token and returns who it names.
     pub fn verify(&self, token: &str) -> Result<CallerIdentity, AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::Token(format!("malformed token: {e}")))?;
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        // A token naming its key is checked against that key only.
+        if let Some(kid) = &header.kid
+            && !keys.iter().any(|k| k.kid.as_deref() == Some(kid.as_str()))
+            && keys.iter().any(|k| k.kid.is_some())
+        {
+            return Err(AuthError::Token(format!(
+                "token refused: key id '{kid}' is not among the accepted keys"
+            )));
+        }
         let mut last = AuthError::Token(format!("no key accepts algorithm {:?}", header.alg));
-        for (alg, key) in self.keys.iter().filter(|(alg, _)| *alg == header.alg) {
+        for VerifyingKey { alg, key, .. } in keys.iter().filter(|k| {
+            k.alg == header.alg
+                && match (&header.kid, &k.kid) {
+                    (Some(wanted), Some(have)) => wanted == have,
+                    _ => true,
+                }
+        }) {
             let mut validation = Validation::new(*alg);
             validation.set_issuer(&[&self.validation_issuer]);
             validation.set_audience(&[&self.validation_audience]);
@@ -526,6 +636,77 @@ mod tests {
             auth.verify(&token).expect("verify").partner.as_deref(),
             Some("MOJ")
         );
+    }
+
+    /// RFC 8032 test vector 2, a second Ed25519 key for rotations.
+    const ED25519_PRIVATE_2: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIEzNCJso/5banbbDRuwRTg9bijGfNaumJNqM9u1PuKb7\n-----END PRIVATE KEY-----\n";
+
+    fn jwks(keys: &[(&str, &str)]) -> String {
+        let keys: Vec<String> = keys
+            .iter()
+            .map(|(kid, x)| {
+                format!(r#"{{"kty":"OKP","crv":"Ed25519","kid":"{kid}","use":"sig","x":"{x}"}}"#)
+            })
+            .collect();
+        format!(r#"{{"keys":[{}]}}"#, keys.join(","))
+    }
+
+    /// The public halves of test vectors 1 and 2, base64url.
+    const X1: &str = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+    const X2: &str = "PUAXw-hDiVqStwqnTRt-vJyYLM8uxJaMwM1V8Sr0Zgw";
+
+    #[test]
+    fn a_jwks_file_rotates_keys_by_kid_without_a_restart() {
+        let file =
+            std::env::temp_dir().join(format!("baladiya-jwks-{}.json", uuid::Uuid::now_v7()));
+        std::fs::write(&file, jwks(&[("k1", X1), ("k2", X2)])).expect("write");
+        let config = AuthConfig {
+            mode: AuthMode::Jwt,
+            jwks_file: file.display().to_string(),
+            ..AuthConfig::default()
+        };
+        let auth = Authenticator::from_config(&config).expect("auth");
+        let now = chrono::Utc::now().timestamp();
+        let sign = |kid: &str, private: &str| {
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.kid = Some(kid.into());
+            let claims = Claims {
+                sub: "kpi-exporter".into(),
+                iss: config.issuer.clone(),
+                aud: config.audience.clone(),
+                iat: now,
+                exp: now + 600,
+                role: Role::Analyst,
+                partner: None,
+                municipality: None,
+                channel: None,
+            };
+            jsonwebtoken::encode(
+                &header,
+                &claims,
+                &EncodingKey::from_ed_pem(private.as_bytes()).expect("key"),
+            )
+            .expect("sign")
+        };
+        // Both keys of a rotation are in force.
+        assert!(auth.verify(&sign("k1", ED25519_PRIVATE)).is_ok());
+        assert!(auth.verify(&sign("k2", ED25519_PRIVATE_2)).is_ok());
+        // A token must be signed by the key it names.
+        assert!(auth.verify(&sign("k1", ED25519_PRIVATE_2)).is_err());
+        let unknown = auth
+            .verify(&sign("k3", ED25519_PRIVATE))
+            .expect_err("unknown kid");
+        assert!(unknown.to_string().contains("k3"), "{unknown}");
+        // The old key is dropped from the file: its tokens stop at once.
+        std::fs::write(&file, jwks(&[("k2", X2)])).expect("write");
+        assert_eq!(auth.reload_jwks().expect("reload"), 1);
+        assert!(auth.verify(&sign("k1", ED25519_PRIVATE)).is_err());
+        assert!(auth.verify(&sign("k2", ED25519_PRIVATE_2)).is_ok());
+        // A broken file leaves the keys in force.
+        std::fs::write(&file, "{ not json").expect("write");
+        assert!(auth.reload_jwks().is_err());
+        assert!(auth.verify(&sign("k2", ED25519_PRIVATE_2)).is_ok());
+        std::fs::remove_file(&file).ok();
     }
 
     #[test]

@@ -198,6 +198,9 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// How long to wait for a connection, in milliseconds.
     pub acquire_timeout_ms: u64,
+    /// Longest any one SQL statement may run (PostgreSQL `statement_timeout`),
+    /// in milliseconds; 0 for none.
+    pub statement_timeout_ms: u64,
     /// Run pending migrations when the server starts.
     pub migrate_on_start: bool,
 }
@@ -208,6 +211,7 @@ impl Default for DatabaseConfig {
             url: Secret::new("postgres://postgres@127.0.0.1:5432/baladiya"),
             max_connections: 8,
             acquire_timeout_ms: 5_000,
+            statement_timeout_ms: 30_000,
             migrate_on_start: true,
         }
     }
@@ -335,6 +339,10 @@ pub struct AuthConfig {
     pub audience: String,
     /// PEM public keys (RSA for RS256, Ed25519 for EdDSA) accepted for `jwt` mode.
     pub public_keys: Vec<String>,
+    /// A JWKS file (RFC 7517) of accepted keys, selected by a token's `kid`;
+    /// re-read when it changes, so a rotation needs no restart (publish the
+    /// new key beside the old one, then drop the old one).
+    pub jwks_file: String,
     /// Shared secret that signs dev tokens (HS256).
     pub dev_secret: Secret,
     /// Allowed clock skew when checking `exp` and `nbf`, in seconds.
@@ -375,6 +383,7 @@ impl Default for AuthConfig {
             issuer: "baladiya".into(),
             audience: "baladiya".into(),
             public_keys: Vec::new(),
+            jwks_file: String::new(),
             dev_secret: Secret::new("baladiya-dev-secret-not-for-production"),
             leeway_secs: 30,
             rate_limit_per_second: 200.0,
@@ -716,11 +725,16 @@ impl Config {
                 );
             }
             AuthMode::Jwt => check(
-                !self.auth.public_keys.is_empty(),
+                !self.auth.public_keys.is_empty() || !self.auth.jwks_file.is_empty(),
                 "auth.public_keys",
-                "at least one PEM public key is required in jwt mode",
+                "jwt mode needs at least one PEM public key or a jwks_file",
             ),
         }
+        check(
+            self.auth.jwks_file.is_empty() || std::path::Path::new(&self.auth.jwks_file).is_file(),
+            "auth.jwks_file",
+            "is not a readable file",
+        );
         check(
             self.auth.rate_limit_per_second.is_finite() && self.auth.rate_limit_per_second >= 0.0,
             "auth.rate_limit_per_second",

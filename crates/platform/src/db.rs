@@ -70,8 +70,12 @@ pub fn connect_options(config: &DatabaseConfig) -> Result<PgConnectOptions, DbEr
 /// so a server can start (and report not ready) while PostgreSQL is down.
 pub fn schema_pool(config: &DatabaseConfig, schema: &str) -> Result<PgPool, DbError> {
     valid_schema(schema)?;
+    let statement_timeout = config.statement_timeout_ms.to_string();
     let options = connect_options(config)?
-        .options([("search_path", schema)])
+        .options([
+            ("search_path", schema),
+            ("statement_timeout", statement_timeout.as_str()),
+        ])
         .application_name(&format!("baladiya-{schema}"));
     Ok(PgPoolOptions::new()
         .max_connections(config.max_connections)
@@ -144,7 +148,27 @@ async fn migrate_inner(pool: &PgPool, schema: &str, service: &Migrator) -> Resul
     let mut migrator = Migrator::with_migrations(migrations);
     migrator.create_schema(Cow::Owned(schema.to_string()));
     migrator.dangerous_set_table_name(Cow::Owned(format!("{schema}._sqlx_migrations")));
-    migrator.run(pool).await.map_err(|source| DbError::Migrate {
+    // A migration may rewrite a large table: no statement timeout for it.
+    let mut conn = pool.acquire().await.map_err(|e| DbError::Migrate {
+        schema: schema.into(),
+        source: sqlx::migrate::MigrateError::Execute(e),
+    })?;
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| DbError::Migrate {
+            schema: schema.into(),
+            source: sqlx::migrate::MigrateError::Execute(e),
+        })?;
+    // `run_direct` is sqlx's own way to run on one connection inside a boxed
+    // future (`run(&mut conn)` trips the "Acquire is not general enough" error).
+    let result = migrator.run_direct(None, &mut *conn, false).await;
+    // The connection goes back to the pool with the configured timeout.
+    sqlx::query("RESET statement_timeout")
+        .execute(&mut *conn)
+        .await
+        .ok();
+    result.map_err(|source| DbError::Migrate {
         schema: schema.into(),
         source,
     })
