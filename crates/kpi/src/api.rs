@@ -119,16 +119,7 @@ impl pb::kpi_service_server::KpiService for KpiApi {
         let (Some(subject), Some(period)) = (subject, period) else {
             return Err(ApiError::internal(&"checked request lost a field").into());
         };
-        let mine = match (&subject, who.role) {
-            (Subject::Partner(p), Role::Partner) => who.partner.as_deref() == Some(p.as_str()),
-            (Subject::Municipality(_), Role::Partner) => false,
-            (Subject::Municipality(m), Role::Operator) => {
-                who.municipality.as_deref().is_none_or(|own| own == m)
-            }
-            (Subject::Partner(_), Role::Operator) => who.municipality.is_none(),
-            _ => true,
-        };
-        if !mine {
+        if !may_read_scorecard(&who, &subject) {
             return Err(ApiError::permission_denied("not a scorecard you may read").into());
         }
         let rows = self.kpis.scorecard(&subject, period).await?;
@@ -200,6 +191,21 @@ impl pb::kpi_service_server::KpiService for KpiApi {
                 })
                 .collect(),
         }))
+    }
+}
+
+/// Whether `who` may read the scorecard of `subject` (the policy's scopes:
+/// a partner its own, an operator of a municipality that one's; a channel
+/// none).
+pub fn may_read_scorecard(who: &CallerIdentity, subject: &Subject) -> bool {
+    match (subject, who.role) {
+        (Subject::Partner(p), Role::Partner) => who.partner.as_deref() == Some(p.as_str()),
+        (Subject::Municipality(_), Role::Partner) | (_, Role::Channel) => false,
+        (Subject::Municipality(m), Role::Operator) => {
+            who.municipality.as_deref().is_none_or(|own| own == m)
+        }
+        (Subject::Partner(_), Role::Operator) => who.municipality.is_none(),
+        (_, Role::Analyst | Role::Admin) => true,
     }
 }
 

@@ -3,6 +3,11 @@
 //! quarter, year; month by default), `date` (any day in the period; today by
 //! default) and `lang` (`ar`, right to left, by default; or `en`).
 //!
+//! It asks for the same bearer token as the gRPC API (in the `Authorization`
+//! header or a `baladiya_token` cookie, as a login proxy in front provides)
+//! and shows a caller only the scorecards the policy lets it read, unless
+//! `kpi.dashboard_requires_token` is off.
+//!
 //! Every indicator shows its value, target, RAG status, sample size and a
 //! trend over the last eight periods. The page is rendered on the server
 //! with inline CSS and SVG: no script, font or stylesheet is fetched, so it
@@ -16,13 +21,14 @@ use std::fmt::Write as _;
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use baladiya_platform::auth::Authenticator;
 use baladiya_platform::clock::Clock;
 use chrono::Days;
 
-use crate::api::date_from;
+use crate::api::{date_from, may_read_scorecard};
 use crate::catalogue::{Indicator, Unit};
 use crate::period::{Granularity, Period};
 use crate::query::{Kpis, Rag, Reading, Subject};
@@ -34,13 +40,45 @@ pub const TREND_PERIODS: usize = 8;
 struct Dashboard {
     kpis: Kpis,
     clock: Clock,
+    /// `None` when `kpi.dashboard_requires_token` is off (a login proxy in
+    /// front does the checking).
+    auth: Option<Authenticator>,
 }
 
 /// The dashboard's routes.
-pub fn router(kpis: Kpis, clock: Clock) -> Router {
+pub fn router(kpis: Kpis, clock: Clock, auth: Option<Authenticator>) -> Router {
     Router::new()
         .route("/dashboard", get(page))
-        .with_state(Dashboard { kpis, clock })
+        .with_state(Dashboard { kpis, clock, auth })
+}
+
+/// The bearer token of a browser request: the `Authorization` header a login
+/// proxy adds, or the `baladiya_token` cookie it sets.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim);
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix("baladiya_token="))
+}
+
+fn refused(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{message}\n"),
+    )
+        .into_response()
 }
 
 /// The page's language.
@@ -70,8 +108,22 @@ fn bad_request(message: String) -> Response {
 
 async fn page(
     State(d): State<Dashboard>,
+    headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
+    let who = match &d.auth {
+        None => None,
+        Some(auth) => match bearer(&headers).map(|t| auth.verify(t)) {
+            Some(Ok(who)) => Some(who),
+            Some(Err(e)) => return refused(StatusCode::UNAUTHORIZED, &e.to_string()),
+            None => {
+                return refused(
+                    StatusCode::UNAUTHORIZED,
+                    "a bearer token is required (Authorization header or baladiya_token cookie)",
+                );
+            }
+        },
+    };
     let param = |name: &str| params.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
     let lang = match param("lang") {
         None | Some("ar") => Lang::Ar,
@@ -99,6 +151,11 @@ async fn page(
             }
         },
     };
+    if let Some(who) = &who
+        && !may_read_scorecard(who, &subject)
+    {
+        return refused(StatusCode::FORBIDDEN, "not a scorecard you may read");
+    }
     let tz = match &subject {
         Subject::Municipality(m) => d.kpis.time_zone(Some(m)),
         Subject::Partner(_) => d.kpis.time_zone(None),

@@ -51,6 +51,9 @@ pub struct KpiConfig {
     pub time_zone: String,
     /// Municipalities in another zone, e.g. `{ MUSCAT = "Asia/Muscat" }`.
     pub municipality_time_zones: BTreeMap<String, String>,
+    /// Whether `/dashboard` asks for a bearer token and applies the policy's
+    /// scopes; off only where a login proxy in front does both.
+    pub dashboard_requires_token: bool,
 }
 
 impl Default for KpiConfig {
@@ -61,6 +64,7 @@ impl Default for KpiConfig {
                 "MUSCAT".to_string(),
                 "Asia/Muscat".to_string(),
             )]),
+            dashboard_requires_token: true,
         }
     }
 }
@@ -140,7 +144,11 @@ impl ServiceModule for KpiService {
                         .max_decoding_message_size(ctx.config.server.max_request_bytes),
                 ),
             );
-            mounted.add_routes(dashboard::router(kpis, ctx.clock.clone()));
+            let auth = kpis
+                .config
+                .dashboard_requires_token
+                .then(|| ctx.auth.clone());
+            mounted.add_routes(dashboard::router(kpis, ctx.clock.clone(), auth));
             Ok(project::consumer_specs()
                 .into_iter()
                 .map(|spec| ctx.consumer(spec, project::Project))
