@@ -655,6 +655,80 @@ mod tests {
     const X1: &str = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
     const X2: &str = "PUAXw-hDiVqStwqnTRt-vJyYLM8uxJaMwM1V8Sr0Zgw";
 
+    /// A test-only RSA key (2048 bits), as PKCS#8, SPKI and the JWK modulus.
+    const RSA_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQC/KdNif4Mu2WLJ\n0OsqRU53CHCJwmRHjo5KVO1T5jovBvCVRq/kcP7BPkFxahMx+TOKv1YCqrDtz08m\nbs+cFOImk20bIyywU+osd6x2UUwB35U/m5vnwxcCdvkDRkMi9IKciD7fLqaAE+hW\nAs+65NAnc/UMnm//5HQ8ju+3YBOolyOjBRtX9zUvzO3BK6dIIthk7pOFG4SH5S/I\nj3nfUqUp6awi/3yJSuBdGIE4zPb+xQpySoqUP/E81Cw5aEx86bnFoc0h2RHlIjXn\n7thSTvQ8nh/93kWSfF5WQI1/QdG289PMEFPk4GUpUC44mq7rEv5rgFaFCl5ZIwQL\n4Hv44jnbAgMBAAECggEACVUCDBWW0oYA5pfxAwKYeVh2IKOBaw+F2WcaoYqPCJYE\nJKVrbMbUs5urF4hKy5kTb7s2Iwcw1UsriAAc2SJuhTI+lKE7oJgCyeJFubjvnEp3\n6hUEoA8hY8NpwJkrfzIEi55dw14ZpA2qEpjXNJPQUudm7RNxpZes0lAABSmxi/yk\nl3y2sALtE4CtCKWuSqtlMkbBqdmQCzlsXwgH8FMOX6jxS8sNYl0tYF93HNiK9nfH\n//VTAQKUa9FuG/h7GwNAv2BfEEaOvUaK16kja3vWv4mP4b4zYMtTuENU0s2+4mTx\nlDuR0+HYBg88zn6BFDpUziX5IFws9uvfnsNBUlyVMQKBgQDgc7/HJemQyYq1eEzB\n/CLOZBwhHyGIgQSZRiT2iXsLvJL0M9G50MTjJ0A582iBAP1p6m+15bqiWvAdTmoz\nfY8Ej0FbYz6Oc2s+gTFEU6y3Ivpix8aJjZYkLo0anxvIe4qKEMS1KAXcZu4LbuuY\n9drVvw4qmm9b1uBolrqOSjiQPwKBgQDaCEc8PTuytv0Yi6dy86Ip4EkkoIEB/eeb\nwRBIhXPXur4u/lqiwsYhQPrVWxPtFPp68ZWQ6FN6AZbf6oTCdcAU3KslCWw8Zxpx\nwdq5ci8MqPOJGJYtgoW9QVQx/3g2Iwvv9ymihAPG6c+HhguDM7ufpY48RDoHwWgD\nAGnvlHpvZQKBgQCjTxTGjas3kay/BNy0eAPLL8PXxZLcgyMZcpQKXVWN4JL744hB\nLslSjYiJobTzyAiaO90z+Aangosah6d193FL2/+twrQNaaUqQU3bbRZJ2cVcggbO\nppoLkWNRb1sDr//JHRJCzPAWwT2KTBZXoOqsguqHzP4hUGLPNnxec1pceQKBgFMA\ndcXr9a8KVH2kpKFxOFnCxXWJGLOeai50J/PDwh7tO3t+Xxi5F14Pc64HVyWZJ+Xn\n1C1vFGBM/JfPmqzA0NfgTdLyrF6uTXXi+5Y/bsPeCaA2WO2IU8uBdED4ZVYOr3ux\n1wrEQP/XgKayE+3lotaa2vP8cS8EpMkHvkxzdMy1AoGBAIOtxMXA5HSVgsliY2yE\nN+FB6CDEcQn2WbPAg6coboV0obvl3CzyK8xJLbUnRnnnPc5wlRdgfvYIwPXUj1DJ\nBsX8gFppIeOgGUIycs3QVU83eidEccDaPUe9pvuv5Fpqdt2GkcephV/IhfNf2161\nTq9d2Dc7mb7Gk55AK0byjhNj\n-----END PRIVATE KEY-----\n";
+    const RSA_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAvynTYn+DLtliydDrKkVO\ndwhwicJkR46OSlTtU+Y6LwbwlUav5HD+wT5BcWoTMfkzir9WAqqw7c9PJm7PnBTi\nJpNtGyMssFPqLHesdlFMAd+VP5ub58MXAnb5A0ZDIvSCnIg+3y6mgBPoVgLPuuTQ\nJ3P1DJ5v/+R0PI7vt2ATqJcjowUbV/c1L8ztwSunSCLYZO6ThRuEh+UvyI9531Kl\nKemsIv98iUrgXRiBOMz2/sUKckqKlD/xPNQsOWhMfOm5xaHNIdkR5SI15+7YUk70\nPJ4f/d5FknxeVkCNf0HRtvPTzBBT5OBlKVAuOJqu6xL+a4BWhQpeWSMEC+B7+OI5\n2wIDAQAB\n-----END PUBLIC KEY-----\n";
+    const RSA_N: &str = "vynTYn-DLtliydDrKkVOdwhwicJkR46OSlTtU-Y6LwbwlUav5HD-wT5BcWoTMfkzir9WAqqw7c9PJm7PnBTiJpNtGyMssFPqLHesdlFMAd-VP5ub58MXAnb5A0ZDIvSCnIg-3y6mgBPoVgLPuuTQJ3P1DJ5v_-R0PI7vt2ATqJcjowUbV_c1L8ztwSunSCLYZO6ThRuEh-UvyI9531KlKemsIv98iUrgXRiBOMz2_sUKckqKlD_xPNQsOWhMfOm5xaHNIdkR5SI15-7YUk70PJ4f_d5FknxeVkCNf0HRtvPTzBBT5OBlKVAuOJqu6xL-a4BWhQpeWSMEC-B7-OI52w";
+
+    #[test]
+    fn rs256_tokens_verify_against_a_pem_key_and_a_jwks_rsa_key() {
+        let now = chrono::Utc::now().timestamp();
+        let sign = |kid: Option<&str>, issuer: &str, audience: &str| {
+            let mut header = Header::new(Algorithm::RS256);
+            header.kid = kid.map(String::from);
+            let claims = Claims {
+                sub: "moj-case-system".into(),
+                iss: issuer.into(),
+                aud: audience.into(),
+                iat: now,
+                exp: now + 600,
+                role: Role::Partner,
+                partner: Some("MOJ".into()),
+                municipality: None,
+                channel: None,
+            };
+            jsonwebtoken::encode(
+                &header,
+                &claims,
+                &EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).expect("key"),
+            )
+            .expect("sign")
+        };
+        let pem = AuthConfig {
+            mode: AuthMode::Jwt,
+            public_keys: vec![RSA_PUBLIC.into()],
+            ..AuthConfig::default()
+        };
+        let auth = Authenticator::from_config(&pem).expect("auth");
+        let who = auth
+            .verify(&sign(None, &pem.issuer, &pem.audience))
+            .expect("verify");
+        assert_eq!(who.partner.as_deref(), Some("MOJ"));
+        assert!(
+            auth.verify(&sign(None, "someone-else", &pem.audience))
+                .is_err(),
+            "issuer"
+        );
+        assert!(
+            auth.verify(&sign(None, &pem.issuer, "someone-else"))
+                .is_err(),
+            "audience"
+        );
+
+        let file =
+            std::env::temp_dir().join(format!("baladiya-jwks-{}.json", uuid::Uuid::now_v7()));
+        std::fs::write(
+            &file,
+            format!(r#"{{"keys":[{{"kty":"RSA","kid":"r1","use":"sig","alg":"RS256","n":"{RSA_N}","e":"AQAB"}}]}}"#),
+        )
+        .expect("write");
+        let jwks = AuthConfig {
+            mode: AuthMode::Jwt,
+            jwks_file: file.display().to_string(),
+            ..AuthConfig::default()
+        };
+        let auth = Authenticator::from_config(&jwks).expect("auth");
+        assert!(
+            auth.verify(&sign(Some("r1"), &jwks.issuer, &jwks.audience))
+                .is_ok()
+        );
+        assert!(
+            auth.verify(&sign(Some("r2"), &jwks.issuer, &jwks.audience))
+                .is_err()
+        );
+        std::fs::remove_file(&file).ok();
+    }
+
     #[test]
     fn a_jwks_file_rotates_keys_by_kid_without_a_restart() {
         let file =
