@@ -599,6 +599,31 @@ mod tests {
         assert!(mint_dev_token(&config, &dev_request(Role::Admin)).is_err());
     }
 
+    /// A ten-minute token for the MOJ partner system, signed with `key`, for
+    /// `config`'s issuer and audience.
+    fn partner_token(
+        alg: Algorithm,
+        kid: Option<&str>,
+        key: &EncodingKey,
+        config: &AuthConfig,
+    ) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let mut header = Header::new(alg);
+        header.kid = kid.map(String::from);
+        let claims = Claims {
+            sub: "moj-case-system".into(),
+            iss: config.issuer.clone(),
+            aud: config.audience.clone(),
+            iat: now,
+            exp: now + 600,
+            role: Role::Partner,
+            partner: Some("MOJ".into()),
+            municipality: None,
+            channel: None,
+        };
+        jsonwebtoken::encode(&header, &claims, key).expect("sign")
+    }
+
     #[test]
     fn jwt_mode_verifies_eddsa_tokens() {
         let config = AuthConfig {
@@ -614,24 +639,12 @@ mod tests {
             ..config
         };
         let auth = Authenticator::from_config(&config).expect("auth");
-        let now = chrono::Utc::now().timestamp();
-        let claims = Claims {
-            sub: "moj-case-system".into(),
-            iss: config.issuer.clone(),
-            aud: config.audience.clone(),
-            iat: now,
-            exp: now + 600,
-            role: Role::Partner,
-            partner: Some("MOJ".into()),
-            municipality: None,
-            channel: None,
-        };
-        let token = jsonwebtoken::encode(
-            &Header::new(Algorithm::EdDSA),
-            &claims,
+        let token = partner_token(
+            Algorithm::EdDSA,
+            None,
             &EncodingKey::from_ed_pem(ED25519_PRIVATE.as_bytes()).expect("key"),
-        )
-        .expect("sign");
+            &config,
+        );
         assert_eq!(
             auth.verify(&token).expect("verify").partner.as_deref(),
             Some("MOJ")
@@ -662,27 +675,14 @@ mod tests {
 
     #[test]
     fn rs256_tokens_verify_against_a_pem_key_and_a_jwks_rsa_key() {
-        let now = chrono::Utc::now().timestamp();
+        let key = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).expect("key");
         let sign = |kid: Option<&str>, issuer: &str, audience: &str| {
-            let mut header = Header::new(Algorithm::RS256);
-            header.kid = kid.map(String::from);
-            let claims = Claims {
-                sub: "moj-case-system".into(),
-                iss: issuer.into(),
-                aud: audience.into(),
-                iat: now,
-                exp: now + 600,
-                role: Role::Partner,
-                partner: Some("MOJ".into()),
-                municipality: None,
-                channel: None,
+            let config = AuthConfig {
+                issuer: issuer.into(),
+                audience: audience.into(),
+                ..AuthConfig::default()
             };
-            jsonwebtoken::encode(
-                &header,
-                &claims,
-                &EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).expect("key"),
-            )
-            .expect("sign")
+            partner_token(Algorithm::RS256, kid, &key, &config)
         };
         let pem = AuthConfig {
             mode: AuthMode::Jwt,
@@ -740,27 +740,9 @@ mod tests {
             ..AuthConfig::default()
         };
         let auth = Authenticator::from_config(&config).expect("auth");
-        let now = chrono::Utc::now().timestamp();
         let sign = |kid: &str, private: &str| {
-            let mut header = Header::new(Algorithm::EdDSA);
-            header.kid = Some(kid.into());
-            let claims = Claims {
-                sub: "kpi-exporter".into(),
-                iss: config.issuer.clone(),
-                aud: config.audience.clone(),
-                iat: now,
-                exp: now + 600,
-                role: Role::Analyst,
-                partner: None,
-                municipality: None,
-                channel: None,
-            };
-            jsonwebtoken::encode(
-                &header,
-                &claims,
-                &EncodingKey::from_ed_pem(private.as_bytes()).expect("key"),
-            )
-            .expect("sign")
+            let key = EncodingKey::from_ed_pem(private.as_bytes()).expect("key");
+            partner_token(Algorithm::EdDSA, Some(kid), &key, &config)
         };
         // Both keys of a rotation are in force.
         assert!(auth.verify(&sign("k1", ED25519_PRIVATE)).is_ok());
