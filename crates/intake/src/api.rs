@@ -96,10 +96,7 @@ fn own_channel(who: &CallerIdentity) -> Option<&'static str> {
 fn sees(who: &CallerIdentity, municipality: &str, channel: &str) -> bool {
     match who.role {
         Role::Admin => true,
-        Role::Operator => who
-            .municipality
-            .as_deref()
-            .is_none_or(|m| m == municipality),
+        Role::Operator => who.covers_municipality(municipality),
         Role::Channel => own_channel(who) == Some(channel),
         Role::Partner | Role::Analyst => false,
     }
@@ -557,7 +554,7 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
         // Whether a report exists is not revealed to those who may not see it.
         let row = match row {
             Some(r) if sees(&who, &r.municipality_code, &r.channel) => r,
-            None if who.role == Role::Admin => return Err(ApiError::not_found("report").into()),
+            None if who.may_know_absence() => return Err(ApiError::not_found("report").into()),
             _ => return Err(ApiError::permission_denied("not a report you may read").into()),
         };
         Ok(Response::new(report_proto(&row)))
@@ -756,7 +753,7 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
         let hidden = || ApiError::permission_denied("not a report you may read");
         match &report {
             Some(r) if sees(who, &r.municipality_code, &r.channel) => {}
-            None if who.role == Role::Admin || who.municipality.is_none() => {
+            None if who.may_know_absence() => {
                 return Err(ApiError::not_found("report").into());
             }
             _ => return Err(hidden().into()),

@@ -201,9 +201,7 @@ pub fn may_read_scorecard(who: &CallerIdentity, subject: &Subject) -> bool {
     match (subject, who.role) {
         (Subject::Partner(p), Role::Partner) => who.partner.as_deref() == Some(p.as_str()),
         (Subject::Municipality(_), Role::Partner) | (_, Role::Channel) => false,
-        (Subject::Municipality(m), Role::Operator) => {
-            who.municipality.as_deref().is_none_or(|own| own == m)
-        }
+        (Subject::Municipality(m), Role::Operator) => who.covers_municipality(m),
         (Subject::Partner(_), Role::Operator) => who.municipality.is_none(),
         (_, Role::Analyst | Role::Admin) => true,
     }

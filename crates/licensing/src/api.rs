@@ -35,25 +35,9 @@ pub struct LicensingApi {
 
 type Reply<T> = Result<Response<T>, Status>;
 
-/// Whether `who` is held to another municipality than `municipality` (an
-/// operator of one municipality; the policy admits no other role to steps).
-fn outside(who: &CallerIdentity, municipality: &str) -> bool {
-    who.role == Role::Operator
-        && who
-            .municipality
-            .as_deref()
-            .is_some_and(|m| m != municipality)
-}
-
-/// Whether `who` may hear that an object does not exist (a caller limited to
-/// its own objects may not).
-fn may_know_absence(who: &CallerIdentity) -> bool {
-    who.role == Role::Admin || (who.role == Role::Operator && who.municipality.is_none())
-}
-
 /// `NOT_FOUND` for those who may know, `PERMISSION_DENIED` for the others.
 fn absent(who: &CallerIdentity, what: &str) -> ApiError {
-    if may_know_absence(who) {
+    if who.may_know_absence() {
         ApiError::not_found(what)
     } else {
         ApiError::permission_denied(format!("not a {what} you may act on"))
@@ -248,7 +232,7 @@ impl LicensingApi {
         let mut a = store::application(&mut tx, id, true)
             .await
             .map_err(ApiError::from)?
-            .filter(|a| !outside(who, &a.municipality_code))
+            .filter(|a| who.covers_municipality(&a.municipality_code))
             .ok_or_else(|| absent(who, "application"))?;
         let t = store::license_type(&mut tx, &a.license_type_code)
             .await
@@ -455,20 +439,14 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
             .await
             .map_err(ApiError::from)?
             .filter(|a| {
-                !outside(&who, &a.municipality_code)
+                who.covers_municipality(&a.municipality_code)
                     && (who.role != Role::Partner
                         || a.progress
                             .clearances
                             .iter()
                             .any(|c| Some(c.partner_code.as_str()) == who.partner.as_deref()))
             })
-            .ok_or_else(|| {
-                if who.role == Role::Analyst {
-                    ApiError::not_found("application")
-                } else {
-                    absent(&who, "application")
-                }
-            })?;
+            .ok_or_else(|| absent(&who, "application"))?;
         Ok(Response::new(application_proto(&a)))
     }
 
@@ -700,7 +678,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         let mut a = store::application(&mut tx, id, true)
             .await
             .map_err(ApiError::from)?
-            .filter(|a| !outside(&audit.caller, &a.municipality_code))
+            .filter(|a| audit.caller.covers_municipality(&a.municipality_code))
             .ok_or_else(|| absent(&audit.caller, "application"))?;
         let t = store::license_type(&mut tx, &a.license_type_code)
             .await
@@ -746,7 +724,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         let l = store::license(&mut conn, &request.get_ref().number, false)
             .await
             .map_err(ApiError::from)?
-            .filter(|l| !outside(&who, &l.municipality_code))
+            .filter(|l| who.covers_municipality(&l.municipality_code))
             .ok_or_else(|| absent(&who, "license"))?;
         Ok(Response::new(license_proto(&l)))
     }
@@ -826,7 +804,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         let l = store::license(&mut tx, &req.number, true)
             .await
             .map_err(ApiError::from)?
-            .filter(|l| !outside(&audit.caller, &l.municipality_code))
+            .filter(|l| audit.caller.covers_municipality(&l.municipality_code))
             .ok_or_else(|| absent(&audit.caller, "license"))?;
         if l.status != "active" {
             return Err(ApiError::new(
@@ -914,7 +892,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         let license = store::license(&mut tx, &req.license_number, true)
             .await
             .map_err(ApiError::from)?
-            .filter(|l| !outside(who, &l.municipality_code))
+            .filter(|l| who.covers_municipality(&l.municipality_code))
             .ok_or_else(|| absent(who, "license"))?;
         let failed = |s: pb::Severity| {
             req.items

@@ -97,6 +97,26 @@ pub struct CallerIdentity {
 }
 
 impl CallerIdentity {
+    /// Whether an object of `municipality` is within this caller's municipal
+    /// scope: an operator of one municipality covers that one only; every
+    /// other caller is not held to a municipality.
+    pub fn covers_municipality(&self, municipality: &str) -> bool {
+        self.role != Role::Operator
+            || self
+                .municipality
+                .as_deref()
+                .is_none_or(|m| m == municipality)
+    }
+
+    /// Whether this caller may be told that an object does not exist (admins,
+    /// analysts, operators of every municipality). Callers held to their own
+    /// objects get `PERMISSION_DENIED` for a missing object too, so a refusal
+    /// tells them nothing.
+    pub fn may_know_absence(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::Analyst)
+            || (self.role == Role::Operator && self.municipality.is_none())
+    }
+
     /// `PERMISSION_DENIED` unless the caller has `role` (admins pass every check).
     pub fn require(&self, role: Role) -> Result<&Self, Status> {
         if self.role == role || self.role == Role::Admin {

@@ -270,11 +270,7 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
         let case = match case {
             Some(c) if lifecycle::can_see(&who, &c) => c,
             Some(_) => return Err(ApiError::permission_denied("not your case").into()),
-            None if matches!(who.role, Role::Admin | Role::Analyst)
-                || (who.role == Role::Operator && who.municipality.is_none()) =>
-            {
-                return Err(ApiError::not_found("case").into());
-            }
+            None if who.may_know_absence() => return Err(ApiError::not_found("case").into()),
             None => return Err(ApiError::permission_denied("not your case").into()),
         };
         let history = store::history(&mut conn, id)

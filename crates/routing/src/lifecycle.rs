@@ -66,10 +66,7 @@ pub fn authorize(by: By<'_>, action: Action, case: &CaseRow) -> Result<(), ApiEr
     }
     let is_assignee =
         c.role == Role::Partner && c.partner.as_deref() == Some(case.assignee_code.as_str());
-    let is_operator = c.role == Role::Operator
-        && c.municipality
-            .as_deref()
-            .is_none_or(|m| m == case.municipality_code);
+    let is_operator = c.role == Role::Operator && c.covers_municipality(&case.municipality_code);
     let allowed = match action.actor() {
         Actor::Assignee => is_assignee,
         Actor::Operator => is_operator,
@@ -95,10 +92,7 @@ pub fn can_see(c: &CallerIdentity, case: &CaseRow) -> bool {
     match c.role {
         Role::Admin | Role::Analyst => true,
         Role::Partner => c.partner.as_deref() == Some(case.assignee_code.as_str()),
-        Role::Operator => c
-            .municipality
-            .as_deref()
-            .is_none_or(|m| m == case.municipality_code),
+        Role::Operator => c.covers_municipality(&case.municipality_code),
         Role::Channel => false,
     }
 }

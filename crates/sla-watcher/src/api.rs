@@ -146,10 +146,6 @@ impl Own {
                 .as_deref()
                 .is_none_or(|m| m == municipality)
     }
-
-    fn is_limited(&self) -> bool {
-        self.partner.is_some() || self.municipality.is_some()
-    }
 }
 
 #[tonic::async_trait]
@@ -292,7 +288,7 @@ impl pb::sla_service_server::SlaService for SlaApi {
         // Whether it exists is not revealed to those limited to their own.
         let (e, c) = match (found, clock) {
             (Some(e), Some(c)) if own.sees(&e.partner_code, &c.municipality_code) => (e, c),
-            (None, _) if !own.is_limited() => {
+            (None, _) if who.may_know_absence() => {
                 return Err(ApiError::not_found("escalation").into());
             }
             (Some(_), None) => return Err(ApiError::internal(&"escalation without clock").into()),
