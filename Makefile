@@ -15,11 +15,13 @@ CARGO ?= cargo
 ## Run the whole platform in one process against real NATS and PostgreSQL.
 dev: build
 	@eval "$$($(DEVENV) up)"; \
-	echo "Baladiya: gRPC on 127.0.0.1:50051 (reflection on), HTTP on 127.0.0.1:8080 (/metrics /healthz /readyz)"; \
+	echo "Baladiya: gRPC on 127.0.0.1:50051 (reflection on), HTTP on 127.0.0.1:8080 (/metrics /healthz /readyz /dashboard)"; \
 	echo "  PostgreSQL: $$BALADIYA__DATABASE__URL"; \
 	echo "  NATS:       $$BALADIYA__NATS__URL"; \
 	echo "  token:      TOKEN=\$$(./target/debug/baladiya dev-token --role admin)"; \
 	echo "  try:        grpcurl -plaintext 127.0.0.1:50051 list"; \
+	echo "  dashboard:  curl -H \"Authorization: Bearer \$$TOKEN\" 'http://127.0.0.1:8080/dashboard?municipality=RIYADH'"; \
+	echo "              (in a browser: start with BALADIYA__KPI__DASHBOARD_REQUIRES_TOKEN=false)"; \
 	exec ./target/debug/baladiya run --services all
 
 ## Lint, then every test, against real NATS and PostgreSQL.

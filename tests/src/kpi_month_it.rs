@@ -751,6 +751,14 @@ impl Kpi {
     }
 }
 
+/// A breakdown as (key, value) pairs.
+fn values_by_key(v: &pb::IndicatorValue) -> Vec<(String, Option<f64>)> {
+    v.breakdown
+        .iter()
+        .map(|r| (r.key.clone(), r.measurement.as_ref().and_then(|m| m.value)))
+        .collect()
+}
+
 fn riyadh() -> pb::Filters {
     pb::Filters {
         municipality_code: "RIYADH".into(),
@@ -916,11 +924,7 @@ async fn a_scripted_month_gives_the_hand_computed_indicators() -> anyhow::Result
         escalations.measurement.as_ref().and_then(|m| m.value),
         Some(3.0)
     );
-    let levels: Vec<(String, Option<f64>)> = escalations
-        .breakdown
-        .iter()
-        .map(|r| (r.key.clone(), r.measurement.as_ref().and_then(|m| m.value)))
-        .collect();
+    let levels = values_by_key(&escalations);
     assert_eq!(
         levels,
         [("1".to_string(), Some(2.0)), ("2".to_string(), Some(1.0))]
@@ -952,11 +956,7 @@ async fn a_scripted_month_gives_the_hand_computed_indicators() -> anyhow::Result
         response.measurement.as_ref().and_then(|m| m.value),
         Some(0.75)
     );
-    let by_channel: Vec<(String, Option<f64>)> = response
-        .breakdown
-        .iter()
-        .map(|r| (r.key.clone(), r.measurement.as_ref().and_then(|m| m.value)))
-        .collect();
+    let by_channel = values_by_key(&response);
     assert_eq!(
         by_channel,
         [
@@ -1067,11 +1067,7 @@ async fn a_scripted_month_gives_the_hand_computed_indicators() -> anyhow::Result
             pb::Dimension::Operator,
         )
         .await?;
-    let ops: Vec<(String, Option<f64>)> = by_operator
-        .breakdown
-        .iter()
-        .map(|r| (r.key.clone(), r.measurement.as_ref().and_then(|m| m.value)))
-        .collect();
+    let ops = values_by_key(&by_operator);
     assert_eq!(ops.len(), 2);
     assert_eq!(ops[0].0, "MUNI");
     assert!(close(ops[0].1, 0.75) && ops[1].0 == "PRIV1" && close(ops[1].1, 5.0 / 6.0));

@@ -14,7 +14,6 @@ use baladiya_platform::policy::{Rule, Scope};
 /// The probe's rows of the policy: any caller may write a note.
 const PROBE_POLICY: &[Rule] = &[Rule {
     method: "/baladiya.probe.v1.ProbeService/WriteNote",
-    writes: true,
     grants: &[
         (Role::Channel, Scope::All),
         (Role::Partner, Scope::All),

@@ -12,7 +12,7 @@ use chrono_tz::Tz;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use crate::KpiConfig;
-use crate::catalogue::{Catalogue, Dimension, Fact, Indicator, Measure, Target, TargetSource};
+use crate::catalogue::{Catalogue, Dimension, Indicator, Measure, Target, TargetSource};
 use crate::period::Period;
 
 /// A value against its target.
@@ -449,21 +449,10 @@ fn push_filters(q: &mut QueryBuilder<Postgres>, indicator: &Indicator, filters: 
     }
 }
 
-/// The fact kinds a scorecard's indicators read, for documentation and checks.
-pub fn facts_read(catalogue: &Catalogue) -> Vec<Fact> {
-    let mut out: Vec<Fact> = catalogue
-        .indicators()
-        .iter()
-        .flat_map(|i| i.measure.facts().into_iter().chain(i.only_subjects_with))
-        .collect();
-    out.sort_by_key(|f| f.as_str());
-    out.dedup();
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalogue::Fact;
 
     fn indicator(code: &str) -> &'static Indicator {
         Catalogue::builtin().unwrap().get(code).unwrap()
@@ -484,6 +473,18 @@ mod tests {
         assert_eq!(Rag::of(median, Some(4.0), None), Rag::NoTarget);
         let volume = indicator("complaints.volume");
         assert_eq!(Rag::of(volume, Some(10.0), None), Rag::NoTarget);
+    }
+
+    /// The fact kinds the catalogue's indicators read.
+    fn facts_read(catalogue: &Catalogue) -> Vec<Fact> {
+        let mut out: Vec<Fact> = catalogue
+            .indicators()
+            .iter()
+            .flat_map(|i| i.measure.facts().into_iter().chain(i.only_subjects_with))
+            .collect();
+        out.sort_by_key(|f| f.as_str());
+        out.dedup();
+        out
     }
 
     #[test]

@@ -395,8 +395,8 @@ impl Authenticator {
     }
 
     /// A tonic interceptor that requires a valid bearer token, checks the
-    /// caller's role against [`policy::POLICY`] and stores the caller and
-    /// its scope in request extensions.
+    /// caller's role against [`policy::POLICY`] and stores the caller in
+    /// request extensions.
     pub fn interceptor(&self) -> AuthInterceptor {
         self.interceptor_with(&[])
     }
@@ -416,9 +416,9 @@ impl Authenticator {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RpcMethod(pub String);
 
-/// Requires a valid bearer token on every call, checks the policy and puts
-/// the [`CallerIdentity`] and its [`policy::Scope`] into the request's
-/// extensions.
+/// Requires a valid bearer token (or a client certificate naming a service)
+/// on every call, checks the policy and puts the [`CallerIdentity`] into the
+/// request's extensions; handlers apply the scope the policy names.
 #[derive(Debug, Clone)]
 pub struct AuthInterceptor {
     auth: Authenticator,
@@ -477,7 +477,7 @@ impl tonic::service::Interceptor for AuthInterceptor {
             } else {
                 policy::POLICY
             };
-            let scope = policy::authorize(rules, &method, &identity).map_err(Status::from)?;
+            policy::authorize(rules, &method, &identity).map_err(Status::from)?;
             if let Err(wait) = auth.limiter.take(
                 &format!("{}\u{1f}{}", identity.role, identity.subject),
                 std::time::Instant::now(),
@@ -494,7 +494,6 @@ impl tonic::service::Interceptor for AuthInterceptor {
                 ));
             }
             request.extensions_mut().insert(identity);
-            request.extensions_mut().insert(scope);
             Ok(request)
         }
     }

@@ -35,26 +35,12 @@ pub enum Scope {
 pub struct Rule {
     /// Full gRPC path, `/package.Service/Method`.
     pub method: &'static str,
-    /// Whether the call changes state (and is written to the audit log).
-    pub writes: bool,
     /// The roles besides admin that may call it, each with its scope.
     pub grants: &'static [(Role, Scope)],
 }
 
-const fn read(method: &'static str, grants: &'static [(Role, Scope)]) -> Rule {
-    Rule {
-        method,
-        writes: false,
-        grants,
-    }
-}
-
-const fn write(method: &'static str, grants: &'static [(Role, Scope)]) -> Rule {
-    Rule {
-        method,
-        writes: true,
-        grants,
-    }
+const fn row(method: &'static str, grants: &'static [(Role, Scope)]) -> Rule {
+    Rule { method, grants }
 }
 
 use Role::{Analyst, Channel, Operator, Partner};
@@ -95,16 +81,16 @@ const KPI_READERS: &[(Role, Scope)] = &[
 /// The policy. Keep it in proto order, one service after another.
 pub const POLICY: &[Rule] = &[
     // baladiya.admin.v1.ClockService (mounted only with the manual clock)
-    read("/baladiya.admin.v1.ClockService/GetTime", ANYONE),
-    write("/baladiya.admin.v1.ClockService/SetTime", ADMIN_ONLY),
-    write("/baladiya.admin.v1.ClockService/Advance", ADMIN_ONLY),
+    row("/baladiya.admin.v1.ClockService/GetTime", ANYONE),
+    row("/baladiya.admin.v1.ClockService/SetTime", ADMIN_ONLY),
+    row("/baladiya.admin.v1.ClockService/Advance", ADMIN_ONLY),
     // baladiya.admin.v1.AuditService
-    read(
+    row(
         "/baladiya.admin.v1.AuditService/ListAuditEvents",
         ADMIN_ONLY,
     ),
     // baladiya.intake.v1.IntakeService
-    write(
+    row(
         "/baladiya.intake.v1.IntakeService/SubmitReport",
         &[
             (Channel, OwnChannel),
@@ -112,218 +98,217 @@ pub const POLICY: &[Rule] = &[
             (Operator, OwnMunicipality),
         ],
     ),
-    read(
+    row(
         "/baladiya.intake.v1.IntakeService/GetReport",
         REPORT_READERS,
     ),
-    read(
+    row(
         "/baladiya.intake.v1.IntakeService/ListReports",
         REPORT_READERS,
     ),
     // A citizen may rate through another channel than the one it reported on.
-    write(
+    row(
         "/baladiya.intake.v1.IntakeService/RateReport",
         &[(Channel, All)],
     ),
-    read("/baladiya.intake.v1.IntakeService/ListCategories", ANYONE),
+    row("/baladiya.intake.v1.IntakeService/ListCategories", ANYONE),
     // Personal data: read by those who must call the citizen back, audited.
-    Rule {
-        method: "/baladiya.intake.v1.IntakeService/GetReporterContact",
-        writes: false,
-        grants: OPERATORS,
-    },
-    write(
+    row(
+        "/baladiya.intake.v1.IntakeService/GetReporterContact",
+        OPERATORS,
+    ),
+    row(
         "/baladiya.intake.v1.IntakeService/UpsertCategory",
         &[(Operator, All)],
     ),
     // baladiya.kpi.v1.KpiService
-    read("/baladiya.kpi.v1.KpiService/ListIndicators", KPI_READERS),
-    read("/baladiya.kpi.v1.KpiService/GetIndicator", KPI_READERS),
-    read("/baladiya.kpi.v1.KpiService/GetScorecard", KPI_READERS),
-    read("/baladiya.kpi.v1.KpiService/GetTimeSeries", KPI_READERS),
+    row("/baladiya.kpi.v1.KpiService/ListIndicators", KPI_READERS),
+    row("/baladiya.kpi.v1.KpiService/GetIndicator", KPI_READERS),
+    row("/baladiya.kpi.v1.KpiService/GetScorecard", KPI_READERS),
+    row("/baladiya.kpi.v1.KpiService/GetTimeSeries", KPI_READERS),
     // baladiya.licensing.v1.LicensingService
-    read(
+    row(
         "/baladiya.licensing.v1.LicensingService/ListLicenseTypes",
         ANYONE,
     ),
-    write(
+    row(
         "/baladiya.licensing.v1.LicensingService/SubmitApplication",
         APPLICANTS,
     ),
-    read(
+    row(
         "/baladiya.licensing.v1.LicensingService/GetApplication",
         APPLICATION_READERS,
     ),
-    read(
+    row(
         "/baladiya.licensing.v1.LicensingService/ListApplications",
         APPLICATION_LISTERS,
     ),
-    write(
+    row(
         "/baladiya.licensing.v1.LicensingService/ReturnForCorrection",
         OPERATORS,
     ),
-    write(
+    row(
         "/baladiya.licensing.v1.LicensingService/ResubmitApplication",
         APPLICANTS,
     ),
-    write(
+    row(
         "/baladiya.licensing.v1.LicensingService/RequestClearance",
         OPERATORS,
     ),
-    write(
+    row(
         "/baladiya.licensing.v1.LicensingService/RecordClearance",
         &[(Partner, OwnPartner)],
     ),
-    write(
+    row(
         "/baladiya.licensing.v1.LicensingService/ScheduleInspection",
         OPERATORS,
     ),
-    write(
+    row(
         "/baladiya.licensing.v1.LicensingService/RecordInspection",
         OPERATORS,
     ),
-    write(
+    row(
         "/baladiya.licensing.v1.LicensingService/ApproveApplication",
         OPERATORS,
     ),
-    write(
+    row(
         "/baladiya.licensing.v1.LicensingService/RejectApplication",
         OPERATORS,
     ),
-    write(
+    row(
         "/baladiya.licensing.v1.LicensingService/IssueLicense",
         OPERATORS,
     ),
-    read(
+    row(
         "/baladiya.licensing.v1.LicensingService/GetLicense",
         &[(Channel, All), (Operator, OwnMunicipality), (Analyst, All)],
     ),
-    write(
+    row(
         "/baladiya.licensing.v1.LicensingService/RenewLicense",
         APPLICANTS,
     ),
-    write(
+    row(
         "/baladiya.licensing.v1.LicensingService/SuspendLicense",
         OPERATORS,
     ),
-    write(
+    row(
         "/baladiya.licensing.v1.LicensingService/RecordFacilityInspection",
         &[(Partner, OwnPartner), (Operator, OwnMunicipality)],
     ),
     // baladiya.partners.v1.PartnerService
-    read(
+    row(
         "/baladiya.partners.v1.PartnerService/ListPartners",
         REFERENCE_READERS,
     ),
-    read(
+    row(
         "/baladiya.partners.v1.PartnerService/GetPartner",
         REFERENCE_READERS,
     ),
-    write(
+    row(
         "/baladiya.partners.v1.PartnerService/UpsertPartner",
         &[(Operator, All)],
     ),
-    read(
+    row(
         "/baladiya.partners.v1.PartnerService/GetAgreement",
         REFERENCE_READERS,
     ),
-    read(
+    row(
         "/baladiya.partners.v1.PartnerService/ListAgreements",
         REFERENCE_READERS,
     ),
-    write(
+    row(
         "/baladiya.partners.v1.PartnerService/PublishAgreement",
         &[(Operator, All)],
     ),
-    read(
+    row(
         "/baladiya.partners.v1.PartnerService/GetCalendar",
         REFERENCE_READERS,
     ),
-    read(
+    row(
         "/baladiya.partners.v1.PartnerService/ListCalendars",
         REFERENCE_READERS,
     ),
-    write(
+    row(
         "/baladiya.partners.v1.PartnerService/UpsertCalendar",
         &[(Operator, All)],
     ),
-    write(
+    row(
         "/baladiya.partners.v1.PartnerService/AddCalendarException",
         &[(Operator, All)],
     ),
-    read(
+    row(
         "/baladiya.partners.v1.PartnerService/ResolveSlaTerms",
         REFERENCE_READERS,
     ),
-    read(
+    row(
         "/baladiya.partners.v1.PartnerService/ResolveClearanceTerms",
         REFERENCE_READERS,
     ),
     // baladiya.routing.v1.RoutingService
-    read("/baladiya.routing.v1.RoutingService/GetCase", CASE_READERS),
-    read(
+    row("/baladiya.routing.v1.RoutingService/GetCase", CASE_READERS),
+    row(
         "/baladiya.routing.v1.RoutingService/ListCases",
         CASE_READERS,
     ),
-    write(
+    row(
         "/baladiya.routing.v1.RoutingService/AcknowledgeCase",
         &[(Partner, OwnPartner)],
     ),
-    write(
+    row(
         "/baladiya.routing.v1.RoutingService/StartWork",
         &[(Partner, OwnPartner)],
     ),
-    write(
+    row(
         "/baladiya.routing.v1.RoutingService/AddCaseNote",
         CASE_WORKERS,
     ),
-    write(
+    row(
         "/baladiya.routing.v1.RoutingService/PutCaseOnHold",
         CASE_WORKERS,
     ),
-    write(
+    row(
         "/baladiya.routing.v1.RoutingService/ResumeCase",
         CASE_WORKERS,
     ),
-    write(
+    row(
         "/baladiya.routing.v1.RoutingService/ResolveCase",
         CASE_WORKERS,
     ),
-    write(
+    row(
         "/baladiya.routing.v1.RoutingService/RejectCase",
         CASE_WORKERS,
     ),
-    write("/baladiya.routing.v1.RoutingService/RerouteCase", OPERATORS),
-    write(
+    row("/baladiya.routing.v1.RoutingService/RerouteCase", OPERATORS),
+    row(
         "/baladiya.routing.v1.RoutingService/ReopenCase",
         &[(Channel, All)],
     ),
-    write("/baladiya.routing.v1.RoutingService/CloseCase", OPERATORS),
-    read(
+    row("/baladiya.routing.v1.RoutingService/CloseCase", OPERATORS),
+    row(
         "/baladiya.routing.v1.RoutingService/ListRoutingRules",
         &[(Operator, All), (Analyst, All)],
     ),
-    write(
+    row(
         "/baladiya.routing.v1.RoutingService/UpsertRoutingRule",
         &[(Operator, All)],
     ),
-    write(
+    row(
         "/baladiya.routing.v1.RoutingService/DeleteRoutingRule",
         &[(Operator, All)],
     ),
-    read(
+    row(
         "/baladiya.routing.v1.RoutingService/ExplainRouting",
         &[(Operator, All), (Analyst, All)],
     ),
     // baladiya.sla.v1.SlaService
-    read("/baladiya.sla.v1.SlaService/GetClocks", CASE_READERS),
-    read("/baladiya.sla.v1.SlaService/ListBreaches", CASE_READERS),
-    read("/baladiya.sla.v1.SlaService/ListEscalations", CASE_READERS),
-    write(
+    row("/baladiya.sla.v1.SlaService/GetClocks", CASE_READERS),
+    row("/baladiya.sla.v1.SlaService/ListBreaches", CASE_READERS),
+    row("/baladiya.sla.v1.SlaService/ListEscalations", CASE_READERS),
+    row(
         "/baladiya.sla.v1.SlaService/AcknowledgeEscalation",
         CASE_WORKERS,
     ),
-    read(
+    row(
         "/baladiya.sla.v1.SlaService/PreviewClock",
         REFERENCE_READERS,
     ),

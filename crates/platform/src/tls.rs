@@ -7,7 +7,6 @@
 //! bearer token.
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -93,11 +92,10 @@ pub fn acceptor(config: &ServerConfig) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(tls)))
 }
 
-/// What a connection proved: its address and, with mTLS, the client
-/// certificate the handshake verified.
+/// What a connection proved: with mTLS, the client certificate the handshake
+/// verified.
 #[derive(Debug, Clone, Default)]
 pub struct PeerIdentity {
-    pub remote: Option<SocketAddr>,
     pub client_certificate: Option<CertificateDer<'static>>,
 }
 
@@ -125,9 +123,8 @@ impl tonic::transport::server::Connected for TlsConnection {
     type ConnectInfo = PeerIdentity;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        let (tcp, session) = self.0.get_ref();
+        let (_, session) = self.0.get_ref();
         PeerIdentity {
-            remote: tcp.peer_addr().ok(),
             client_certificate: session
                 .peer_certificates()
                 .and_then(|c| c.first())
