@@ -119,6 +119,20 @@ async fn run(
     progress: &mut impl FnMut(String),
 ) -> Result<Report, RebuildError> {
     let client = app::connect_nats(&config.nats).await.map_err(nats)?;
+    // The client retries in the background; a command says plainly when NATS
+    // is not there rather than timing out on its first request.
+    for _ in 0..50 {
+        if client.connection_state() == async_nats::connection::State::Connected {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    if client.connection_state() != async_nats::connection::State::Connected {
+        return Err(RebuildError::Nats(format!(
+            "cannot reach NATS at {} (nats.url)",
+            config.nats.url
+        )));
+    }
     let js = jetstream::new(client);
     let namespace = Namespace::new(&config.events.namespace);
 
