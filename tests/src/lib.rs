@@ -10,6 +10,8 @@
 pub mod probe;
 
 #[cfg(test)]
+mod deploy_it;
+#[cfg(test)]
 mod events_it;
 #[cfg(test)]
 mod intake_it;
@@ -483,14 +485,19 @@ impl NatsProcess {
     ) -> anyhow::Result<Self> {
         let store =
             std::env::temp_dir().join(format!("baladiya-nats-{}", uuid::Uuid::now_v7().simple()));
-        // The file names its own store directory; a private copy points at ours.
+        // The file names its own store directory; a private copy points at
+        // ours, and includes what the original includes, from where it is.
         std::fs::create_dir_all(&store)?;
         let text = std::fs::read_to_string(file)?;
+        let beside = file.parent().unwrap_or(std::path::Path::new("."));
         let private: String = text
             .lines()
             .map(|line| {
                 if line.trim_start().starts_with("store_dir:") {
                     format!("  store_dir: {:?}", store.join("js").display().to_string())
+                } else if let Some(included) = line.trim_start().strip_prefix("include ") {
+                    let included = included.trim_end_matches(';').trim().trim_matches('"');
+                    format!("include {:?}", beside.join(included).display().to_string())
                 } else {
                     line.to_string()
                 }

@@ -703,7 +703,14 @@ async fn two_replicas_fire_ten_thousand_timers_once_and_an_aborted_firing_loses_
     let clock = baladiya_platform::clock::Clock::system();
     let replicas = (0..2).map(|_| {
         let (pool, clock) = (pool.clone(), clock.clone());
-        tokio::spawn(async move { baladiya_sla_watcher::engine::fire_due(&pool, &clock).await })
+        tokio::spawn(async move {
+            baladiya_sla_watcher::engine::fire_due(
+                &pool,
+                &clock,
+                &baladiya_platform::metrics::Metrics::new(),
+            )
+            .await
+        })
     });
     let fired: usize = futures::future::join_all(replicas)
         .await
@@ -726,7 +733,12 @@ async fn two_replicas_fire_ten_thousand_timers_once_and_an_aborted_firing_loses_
     assert_eq!(unfired, 0);
     // A restart finds nothing more to fire.
     assert_eq!(
-        baladiya_sla_watcher::engine::fire_due(&pool, &clock).await?,
+        baladiya_sla_watcher::engine::fire_due(
+            &pool,
+            &clock,
+            &baladiya_platform::metrics::Metrics::new()
+        )
+        .await?,
         0
     );
     pool.close().await;

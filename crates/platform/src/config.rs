@@ -2,6 +2,10 @@
 //! variables `BALADIYA__SECTION__KEY` (the environment wins), then
 //! [`Config::validate`], which names every bad key at once.
 //!
+//! Secrets may also arrive as files named like those variables in one
+//! directory ([`with_secret_files`]): a Kubernetes Secret mounted as a volume,
+//! so keys never sit in the process environment.
+//!
 //! The loader takes the environment as a map so tests never touch the process
 //! environment. Secrets are [`Secret`]s: they deserialize normally but print as
 //! `<redacted>` in `Debug` and in `baladiya config print`.
@@ -498,6 +502,36 @@ fn redact(value: &str) -> String {
     "<redacted>".into()
 }
 
+/// Adds to `env` every file in `dir` named `BALADIYA__SECTION__KEY`, its
+/// content (without a trailing newline) as the value, unless `env` already has
+/// that variable: the environment wins, as it does over the config file.
+/// Other entries (the `..data` links of a mounted Kubernetes Secret, say) are
+/// ignored.
+pub fn with_secret_files(
+    mut env: HashMap<String, String>,
+    dir: &Path,
+) -> Result<HashMap<String, String>, ConfigError> {
+    let read_error = |path: &Path, source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let prefix = format!("{ENV_PREFIX}__");
+    for entry in std::fs::read_dir(dir).map_err(|e| read_error(dir, e))? {
+        let path = entry.map_err(|e| read_error(dir, e))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if !name.starts_with(&prefix) || !path.is_file() || env.contains_key(name) {
+            continue;
+        }
+        let value = std::fs::read_to_string(&path).map_err(|e| read_error(&path, e))?;
+        let value = value.strip_suffix('\n').unwrap_or(&value);
+        let value = value.strip_suffix('\r').unwrap_or(value);
+        env.insert(name.to_string(), value.to_string());
+    }
+    Ok(env)
+}
+
 /// One problem with one configuration key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyError {
@@ -829,6 +863,39 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_files_fill_in_what_the_environment_lacks() {
+        let dir = std::env::temp_dir().join(format!("baladiya-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("..data")).expect("dir");
+        std::fs::write(
+            dir.join("BALADIYA__DATABASE__URL"),
+            "postgres://intake:s3cret@db/baladiya\n",
+        )
+        .expect("write");
+        std::fs::write(dir.join("BALADIYA__SERVER__HTTP_ADDR"), "127.0.0.1:1").expect("write");
+        std::fs::write(dir.join("README"), "not a key").expect("write");
+        let env = with_secret_files(
+            HashMap::from([(
+                "BALADIYA__SERVER__HTTP_ADDR".to_string(),
+                "127.0.0.1:2".to_string(),
+            )]),
+            &dir,
+        )
+        .expect("reads the directory");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert_eq!(env.len(), 2, "{env:?}");
+        let c = Config::load(None, &env).expect("loads");
+        assert_eq!(
+            c.database.url.expose(),
+            "postgres://intake:s3cret@db/baladiya"
+        );
+        assert_eq!(c.server.http_addr, "127.0.0.1:2", "the environment wins");
+        let missing = with_secret_files(HashMap::new(), Path::new("/nonexistent/baladiya"));
+        assert!(
+            matches!(missing, Err(ConfigError::Read { path, .. }) if path == "/nonexistent/baladiya")
+        );
+    }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -146,13 +146,24 @@ async fn migrate_inner(pool: &PgPool, schema: &str, service: &Migrator) -> Resul
         migrations.push(m.clone());
     }
     let mut migrator = Migrator::with_migrations(migrations);
-    migrator.create_schema(Cow::Owned(schema.to_string()));
     migrator.dangerous_set_table_name(Cow::Owned(format!("{schema}._sqlx_migrations")));
-    // A migration may rewrite a large table: no statement timeout for it.
     let mut conn = pool.acquire().await.map_err(|e| DbError::Migrate {
         schema: schema.into(),
         source: sqlx::migrate::MigrateError::Execute(e),
     })?;
+    // Only a missing schema is created: `CREATE SCHEMA IF NOT EXISTS` needs
+    // CREATE on the database even when the schema is there, and a service's
+    // role in production owns its schema and nothing more
+    // (deploy/postgres/schemas.sql).
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(schema)
+            .fetch_one(&mut *conn)
+            .await?;
+    if !exists {
+        migrator.create_schema(Cow::Owned(schema.to_string()));
+    }
+    // A migration may rewrite a large table: no statement timeout for it.
     sqlx::query("SET statement_timeout = 0")
         .execute(&mut *conn)
         .await

@@ -1,5 +1,7 @@
 //! Prometheus metrics served at `/metrics`: RED metrics per RPC and per event
-//! consumer, consumer lag, parked events and outbox backlog.
+//! consumer, consumer lag, parked events, outbox backlog and how late SLA
+//! timers fire. `deploy/prometheus/alerts.yaml` alerts on them; a test checks
+//! every metric it names is one exported here.
 //!
 //! One [`Metrics`] per process, passed to whatever records into it (tests run
 //! several platforms in one process, so there is no global registry).
@@ -33,6 +35,8 @@ pub struct Metrics {
     parked_events: Family<Labels, Gauge>,
     outbox_backlog: Family<Labels, Gauge>,
     outbox_published: Family<Labels, Counter>,
+    sla_timer_lag: Histogram,
+    sla_oldest_due_timer: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -54,6 +58,10 @@ impl Metrics {
             parked_events: Family::default(),
             outbox_backlog: Family::default(),
             outbox_published: Family::default(),
+            sla_timer_lag: Histogram::new([
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+            sla_oldest_due_timer: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -95,6 +103,16 @@ impl Metrics {
             "outbox_published_events",
             "Outbox events published to JetStream, by schema",
             m.outbox_published.clone(),
+        );
+        registry.register(
+            "sla_timer_lag_seconds",
+            "From an SLA timer's due instant (warning, breach, escalation) to the commit of its event",
+            m.sla_timer_lag.clone(),
+        );
+        registry.register(
+            "sla_oldest_due_timer_seconds",
+            "How long the oldest SLA timer that is due has waited to fire; 0 when none waits",
+            m.sla_oldest_due_timer.clone(),
         );
         Arc::new(Self { registry, ..m })
     }
@@ -155,6 +173,16 @@ impl Metrics {
         self.outbox_published
             .get_or_create(&vec![("schema", schema.to_string())])
             .inc_by(n);
+    }
+
+    /// Records that an SLA timer fired `lag` after it was due.
+    pub fn record_timer_lag(&self, lag: Duration) {
+        self.sla_timer_lag.observe(lag.as_secs_f64());
+    }
+
+    /// Sets how long the oldest due SLA timer has waited.
+    pub fn set_oldest_due_timer(&self, waited: Duration) {
+        self.sla_oldest_due_timer.set(waited.as_secs_f64());
     }
 
     /// The Prometheus text exposition.

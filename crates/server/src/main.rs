@@ -27,6 +27,10 @@ struct Cli {
     /// TOML configuration file; BALADIYA__SECTION__KEY environment variables override it.
     #[arg(long, global = true, env = "BALADIYA_CONFIG")]
     config: Option<PathBuf>,
+    /// Directory of secret files named BALADIYA__SECTION__KEY (a mounted
+    /// Kubernetes Secret); environment variables of the same name win.
+    #[arg(long, global = true, env = "BALADIYA_SECRETS_DIR")]
+    secrets_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -131,7 +135,11 @@ enum EventsAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env: HashMap<String, String> = std::env::vars().collect();
-    let config = match Config::load(cli.config.as_deref(), &env) {
+    let env = match &cli.secrets_dir {
+        Some(dir) => baladiya_platform::config::with_secret_files(env, dir),
+        None => Ok(env),
+    };
+    let config = match env.and_then(|env| Config::load(cli.config.as_deref(), &env)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("baladiya: {e}");

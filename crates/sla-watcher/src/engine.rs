@@ -16,6 +16,7 @@ use baladiya_partners::convert::priority_from_proto;
 use baladiya_platform::clock::Clock;
 use baladiya_platform::events::consumer::HandlerError;
 use baladiya_platform::events::{EventType, OutboundEvent, outbox};
+use baladiya_platform::metrics::Metrics;
 use baladiya_proto::convert::timestamp;
 use baladiya_proto::events::v1::EventMeta;
 use baladiya_proto::sla::events::v1 as ev;
@@ -471,9 +472,13 @@ async fn wake(conn: &mut PgConnection) -> Result<(), HandlerError> {
     Ok(())
 }
 
-/// Fires every timer due by the clock's now, earliest first, in batches.
-/// Returns how many fired.
-pub async fn fire_due(pool: &sqlx::PgPool, clock: &Clock) -> Result<usize, sqlx::Error> {
+/// Fires every timer due by the clock's now, earliest first, in batches, and
+/// records in `metrics` how late each fired. Returns how many fired.
+pub async fn fire_due(
+    pool: &sqlx::PgPool,
+    clock: &Clock,
+    metrics: &Metrics,
+) -> Result<usize, sqlx::Error> {
     let mut total = 0;
     loop {
         let now = clock.now();
@@ -489,6 +494,10 @@ pub async fn fire_due(pool: &sqlx::PgPool, clock: &Clock) -> Result<usize, sqlx:
             }
         }
         tx.commit().await?;
+        let committed = clock.now();
+        for timer in &due {
+            metrics.record_timer_lag((committed - timer.due_at).to_std().unwrap_or_default());
+        }
         total += due.len();
     }
 }

@@ -31,6 +31,7 @@ use baladiya_platform::config::{
 };
 use baladiya_platform::events::{StreamSpec, streams};
 use baladiya_platform::grpc::Mounted;
+use baladiya_platform::metrics::Metrics;
 use baladiya_platform::shutdown::Shutdown;
 use baladiya_proto::sla::v1::sla_service_server::SlaServiceServer;
 use futures::future::BoxFuture;
@@ -177,7 +178,13 @@ impl ServiceConfig for SlaConfig {
 /// Fires due timers until shutdown: at once for anything overdue, then at each
 /// next deadline (the process clock's, so a manual clock fires them as it
 /// moves), woken early when timers change.
-async fn fire_timers(pool: PgPool, clock: Clock, poll: Duration, mut stop: Shutdown) {
+async fn fire_timers(
+    pool: PgPool,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    poll: Duration,
+    mut stop: Shutdown,
+) {
     let mut listener = None;
     loop {
         if listener.is_none() {
@@ -186,13 +193,16 @@ async fn fire_timers(pool: PgPool, clock: Clock, poll: Duration, mut stop: Shutd
                 Err(_) => None,
             };
         }
-        if let Err(e) = engine::fire_due(&pool, &clock).await {
+        if let Err(e) = engine::fire_due(&pool, &clock, &metrics).await {
             tracing::warn!(error = %e, "firing timers failed; will retry");
         }
         let next = match pool.acquire().await {
             Ok(mut conn) => store::next_due(&mut conn).await.ok().flatten(),
             Err(_) => None,
         };
+        // A due timer still waiting here could not fire (see the warning above).
+        let waited = next.and_then(|due| (clock.now() - due).to_std().ok());
+        metrics.set_oldest_due_timer(waited.unwrap_or_default());
         tokio::select! {
             _ = stop.wait() => return,
             _fired = async {
@@ -299,6 +309,7 @@ impl ServiceModule for SlaWatcher {
                 Box::pin(fire_timers(
                     ctx.pool.clone(),
                     ctx.clock.clone(),
+                    ctx.metrics.clone(),
                     poll,
                     ctx.background_shutdown(),
                 )),
