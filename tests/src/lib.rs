@@ -486,18 +486,22 @@ impl NatsProcess {
         let store =
             std::env::temp_dir().join(format!("baladiya-nats-{}", uuid::Uuid::now_v7().simple()));
         // The file names its own store directory; a private copy points at
-        // ours, and includes what the original includes, from where it is.
+        // ours. NATS resolves includes beside the including file, so what the
+        // original includes is copied beside the copy.
         std::fs::create_dir_all(&store)?;
         let text = std::fs::read_to_string(file)?;
         let beside = file.parent().unwrap_or(std::path::Path::new("."));
+        for line in text.lines() {
+            if let Some(included) = line.trim_start().strip_prefix("include ") {
+                let included = included.trim_end_matches(';').trim().trim_matches('"');
+                std::fs::copy(beside.join(included), store.join(included))?;
+            }
+        }
         let private: String = text
             .lines()
             .map(|line| {
                 if line.trim_start().starts_with("store_dir:") {
                     format!("  store_dir: {:?}", store.join("js").display().to_string())
-                } else if let Some(included) = line.trim_start().strip_prefix("include ") {
-                    let included = included.trim_end_matches(';').trim().trim_matches('"');
-                    format!("include {:?}", beside.join(included).display().to_string())
                 } else {
                     line.to_string()
                 }

@@ -166,13 +166,14 @@ fn main() -> ExitCode {
     };
     // Only the sections of the services this command works with: a pod
     // running one service holds that service's secrets and no other's.
-    let modules = match baladiya_server::select(baladiya_server::catalogue(), &services_of(&cli.command)) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("baladiya: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let modules =
+        match baladiya_server::select(baladiya_server::catalogue(), &services_of(&cli.command)) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("baladiya: {e}");
+                return ExitCode::from(2);
+            }
+        };
     let handlers: Vec<_> = modules.iter().filter_map(|m| m.config_section()).collect();
     let sections = match config.check_sections(&handlers) {
         Ok(rendered) => rendered,
