@@ -31,6 +31,8 @@ mod security_it;
 mod server_it;
 #[cfg(test)]
 mod sla_it;
+#[cfg(test)]
+mod stories_it;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

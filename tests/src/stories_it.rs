@@ -1,0 +1,605 @@
+//! End-to-end stories: what citizens, partner bodies, operators and analysts
+//! see, through the public gRPC API and the event streams only, with the built
+//! binary in both topologies: every service in one process, and each service
+//! in its own process. Time is driven through every process's manual clock
+//! (`baladiya.admin.v1.ClockService`); nothing sleeps for SLA durations.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
+use baladiya_platform::config::Config;
+use baladiya_proto::admin::v1 as admin;
+use baladiya_proto::admin::v1::clock_service_client::ClockServiceClient;
+use baladiya_proto::common::v1::Location;
+use baladiya_proto::intake::v1 as intake;
+use baladiya_proto::intake::v1::intake_service_client::IntakeServiceClient;
+use baladiya_proto::kpi::v1 as kpi;
+use baladiya_proto::kpi::v1::kpi_service_client::KpiServiceClient;
+use baladiya_proto::routing::v1 as routing;
+use baladiya_proto::routing::v1::routing_service_client::RoutingServiceClient;
+use baladiya_proto::sla::v1 as sla;
+use baladiya_proto::sla::v1::sla_service_client::SlaServiceClient;
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use futures::StreamExt;
+use tonic::transport::Channel;
+
+use baladiya_proto::common::v1::Priority;
+use baladiya_proto::convert::instant;
+
+use crate::{ChildPlatform, TestEnv, authorized, eventually, workspace_root};
+
+const SERVICES: [&str; 6] = [
+    "partners",
+    "intake",
+    "routing",
+    "licensing",
+    "sla-watcher",
+    "kpi",
+];
+
+/// Riyadh wall time.
+fn riyadh(text: &str) -> DateTime<Utc> {
+    chrono_tz::Asia::Riyadh
+        .from_local_datetime(&NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M").expect("time"))
+        .single()
+        .expect("single")
+        .with_timezone(&Utc)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topology {
+    /// `baladiya run --services all`.
+    AllInOne,
+    /// `baladiya run --services <service>`, one process each.
+    Split,
+}
+
+/// The platform as child processes of the built binary, on a manual clock.
+struct Deployed {
+    env: TestEnv,
+    config: Config,
+    processes: Vec<(&'static str, ChildPlatform)>,
+}
+
+impl Deployed {
+    async fn start(topology: Topology, at: DateTime<Utc>) -> anyhow::Result<Self> {
+        let env = TestEnv::new();
+        let seed = workspace_root().join("deploy/seed").display().to_string();
+        let start = at.to_rfc3339();
+        let extra = [
+            ("BALADIYA__CLOCK__MODE", "manual"),
+            ("BALADIYA__CLOCK__START", start.as_str()),
+            ("BALADIYA__SEED__DIR", seed.as_str()),
+            ("BALADIYA__EVENTS__OUTBOX_POLL_MS", "100"),
+            ("BALADIYA__EVENTS__CONSUMER_BACKOFF_MS", "50"),
+            ("BALADIYA__EVENTS__CONSUMER_BACKOFF_MAX_MS", "200"),
+        ];
+        let groups: Vec<&'static str> = match topology {
+            Topology::AllInOne => vec!["all"],
+            Topology::Split => SERVICES.to_vec(),
+        };
+        let mut processes = Vec::new();
+        for services in groups {
+            // Migrations run under an advisory lock: starting the processes one
+            // after another keeps start-up quick and the logs readable.
+            processes.push((services, ChildPlatform::spawn(&env, services, &extra).await?));
+        }
+        let deployed = Self {
+            config: env.config(),
+            env,
+            processes,
+        };
+        deployed.wait_for_seed_replicas().await?;
+        Ok(deployed)
+    }
+
+    /// Reports arriving before the SLA watcher holds the seeded agreements and
+    /// calendars would wait in retries: start from a full replica.
+    async fn wait_for_seed_replicas(&self) -> anyhow::Result<()> {
+        let pool = sqlx::PgPool::connect(&self.env.database_url()).await?;
+        let count = |file: &str, table: &str| {
+            std::fs::read_to_string(workspace_root().join(file))
+                .unwrap_or_default()
+                .matches(&format!("[[{table}]]"))
+                .count() as i64
+        };
+        let expected = [
+            (count("deploy/seed/partners/agreements.toml", "agreement"), "agreements"),
+            (count("deploy/seed/partners/calendars.toml", "calendar"), "calendars"),
+        ];
+        eventually(60, "the SLA watcher's replica of the seed", || async {
+            for (count, table) in &expected {
+                let have: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT count(*) FROM sla_watcher.{table}"
+                )))
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0);
+                if have < *count {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        })
+        .await?;
+        pool.close().await;
+        Ok(())
+    }
+
+    /// A channel to the process running `service`.
+    async fn channel(&self, service: &str) -> anyhow::Result<Channel> {
+        let (_, process) = self
+            .processes
+            .iter()
+            .find(|(s, _)| *s == "all" || *s == service)
+            .ok_or_else(|| anyhow::anyhow!("no process runs {service}"))?;
+        Ok(Channel::from_shared(format!("http://{}", process.grpc))?
+            .connect()
+            .await?)
+    }
+
+    fn token(&self, request: DevTokenRequest) -> String {
+        mint_dev_token(&self.config.auth, &request).expect("dev token")
+    }
+
+    fn as_role(&self, role: Role) -> String {
+        self.token(DevTokenRequest {
+            subject: format!("{role:?}").to_lowercase(),
+            role,
+            partner: None,
+            municipality: None,
+            channel: None,
+            ttl: chrono::Duration::hours(2),
+        })
+    }
+
+    fn partner(&self, code: &str) -> String {
+        self.token(DevTokenRequest {
+            subject: format!("{code}-system"),
+            role: Role::Partner,
+            partner: Some(code.into()),
+            municipality: None,
+            channel: None,
+            ttl: chrono::Duration::hours(2),
+        })
+    }
+
+    fn channel_940(&self) -> String {
+        self.token(DevTokenRequest {
+            subject: "940".into(),
+            role: Role::Channel,
+            partner: None,
+            municipality: None,
+            channel: Some("CHANNEL_CALL_CENTER_940".into()),
+            ttl: chrono::Duration::hours(2),
+        })
+    }
+
+    fn operator(&self, municipality: &str) -> String {
+        self.token(DevTokenRequest {
+            subject: "operator".into(),
+            role: Role::Operator,
+            partner: None,
+            municipality: Some(municipality.into()),
+            channel: None,
+            ttl: chrono::Duration::hours(2),
+        })
+    }
+
+    /// Moves every process's clock to `at`.
+    async fn set_time(&self, at: DateTime<Utc>) -> anyhow::Result<()> {
+        let admin_token = self.as_role(Role::Admin);
+        for (_, process) in &self.processes {
+            let channel = Channel::from_shared(format!("http://{}", process.grpc))?
+                .connect()
+                .await?;
+            ClockServiceClient::new(channel)
+                .set_time(authorized(
+                    admin::SetTimeRequest {
+                        time: Some(baladiya_proto::convert::timestamp(at)),
+                    },
+                    &admin_token,
+                ))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Subscribes to `subject` (without the test's namespace) on NATS.
+    async fn subscribe(&self, subject: &str) -> anyhow::Result<async_nats::Subscriber> {
+        let nats = self.env.nats().await?;
+        let subscriber = nats
+            .subscribe(format!("{}.{subject}", self.env.namespace))
+            .await?;
+        nats.flush().await?;
+        Ok(subscriber)
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        for (services, process) in self.processes {
+            let code = process.terminate().await?;
+            anyhow::ensure!(code == Some(0), "{services} exited with {code:?}");
+        }
+        self.env.cleanup().await;
+        Ok(())
+    }
+}
+
+/// The public API as each actor calls it.
+struct Api {
+    intake: IntakeServiceClient<Channel>,
+    routing: RoutingServiceClient<Channel>,
+    sla: SlaServiceClient<Channel>,
+    kpi: KpiServiceClient<Channel>,
+}
+
+impl Api {
+    async fn of(d: &Deployed) -> anyhow::Result<Self> {
+        Ok(Self {
+            intake: IntakeServiceClient::new(d.channel("intake").await?),
+            routing: RoutingServiceClient::new(d.channel("routing").await?),
+            sla: SlaServiceClient::new(d.channel("sla-watcher").await?),
+            kpi: KpiServiceClient::new(d.channel("kpi").await?),
+        })
+    }
+
+    async fn submit(
+        &self,
+        token: &str,
+        category: &str,
+        description: &str,
+        priority_hint: Priority,
+    ) -> anyhow::Result<intake::Report> {
+        let response = self
+            .intake
+            .clone()
+            .submit_report(authorized(
+                intake::SubmitReportRequest {
+                    request_id: uuid::Uuid::now_v7().to_string(),
+                    channel: intake::Channel::CallCenter940 as i32,
+                    category_code: category.into(),
+                    description: description.into(),
+                    location: Some(Location {
+                        latitude: 24.6900,
+                        longitude: 46.6850,
+                        national_address_short: String::new(),
+                        municipality_code: "RIYADH".into(),
+                    }),
+                    reporter: None,
+                    attachments: vec![],
+                    observed_at: None,
+                    priority_hint: priority_hint as i32,
+                },
+                token,
+            ))
+            .await?
+            .into_inner();
+        response
+            .report
+            .ok_or_else(|| anyhow::anyhow!("SubmitReport answered without a report"))
+    }
+
+    /// The report's case once it is routed to `assignee`.
+    async fn case_of(
+        &self,
+        report: &intake::Report,
+        assignee: &str,
+        token: &str,
+    ) -> anyhow::Result<routing::Case> {
+        eventually(30, "the case routed", || async {
+            let cases = self
+                .routing
+                .clone()
+                .list_cases(authorized(
+                    routing::ListCasesRequest {
+                        page_size: 500,
+                        ..Default::default()
+                    },
+                    token,
+                ))
+                .await?
+                .into_inner()
+                .cases;
+            Ok(cases
+                .into_iter()
+                .find(|c| c.report_id == report.id && c.assignee_code == assignee))
+        })
+        .await
+    }
+
+    /// The case's clocks by `metric:owner`, once `n` exist.
+    async fn clocks(
+        &self,
+        case_id: &str,
+        n: usize,
+        token: &str,
+    ) -> anyhow::Result<BTreeMap<String, sla::Clock>> {
+        eventually(30, "the clocks", || async {
+            let clocks = self
+                .sla
+                .clone()
+                .get_clocks(authorized(
+                    sla::GetClocksRequest {
+                        subject_kind: "case".into(),
+                        subject_id: case_id.into(),
+                    },
+                    token,
+                ))
+                .await?
+                .into_inner()
+                .clocks;
+            Ok((clocks.len() >= n).then(|| {
+                clocks
+                    .into_iter()
+                    .map(|c| (format!("{}:{}", c.metric, c.partner_code), c))
+                    .collect()
+            }))
+        })
+        .await
+    }
+
+    fn action(case: &routing::Case, note: &str) -> Option<routing::CaseAction> {
+        Some(routing::CaseAction {
+            case_id: case.id.clone(),
+            note: note.into(),
+            ..Default::default()
+        })
+    }
+
+    async fn report_status(
+        &self,
+        report: &intake::Report,
+        status: intake::ReportStatus,
+        token: &str,
+    ) -> anyhow::Result<()> {
+        eventually(30, "the report's status", || async {
+            let now = self
+                .intake
+                .clone()
+                .get_report(authorized(
+                    intake::GetReportRequest {
+                        key: Some(intake::get_report_request::Key::Id(report.id.clone())),
+                    },
+                    token,
+                ))
+                .await?
+                .into_inner();
+            Ok((now.status == status as i32).then_some(()))
+        })
+        .await
+    }
+
+    async fn scorecard(
+        &self,
+        subject: kpi::get_scorecard_request::Subject,
+        token: &str,
+    ) -> anyhow::Result<BTreeMap<String, (Option<f64>, u64)>> {
+        let card = self
+            .kpi
+            .clone()
+            .get_scorecard(authorized(
+                kpi::GetScorecardRequest {
+                    subject: Some(subject),
+                    period: Some(kpi::Period {
+                        granularity: kpi::Granularity::Month.into(),
+                        date: "2026-11-15".into(),
+                    }),
+                },
+                token,
+            ))
+            .await?
+            .into_inner();
+        Ok(card
+            .indicators
+            .into_iter()
+            .map(|i| {
+                let m = i.measurement.unwrap_or_default();
+                (i.code, (m.value, m.sample_size))
+            })
+            .collect())
+    }
+}
+
+fn deadline(clock: &sla::Clock) -> Option<DateTime<Utc>> {
+    clock.deadline.as_ref().and_then(instant)
+}
+
+/// Messages on `subscriber` until none arrives for a moment.
+async fn drain(subscriber: &mut async_nats::Subscriber, at_least: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let wait = if seen.len() < at_least {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_millis(750)
+        };
+        match tokio::time::timeout(wait, subscriber.next()).await {
+            Ok(Some(message)) => seen.push(message.subject.to_string()),
+            _ => return seen,
+        }
+    }
+}
+
+/// A pothole left by road works, reported on 940, goes to the Ministry of
+/// Transport, which does not acknowledge it: warnings, a breach, escalation
+/// level 1 and then level 2 on its subject; it acknowledges the escalations,
+/// resolves late, the citizen rates it, and the scorecards show all of it.
+async fn road_works_pothole_escalates_and_resolves_late(topology: Topology) -> anyhow::Result<()> {
+    // Sunday 1 November 2026, 09:00 in Riyadh; sa-gov works 07:30-14:30,
+    // Sunday to Thursday.
+    let d = Deployed::start(topology, riyadh("2026-11-01 09:00")).await?;
+    let api = Api::of(&d).await?;
+    let operator = d.operator("RIYADH");
+    let motls = d.partner("MOTLS");
+    let mut escalations = d.subscribe("baladiya.sla.escalation.raised.MOTLS").await?;
+
+    let report = api
+        .submit(
+            &d.channel_940(),
+            "ROAD_WORKS_DAMAGE",
+            "حفرة خلفتها أعمال الطريق أمام المدرسة",
+            Priority::Unspecified,
+        )
+        .await?;
+    let case = api.case_of(&report, "MOTLS", &operator).await?;
+    assert_eq!(case.tracking_number, report.tracking_number);
+    let clocks = api.clocks(&case.id, 3, &operator).await?;
+    let ack = clocks
+        .get("acknowledge:MOTLS")
+        .unwrap_or_else(|| panic!("no acknowledge clock: {:?}", clocks.keys()));
+    let resolve = clocks
+        .get("resolve:MOTLS")
+        .unwrap_or_else(|| panic!("no resolve clock: {:?}", clocks.keys()));
+    // 480 working minutes: 330 on Sunday, 150 from Monday 07:30.
+    assert_eq!(deadline(ack), Some(riyadh("2026-11-02 10:00")));
+    // Five working days of 420 minutes: Sunday 09:00 to the next Sunday 09:00.
+    assert_eq!(deadline(resolve), Some(riyadh("2026-11-08 09:00")));
+
+    // Not acknowledged: breach and level 1 at Monday 10:00.
+    d.set_time(riyadh("2026-11-02 10:30")).await?;
+    assert_eq!(drain(&mut escalations, 1).await.len(), 1, "level 1, once");
+    // Level 2 a working day after the breach: Tuesday 10:00.
+    d.set_time(riyadh("2026-11-03 10:30")).await?;
+    assert_eq!(drain(&mut escalations, 1).await.len(), 1, "level 2, once");
+
+    let open = api
+        .sla
+        .clone()
+        .list_escalations(authorized(
+            sla::ListEscalationsRequest {
+                state: sla::EscalationState::Open as i32,
+                ..Default::default()
+            },
+            &motls,
+        ))
+        .await?
+        .into_inner()
+        .escalations;
+    let mut levels: Vec<u32> = open
+        .iter()
+        .filter(|e| e.clock_id == ack.id)
+        .map(|e| e.level)
+        .collect();
+    levels.sort_unstable();
+    assert_eq!(levels, [1, 2]);
+    for escalation in open.iter().filter(|e| e.clock_id == ack.id) {
+        api.sla
+            .clone()
+            .acknowledge_escalation(authorized(
+                sla::AcknowledgeEscalationRequest {
+                    escalation_id: escalation.id.clone(),
+                    note: "the contractor is on site tomorrow".into(),
+                },
+                &motls,
+            ))
+            .await?;
+    }
+    let mut routing_api = api.routing.clone();
+    routing_api
+        .acknowledge_case(authorized(
+            routing::AcknowledgeCaseRequest {
+                action: Api::action(&case, ""),
+            },
+            &motls,
+        ))
+        .await?;
+    routing_api
+        .start_work(authorized(
+            routing::StartWorkRequest {
+                action: Api::action(&case, ""),
+            },
+            &motls,
+        ))
+        .await?;
+
+    // Resolved on Sunday 8 November at 11:00, two hours after the deadline:
+    // the resolve clock breached at 09:00 and raised its own level 1.
+    d.set_time(riyadh("2026-11-08 11:00")).await?;
+    assert_eq!(
+        drain(&mut escalations, 1).await.len(),
+        1,
+        "level 1 of the resolve clock"
+    );
+    routing_api
+        .resolve_case(authorized(
+            routing::ResolveCaseRequest {
+                action: Api::action(&case, ""),
+                resolution: "asphalt patched and the road reopened".into(),
+                proof_uris: vec![],
+            },
+            &motls,
+        ))
+        .await?;
+    let clocks = eventually(30, "both clocks stopped", || async {
+        let c = api.clocks(&case.id, 3, &operator).await?;
+        let stopped = |k: &str| {
+            c.get(k)
+                .is_some_and(|c| c.state == sla::ClockState::BreachedThenMet as i32)
+        };
+        Ok((stopped("acknowledge:MOTLS") && stopped("resolve:MOTLS")).then_some(c))
+    })
+    .await?;
+    assert_eq!(clocks["acknowledge:MOTLS"].escalation_levels_fired, 2);
+    assert_eq!(clocks["resolve:MOTLS"].escalation_levels_fired, 1);
+
+    // The citizen rates it, once intake has heard it is resolved.
+    let channel = d.channel_940();
+    api.report_status(&report, intake::ReportStatus::Resolved, &operator)
+        .await?;
+    api.intake
+        .clone()
+        .rate_report(authorized(
+            intake::RateReportRequest {
+                report_id: report.id.clone(),
+                score: 2,
+                comment: "took a week".into(),
+            },
+            &channel,
+        ))
+        .await?;
+
+    // The scorecards show the breaches, the escalations, the late
+    // resolution and the rating.
+    let analyst = d.as_role(Role::Analyst);
+    let partner = eventually(30, "the partner scorecard", || async {
+        let card = api
+            .scorecard(
+                kpi::get_scorecard_request::Subject::PartnerCode("MOTLS".into()),
+                &analyst,
+            )
+            .await?;
+        let value = |code: &str| card.get(code).and_then(|(v, _)| *v);
+        Ok((value("partners.escalations") == Some(3.0)).then_some(card))
+    })
+    .await?;
+    assert_eq!(partner["partners.breaches"].0, Some(2.0), "{partner:?}");
+    let city = eventually(30, "the municipality scorecard", || async {
+        let card = api
+            .scorecard(
+                kpi::get_scorecard_request::Subject::MunicipalityCode("RIYADH".into()),
+                &analyst,
+            )
+            .await?;
+        let rated = card
+            .get("citizens.average_satisfaction")
+            .is_some_and(|(v, _)| v.is_some());
+        Ok(rated.then_some(card))
+    })
+    .await?;
+    assert_eq!(city["citizens.average_satisfaction"], (Some(2.0), 1));
+    assert_eq!(city["complaints.resolved_within_sla"], (Some(0.0), 1));
+    assert_eq!(city["complaints.acknowledged_within_sla"], (Some(0.0), 1));
+    assert_eq!(city["complaints.volume"].0, Some(1.0));
+    d.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn story_road_works_pothole_all_in_one() -> anyhow::Result<()> {
+    road_works_pothole_escalates_and_resolves_late(Topology::AllInOne).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn story_road_works_pothole_split() -> anyhow::Result<()> {
+    road_works_pothole_escalates_and_resolves_late(Topology::Split).await
+}
