@@ -83,7 +83,10 @@ impl Deployed {
         for services in groups {
             // Migrations run under an advisory lock: starting the processes one
             // after another keeps start-up quick and the logs readable.
-            processes.push((services, ChildPlatform::spawn(&env, services, &extra).await?));
+            processes.push((
+                services,
+                ChildPlatform::spawn(&env, services, &extra).await?,
+            ));
         }
         let deployed = Self {
             config: env.config(),
@@ -105,8 +108,14 @@ impl Deployed {
                 .count() as i64
         };
         let expected = [
-            (count("deploy/seed/partners/agreements.toml", "agreement"), "agreements"),
-            (count("deploy/seed/partners/calendars.toml", "calendar"), "calendars"),
+            (
+                count("deploy/seed/partners/agreements.toml", "agreement"),
+                "agreements",
+            ),
+            (
+                count("deploy/seed/partners/calendars.toml", "calendar"),
+                "calendars",
+            ),
         ];
         eventually(60, "the SLA watcher's replica of the seed", || async {
             for (count, table) in &expected {
@@ -602,4 +611,168 @@ async fn story_road_works_pothole_all_in_one() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn story_road_works_pothole_split() -> anyhow::Result<()> {
     road_works_pothole_escalates_and_resolves_late(Topology::Split).await
+}
+
+fn elapsed_minutes(clock: &sla::Clock) -> i64 {
+    clock.elapsed.as_ref().map_or(0, |d| d.seconds / 60)
+}
+
+/// An urgent sewage overflow on a Friday night runs on the 24x7 calendar. The
+/// Ministry of Environment, Water and Agriculture rejects it as not theirs, an
+/// operator reroutes it to the water company, which resolves it in time: each
+/// body's clocks hold the time it had the case, and no one is in breach.
+async fn urgent_sewage_overflow_is_rerouted_and_resolved_in_time(
+    topology: Topology,
+) -> anyhow::Result<()> {
+    let d = Deployed::start(topology, riyadh("2026-11-06 22:00")).await?;
+    let api = Api::of(&d).await?;
+    let operator = d.operator("RIYADH");
+    let (mewa, nwc) = (d.partner("MEWA"), d.partner("NWC"));
+
+    let report = api
+        .submit(
+            &d.channel_940(),
+            "SEWAGE_OVERFLOW",
+            "طفح مجاري يغمر الشارع أمام المنازل",
+            Priority::Urgent,
+        )
+        .await?;
+    let case = api.case_of(&report, "MEWA", &operator).await?;
+    let clocks = api.clocks(&case.id, 3, &operator).await?;
+    // Urgent terms: 60 and 720 minutes on the 24x7 calendar, Friday night or not.
+    assert_eq!(clocks["acknowledge:MEWA"].calendar_id, "24x7");
+    assert_eq!(
+        deadline(&clocks["acknowledge:MEWA"]),
+        Some(riyadh("2026-11-06 23:00"))
+    );
+    assert_eq!(
+        deadline(&clocks["resolve:MEWA"]),
+        Some(riyadh("2026-11-07 10:00"))
+    );
+
+    d.set_time(riyadh("2026-11-06 22:20")).await?;
+    let mut routing_api = api.routing.clone();
+    routing_api
+        .reject_case(authorized(
+            routing::RejectCaseRequest {
+                action: Api::action(&case, ""),
+                reason: "the sewer network here is the water company's".into(),
+                suggested_assignee_code: "NWC".into(),
+            },
+            &mewa,
+        ))
+        .await?;
+    d.set_time(riyadh("2026-11-06 22:40")).await?;
+    routing_api
+        .reroute_case(authorized(
+            routing::RerouteCaseRequest {
+                action: Api::action(&case, ""),
+                assignee_code: "NWC".into(),
+                reason: "as MEWA suggests".into(),
+            },
+            &operator,
+        ))
+        .await?;
+    let clocks = api.clocks(&case.id, 5, &operator).await?;
+    assert_eq!(
+        deadline(&clocks["acknowledge:NWC"]),
+        Some(riyadh("2026-11-06 23:40")),
+        "NWC's hour starts at the reroute"
+    );
+    assert_eq!(
+        deadline(&clocks["resolve:NWC"]),
+        Some(riyadh("2026-11-07 10:40"))
+    );
+
+    d.set_time(riyadh("2026-11-06 23:00")).await?;
+    routing_api
+        .acknowledge_case(authorized(
+            routing::AcknowledgeCaseRequest {
+                action: Api::action(&case, ""),
+            },
+            &nwc,
+        ))
+        .await?;
+    routing_api
+        .start_work(authorized(
+            routing::StartWorkRequest {
+                action: Api::action(&case, ""),
+            },
+            &nwc,
+        ))
+        .await?;
+    d.set_time(riyadh("2026-11-07 06:00")).await?;
+    routing_api
+        .resolve_case(authorized(
+            routing::ResolveCaseRequest {
+                action: Api::action(&case, ""),
+                resolution: "line cleared and the street disinfected".into(),
+                proof_uris: vec![],
+            },
+            &nwc,
+        ))
+        .await?;
+
+    let clocks = eventually(30, "NWC's clocks met", || async {
+        let c = api.clocks(&case.id, 5, &operator).await?;
+        let met = |k: &str| {
+            c.get(k)
+                .is_some_and(|c| c.state == sla::ClockState::Met as i32)
+        };
+        Ok((met("acknowledge:NWC") && met("resolve:NWC")).then_some(c))
+    })
+    .await?;
+    // Twenty minutes were MEWA's, until it rejected the case; the rest NWC's.
+    for metric in ["acknowledge:MEWA", "resolve:MEWA"] {
+        let c = &clocks[metric];
+        assert_eq!(c.state, sla::ClockState::Cancelled as i32, "{metric}");
+        assert_eq!(elapsed_minutes(c), 20, "{metric}");
+        assert_eq!(
+            c.ended_at.as_ref().and_then(instant),
+            Some(riyadh("2026-11-06 22:20"))
+        );
+    }
+    assert_eq!(elapsed_minutes(&clocks["acknowledge:NWC"]), 20);
+    assert_eq!(elapsed_minutes(&clocks["resolve:NWC"]), 440);
+
+    let analyst = d.as_role(Role::Analyst);
+    let city = eventually(30, "the municipality scorecard", || async {
+        let card = api
+            .scorecard(
+                kpi::get_scorecard_request::Subject::MunicipalityCode("RIYADH".into()),
+                &analyst,
+            )
+            .await?;
+        let resolved = card
+            .get("complaints.resolved_within_sla")
+            .is_some_and(|(_, n)| *n == 1);
+        Ok(resolved.then_some(card))
+    })
+    .await?;
+    assert_eq!(city["complaints.resolved_within_sla"], (Some(1.0), 1));
+    for partner in ["MEWA", "NWC"] {
+        let card = api
+            .scorecard(
+                kpi::get_scorecard_request::Subject::PartnerCode(partner.into()),
+                &analyst,
+            )
+            .await?;
+        assert_eq!(
+            card["partners.breaches"].0,
+            Some(0.0),
+            "{partner}: {card:?}"
+        );
+        assert_eq!(card["partners.escalations"].0, Some(0.0), "{partner}");
+    }
+    d.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn story_urgent_sewage_overflow_all_in_one() -> anyhow::Result<()> {
+    urgent_sewage_overflow_is_rerouted_and_resolved_in_time(Topology::AllInOne).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn story_urgent_sewage_overflow_split() -> anyhow::Result<()> {
+    urgent_sewage_overflow_is_rerouted_and_resolved_in_time(Topology::Split).await
 }
