@@ -16,6 +16,8 @@ use baladiya_proto::intake::v1 as intake;
 use baladiya_proto::intake::v1::intake_service_client::IntakeServiceClient;
 use baladiya_proto::kpi::v1 as kpi;
 use baladiya_proto::kpi::v1::kpi_service_client::KpiServiceClient;
+use baladiya_proto::licensing::v1 as licensing;
+use baladiya_proto::licensing::v1::licensing_service_client::LicensingServiceClient;
 use baladiya_proto::routing::v1 as routing;
 use baladiya_proto::routing::v1::routing_service_client::RoutingServiceClient;
 use baladiya_proto::sla::v1 as sla;
@@ -175,12 +177,16 @@ impl Deployed {
     }
 
     fn channel_940(&self) -> String {
+        self.citizen_channel("CHANNEL_CALL_CENTER_940")
+    }
+
+    fn citizen_channel(&self, channel: &str) -> String {
         self.token(DevTokenRequest {
-            subject: "940".into(),
+            subject: channel.to_lowercase(),
             role: Role::Channel,
             partner: None,
             municipality: None,
-            channel: Some("CHANNEL_CALL_CENTER_940".into()),
+            channel: Some(channel.into()),
             ttl: chrono::Duration::hours(2),
         })
     }
@@ -241,6 +247,7 @@ struct Api {
     routing: RoutingServiceClient<Channel>,
     sla: SlaServiceClient<Channel>,
     kpi: KpiServiceClient<Channel>,
+    licensing: LicensingServiceClient<Channel>,
 }
 
 impl Api {
@@ -250,6 +257,7 @@ impl Api {
             routing: RoutingServiceClient::new(d.channel("routing").await?),
             sla: SlaServiceClient::new(d.channel("sla-watcher").await?),
             kpi: KpiServiceClient::new(d.channel("kpi").await?),
+            licensing: LicensingServiceClient::new(d.channel("licensing").await?),
         })
     }
 
@@ -407,6 +415,64 @@ impl Api {
                 (i.code, (m.value, m.sample_size))
             })
             .collect())
+    }
+}
+
+impl Api {
+    /// An indicator for November 2026 in Riyadh, broken down by `breakdown`.
+    async fn november(
+        &self,
+        code: &str,
+        breakdown: kpi::Dimension,
+        token: &str,
+    ) -> anyhow::Result<kpi::IndicatorValue> {
+        Ok(self
+            .kpi
+            .clone()
+            .get_indicator(authorized(
+                kpi::GetIndicatorRequest {
+                    code: code.into(),
+                    filters: Some(kpi::Filters {
+                        municipality_code: "RIYADH".into(),
+                        ..Default::default()
+                    }),
+                    period: Some(kpi::Period {
+                        granularity: kpi::Granularity::Month.into(),
+                        date: "2026-11-15".into(),
+                    }),
+                    breakdown: breakdown.into(),
+                },
+                token,
+            ))
+            .await?
+            .into_inner())
+    }
+
+    /// The application's clocks by metric, once `n` exist.
+    async fn application_clocks(
+        &self,
+        id: &str,
+        n: usize,
+        token: &str,
+    ) -> anyhow::Result<BTreeMap<String, sla::Clock>> {
+        eventually(30, "the application's clocks", || async {
+            let clocks = self
+                .sla
+                .clone()
+                .get_clocks(authorized(
+                    sla::GetClocksRequest {
+                        subject_kind: "application".into(),
+                        subject_id: id.into(),
+                    },
+                    token,
+                ))
+                .await?
+                .into_inner()
+                .clocks;
+            Ok((clocks.len() >= n)
+                .then(|| clocks.into_iter().map(|c| (c.metric.clone(), c)).collect()))
+        })
+        .await
     }
 }
 
@@ -775,4 +841,233 @@ async fn story_urgent_sewage_overflow_all_in_one() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn story_urgent_sewage_overflow_split() -> anyhow::Result<()> {
     urgent_sewage_overflow_is_rerouted_and_resolved_in_time(Topology::Split).await
+}
+
+/// A building permit and a land subdivision, both issued in November: the
+/// permit is returned for correction, resubmitted, waits on a Ministry of
+/// Justice clearance that escalates, passes its site inspection and is issued
+/// within its 15 working days (the correction time does not count); the
+/// subdivision, submitted in August, is issued after its 60. November's KPIs
+/// show one license within target and one outside.
+async fn building_permit_within_and_subdivision_outside_target(
+    topology: Topology,
+) -> anyhow::Result<()> {
+    let d = Deployed::start(topology, riyadh("2026-08-02 09:00")).await?;
+    let api = Api::of(&d).await?;
+    let officer = d.operator("RIYADH");
+    let applicant = d.citizen_channel("CHANNEL_BALADY_PORTAL");
+    let moj = d.partner("MOJ");
+    let mut licensing_api = api.licensing.clone();
+    let submit = |license_type: &str, documents: &[&str]| licensing::SubmitApplicationRequest {
+        request_id: uuid::Uuid::now_v7().to_string(),
+        license_type_code: license_type.into(),
+        applicant_id: "balady-account-5566778899".into(),
+        municipality_code: "RIYADH".into(),
+        facility_name: "مخطط الياسمين".into(),
+        activity: "residential".into(),
+        documents: documents.iter().map(|d| d.to_string()).collect(),
+    };
+    let clearance = |id: &str| licensing::RequestClearanceRequest {
+        id: id.into(),
+        partner_code: "MOJ".into(),
+    };
+    let granted = |id: &str| licensing::RecordClearanceRequest {
+        id: id.into(),
+        partner_code: "MOJ".into(),
+        granted: true,
+        note: "deed verified".into(),
+    };
+
+    // August: the subdivision arrives and MOJ clears it the next day.
+    let subdivision = licensing_api
+        .submit_application(authorized(
+            submit("LAND_SUBDIVISION", &["survey_plan", "ownership_deed"]),
+            &applicant,
+        ))
+        .await?
+        .into_inner();
+    licensing_api
+        .request_clearance(authorized(clearance(&subdivision.id), &officer))
+        .await?;
+    d.set_time(riyadh("2026-08-03 10:00")).await?;
+    licensing_api
+        .record_clearance(authorized(granted(&subdivision.id), &moj))
+        .await?;
+
+    // November: the building permit.
+    let mut escalations = d.subscribe("baladiya.sla.escalation.raised.MOJ").await?;
+    d.set_time(riyadh("2026-11-01 08:00")).await?;
+    let permit = licensing_api
+        .submit_application(authorized(
+            submit(
+                "BUILDING_PERMIT",
+                &["site_plan", "architectural_drawings", "ownership_deed"],
+            ),
+            &applicant,
+        ))
+        .await?
+        .into_inner();
+    d.set_time(riyadh("2026-11-01 10:00")).await?;
+    licensing_api
+        .return_for_correction(authorized(
+            licensing::ReturnForCorrectionRequest {
+                id: permit.id.clone(),
+                reason: "the drawings are not stamped by a licensed office".into(),
+            },
+            &officer,
+        ))
+        .await?;
+    d.set_time(riyadh("2026-11-02 10:00")).await?;
+    licensing_api
+        .resubmit_application(authorized(
+            licensing::ResubmitApplicationRequest {
+                id: permit.id.clone(),
+                documents: vec!["architectural_drawings".into()],
+            },
+            &applicant,
+        ))
+        .await?;
+    d.set_time(riyadh("2026-11-02 11:00")).await?;
+    licensing_api
+        .request_clearance(authorized(clearance(&permit.id), &officer))
+        .await?;
+    let clocks = api.application_clocks(&permit.id, 2, &officer).await?;
+    // Five working days from Monday 11:00.
+    assert_eq!(
+        deadline(&clocks["clearance"]),
+        Some(riyadh("2026-11-09 11:00"))
+    );
+
+    // MOJ is late: the clearance breaches and escalates, once.
+    d.set_time(riyadh("2026-11-09 12:00")).await?;
+    assert_eq!(drain(&mut escalations, 1).await.len(), 1, "level 1, once");
+    let open = api
+        .sla
+        .clone()
+        .list_escalations(authorized(
+            sla::ListEscalationsRequest {
+                state: sla::EscalationState::Open as i32,
+                ..Default::default()
+            },
+            &moj,
+        ))
+        .await?
+        .into_inner()
+        .escalations;
+    let escalation = open
+        .iter()
+        .find(|e| e.clock_id == clocks["clearance"].id)
+        .expect("the clearance escalation");
+    api.sla
+        .clone()
+        .acknowledge_escalation(authorized(
+            sla::AcknowledgeEscalationRequest {
+                escalation_id: escalation.id.clone(),
+                note: "the deed registry was migrating".into(),
+            },
+            &moj,
+        ))
+        .await?;
+    d.set_time(riyadh("2026-11-09 13:00")).await?;
+    licensing_api
+        .record_clearance(authorized(granted(&permit.id), &moj))
+        .await?;
+
+    d.set_time(riyadh("2026-11-10 09:00")).await?;
+    licensing_api
+        .schedule_inspection(authorized(
+            licensing::ScheduleInspectionRequest {
+                id: permit.id.clone(),
+                kind: "SITE".into(),
+                scheduled_for: Some(baladiya_proto::convert::timestamp(riyadh(
+                    "2026-11-11 10:00",
+                ))),
+            },
+            &officer,
+        ))
+        .await?;
+    d.set_time(riyadh("2026-11-11 10:00")).await?;
+    licensing_api
+        .record_inspection(authorized(
+            licensing::RecordInspectionRequest {
+                id: permit.id.clone(),
+                kind: "SITE".into(),
+                passed: true,
+                notes: "setbacks and height as drawn".into(),
+            },
+            &officer,
+        ))
+        .await?;
+    d.set_time(riyadh("2026-11-12 10:00")).await?;
+    for id in [&permit.id, &subdivision.id] {
+        licensing_api
+            .approve_application(authorized(
+                licensing::ApproveApplicationRequest { id: id.clone() },
+                &officer,
+            ))
+            .await?;
+        licensing_api
+            .issue_license(authorized(
+                licensing::IssueLicenseRequest {
+                    application_id: id.clone(),
+                },
+                &officer,
+            ))
+            .await?;
+    }
+
+    // The permit's decision clock: 3,480 working minutes (the day returned
+    // to the applicant does not count) against 15 days of 420.
+    let permit_clocks = eventually(30, "the permit's decision met", || async {
+        let c = api.application_clocks(&permit.id, 2, &officer).await?;
+        Ok((c["decision"].state == sla::ClockState::Met as i32).then_some(c))
+    })
+    .await?;
+    assert_eq!(elapsed_minutes(&permit_clocks["decision"]), 3_480);
+    assert_eq!(
+        permit_clocks["clearance"].state,
+        sla::ClockState::BreachedThenMet as i32
+    );
+    let subdivision_clocks = eventually(30, "the subdivision decided late", || async {
+        let c = api.application_clocks(&subdivision.id, 2, &officer).await?;
+        Ok((c["decision"].state == sla::ClockState::BreachedThenMet as i32).then_some(c))
+    })
+    .await?;
+    assert_eq!(
+        subdivision_clocks["clearance"].state,
+        sla::ClockState::Met as i32
+    );
+
+    let analyst = d.as_role(Role::Analyst);
+    let share = eventually(30, "both licenses in November's KPIs", || async {
+        let v = api
+            .november(
+                "licensing.share_within_target",
+                kpi::Dimension::LicenseType,
+                &analyst,
+            )
+            .await?;
+        let n = v.measurement.as_ref().map_or(0, |m| m.sample_size);
+        Ok((n == 2).then_some(v))
+    })
+    .await?;
+    assert_eq!(share.measurement.as_ref().and_then(|m| m.value), Some(0.5));
+    let by_type: BTreeMap<String, Option<f64>> = share
+        .breakdown
+        .iter()
+        .map(|r| (r.key.clone(), r.measurement.as_ref().and_then(|m| m.value)))
+        .collect();
+    assert_eq!(by_type.get("BUILDING_PERMIT"), Some(&Some(1.0)), "{by_type:?}");
+    assert_eq!(by_type.get("LAND_SUBDIVISION"), Some(&Some(0.0)), "{by_type:?}");
+    d.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn story_building_permit_and_subdivision_all_in_one() -> anyhow::Result<()> {
+    building_permit_within_and_subdivision_outside_target(Topology::AllInOne).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn story_building_permit_and_subdivision_split() -> anyhow::Result<()> {
+    building_permit_within_and_subdivision_outside_target(Topology::Split).await
 }
