@@ -1057,8 +1057,16 @@ async fn building_permit_within_and_subdivision_outside_target(
         .iter()
         .map(|r| (r.key.clone(), r.measurement.as_ref().and_then(|m| m.value)))
         .collect();
-    assert_eq!(by_type.get("BUILDING_PERMIT"), Some(&Some(1.0)), "{by_type:?}");
-    assert_eq!(by_type.get("LAND_SUBDIVISION"), Some(&Some(0.0)), "{by_type:?}");
+    assert_eq!(
+        by_type.get("BUILDING_PERMIT"),
+        Some(&Some(1.0)),
+        "{by_type:?}"
+    );
+    assert_eq!(
+        by_type.get("LAND_SUBDIVISION"),
+        Some(&Some(0.0)),
+        "{by_type:?}"
+    );
     d.stop().await
 }
 
@@ -1070,4 +1078,185 @@ async fn story_building_permit_and_subdivision_all_in_one() -> anyhow::Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn story_building_permit_and_subdivision_split() -> anyhow::Result<()> {
     building_permit_within_and_subdivision_outside_target(Topology::Split).await
+}
+
+/// A month of facility compliance inspections in Riyadh, by the municipality
+/// and by a private operator: November's compliance rate and private-operator
+/// share are the hand-counted ones, with the month's edges in Riyadh time (an
+/// inspection at 23:30 on 30 November counts; one at 00:30 on 1 December,
+/// still 30 November in UTC, does not).
+async fn a_month_of_inspections_gives_compliance_and_private_share(
+    topology: Topology,
+) -> anyhow::Result<()> {
+    let d = Deployed::start(topology, riyadh("2026-10-04 09:00")).await?;
+    let api = Api::of(&d).await?;
+    let officer = d.operator("RIYADH");
+    let applicant = d.citizen_channel("CHANNEL_BALADY_PORTAL");
+    let private = d.partner("OP-INSPECT");
+    let mut licensing_api = api.licensing.clone();
+
+    // October: four restaurants licensed.
+    let mut licenses = Vec::new();
+    for name in ["مطعم الواحة", "مطعم النخيل", "مخبز الريان", "مقهى الديرة"]
+    {
+        let app = licensing_api
+            .submit_application(authorized(
+                licensing::SubmitApplicationRequest {
+                    request_id: uuid::Uuid::now_v7().to_string(),
+                    license_type_code: "FOOD_ESTABLISHMENT".into(),
+                    applicant_id: "balady-account-1029384756".into(),
+                    municipality_code: "RIYADH".into(),
+                    facility_name: name.into(),
+                    activity: "restaurant".into(),
+                    documents: vec![
+                        "commercial_registration".into(),
+                        "lease_contract".into(),
+                        "health_certificates".into(),
+                    ],
+                },
+                &applicant,
+            ))
+            .await?
+            .into_inner();
+        licensing_api
+            .schedule_inspection(authorized(
+                licensing::ScheduleInspectionRequest {
+                    id: app.id.clone(),
+                    kind: "PUBLIC_HEALTH".into(),
+                    scheduled_for: Some(baladiya_proto::convert::timestamp(riyadh(
+                        "2026-10-05 09:00",
+                    ))),
+                },
+                &officer,
+            ))
+            .await?;
+        licensing_api
+            .record_inspection(authorized(
+                licensing::RecordInspectionRequest {
+                    id: app.id.clone(),
+                    kind: "PUBLIC_HEALTH".into(),
+                    passed: true,
+                    notes: String::new(),
+                },
+                &officer,
+            ))
+            .await?;
+        licensing_api
+            .approve_application(authorized(
+                licensing::ApproveApplicationRequest { id: app.id.clone() },
+                &officer,
+            ))
+            .await?;
+        let license = licensing_api
+            .issue_license(authorized(
+                licensing::IssueLicenseRequest {
+                    application_id: app.id.clone(),
+                },
+                &officer,
+            ))
+            .await?
+            .into_inner();
+        licenses.push(license.number);
+    }
+
+    // November: twenty inspections. Fourteen by the private operator, two of
+    // them finding a minor violation; the municipality's six all compliant.
+    let item = |code: &str, passed: bool, severity: licensing::Severity| licensing::ChecklistItem {
+        code: code.into(),
+        passed,
+        severity: severity as i32,
+        note: String::new(),
+    };
+    let mut times: Vec<DateTime<Utc>> = (1..=19)
+        .map(|day| riyadh(&format!("2026-11-{day:02} 10:00")))
+        .collect();
+    times.push(riyadh("2026-11-30 23:30"));
+    times.push(riyadh("2026-12-01 00:30"));
+    for (i, at) in times.iter().enumerate() {
+        let in_december = i == 20;
+        let by_private = !in_december && i % 10 < 7;
+        let compliant = !in_december && i != 3 && i != 13;
+        d.set_time(*at).await?;
+        let items = if compliant {
+            vec![item("CLEANLINESS", true, licensing::Severity::Unspecified)]
+        } else {
+            vec![
+                item("CLEANLINESS", true, licensing::Severity::Unspecified),
+                item("SIGNAGE", false, licensing::Severity::Minor),
+            ]
+        };
+        let recorded = licensing_api
+            .record_facility_inspection(authorized(
+                licensing::RecordFacilityInspectionRequest {
+                    request_id: uuid::Uuid::now_v7().to_string(),
+                    license_number: licenses[i % licenses.len()].clone(),
+                    activity: "PUBLIC_HEALTH".into(),
+                    operator_code: if by_private {
+                        "OP-INSPECT"
+                    } else {
+                        "MUNICIPAL"
+                    }
+                    .into(),
+                    items,
+                    inspected_at: None,
+                },
+                if by_private { &private } else { &officer },
+            ))
+            .await?
+            .into_inner();
+        assert_eq!(recorded.compliant, compliant, "inspection {i}");
+        assert_eq!(recorded.private_operator, by_private, "inspection {i}");
+    }
+
+    let analyst = d.as_role(Role::Analyst);
+    let compliance = eventually(30, "November's twenty inspections projected", || async {
+        let v = api
+            .november(
+                "inspections.facility_compliance_rate",
+                kpi::Dimension::Operator,
+                &analyst,
+            )
+            .await?;
+        let n = v.measurement.as_ref().map_or(0, |m| m.sample_size);
+        Ok((n == 20).then_some(v))
+    })
+    .await?;
+    let m = compliance.measurement.clone().unwrap_or_default();
+    assert_eq!((m.value, m.target), (Some(0.9), Some(0.9)));
+    assert_eq!(m.status(), kpi::Status::Green);
+    let by_operator: BTreeMap<String, (Option<f64>, u64)> = compliance
+        .breakdown
+        .iter()
+        .map(|r| {
+            let m = r.measurement.clone().unwrap_or_default();
+            (r.key.clone(), (m.value, m.sample_size))
+        })
+        .collect();
+    assert_eq!(by_operator.get("MUNICIPAL"), Some(&(Some(1.0), 6)));
+    assert_eq!(
+        by_operator.get("OP-INSPECT"),
+        Some(&(Some(12.0 / 14.0), 14))
+    );
+    let share = api
+        .november(
+            "inspections.private_operator_share",
+            kpi::Dimension::Unspecified,
+            &analyst,
+        )
+        .await?
+        .measurement
+        .unwrap_or_default();
+    assert_eq!((share.value, share.sample_size), (Some(0.7), 20));
+    assert_eq!(share.status(), kpi::Status::Green);
+    d.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn story_a_month_of_inspections_all_in_one() -> anyhow::Result<()> {
+    a_month_of_inspections_gives_compliance_and_private_share(Topology::AllInOne).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn story_a_month_of_inspections_split() -> anyhow::Result<()> {
+    a_month_of_inspections_gives_compliance_and_private_share(Topology::Split).await
 }
