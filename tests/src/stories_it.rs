@@ -1221,14 +1221,14 @@ async fn a_month_of_inspections_gives_compliance_and_private_share(
         Ok((n == 20).then_some(v))
     })
     .await?;
-    let m = compliance.measurement.clone().unwrap_or_default();
+    let m = compliance.measurement.unwrap_or_default();
     assert_eq!((m.value, m.target), (Some(0.9), Some(0.9)));
     assert_eq!(m.status(), kpi::Status::Green);
     let by_operator: BTreeMap<String, (Option<f64>, u64)> = compliance
         .breakdown
         .iter()
         .map(|r| {
-            let m = r.measurement.clone().unwrap_or_default();
+            let m = r.measurement.unwrap_or_default();
             (r.key.clone(), (m.value, m.sample_size))
         })
         .collect();
