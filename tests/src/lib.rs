@@ -381,6 +381,18 @@ impl ChildPlatform {
     ) -> anyhow::Result<Self> {
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        Self::spawn_on(env, services, extra, (grpc, http), log).await
+    }
+
+    /// [`Self::spawn_logging`] on given gRPC and HTTP addresses (a process
+    /// restarted after a crash comes back where its callers expect it).
+    pub async fn spawn_on(
+        env: &TestEnv,
+        services: &str,
+        extra: &[(&str, &str)],
+        (grpc, http): (SocketAddr, SocketAddr),
+        log: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let binary = baladiya_binary();
         anyhow::ensure!(
             binary.exists(),
@@ -419,6 +431,13 @@ impl ChildPlatform {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         anyhow::bail!("baladiya did not start")
+    }
+
+    /// Kills the process outright (SIGKILL): no drain, no flush.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        Ok(())
     }
 
     /// Sends SIGTERM and returns the exit code.
@@ -667,4 +686,49 @@ pub fn instant(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
         .expect("RFC 3339")
         .with_timezone(&Utc)
+}
+
+/// Riyadh wall time (`YYYY-MM-DD HH:MM`) as an instant.
+pub fn riyadh(text: &str) -> DateTime<Utc> {
+    use chrono::TimeZone;
+    chrono_tz::Asia::Riyadh
+        .from_local_datetime(
+            &chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M").expect("time"),
+        )
+        .single()
+        .expect("single")
+        .with_timezone(&Utc)
+}
+
+/// Waits until the SLA watcher holds its replica of the seeded agreements and
+/// calendars: a case arriving before that waits in retries.
+pub async fn sla_watcher_has_the_seed(env: &TestEnv) -> anyhow::Result<()> {
+    let pool = sqlx::PgPool::connect(&env.database_url()).await?;
+    let count = |file: &str, table: &str| {
+        std::fs::read_to_string(workspace_root().join(file))
+            .unwrap_or_default()
+            .matches(&format!("[[{table}]]"))
+            .count() as i64
+    };
+    let expected = [
+        (count("deploy/seed/partners/agreements.toml", "agreement"), "agreements"),
+        (count("deploy/seed/partners/calendars.toml", "calendar"), "calendars"),
+    ];
+    eventually(60, "the SLA watcher's replica of the seed", || async {
+        for (count, table) in &expected {
+            let have: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM sla_watcher.{table}"
+            )))
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0);
+            if have < *count {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
+    })
+    .await?;
+    pool.close().await;
+    Ok(())
 }

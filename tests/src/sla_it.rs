@@ -14,21 +14,15 @@ use baladiya_proto::sla::v1 as pb;
 use baladiya_proto::sla::v1::sla_service_client::SlaServiceClient;
 use baladiya_routing::RoutingService;
 use baladiya_sla_watcher::SlaWatcher;
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tonic::transport::Channel;
 
 use crate::{
     ReceivedReport, RunningPlatform, TestEnv, authorized, eventually, publish_report_received,
+    riyadh,
 };
 
-fn riyadh(text: &str) -> DateTime<Utc> {
-    chrono_tz::Asia::Riyadh
-        .from_local_datetime(&NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M").expect("time"))
-        .single()
-        .expect("single")
-        .with_timezone(&Utc)
-}
 
 struct Sla {
     platform: RunningPlatform,
@@ -59,40 +53,7 @@ impl Sla {
             ],
         )
         .await?;
-        // Cases arriving before the watcher's replica of the seeded agreements
-        // and calendars would wait in retries; start from a full replica.
-        let pool = sqlx::PgPool::connect(&env.database_url()).await?;
-        let seeded = |file: &str, table: &str| {
-            let text =
-                std::fs::read_to_string(crate::workspace_root().join(file)).unwrap_or_default();
-            (
-                text.matches(&format!("[[{table}]]")).count() as i64,
-                table.to_string(),
-            )
-        };
-        let expected = [
-            seeded("deploy/seed/partners/agreements.toml", "agreement"),
-            seeded("deploy/seed/partners/calendars.toml", "calendar"),
-        ];
-        eventually(30, "the SLA watcher's replica of the seed", || {
-            let pool = pool.clone();
-            let expected = expected.clone();
-            async move {
-                for (count, table) in &expected {
-                    let have: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                        "SELECT count(*) FROM sla_watcher.{table}s"
-                    )))
-                    .fetch_one(&pool)
-                    .await?;
-                    if have < *count {
-                        return Ok(None);
-                    }
-                }
-                Ok(Some(()))
-            }
-        })
-        .await?;
-        pool.close().await;
+        crate::sla_watcher_has_the_seed(&env).await?;
         let channel = platform.channel().await?;
         let admin = platform.token(Role::Admin);
         Ok(Self {

@@ -22,14 +22,14 @@ use baladiya_proto::routing::v1 as routing;
 use baladiya_proto::routing::v1::routing_service_client::RoutingServiceClient;
 use baladiya_proto::sla::v1 as sla;
 use baladiya_proto::sla::v1::sla_service_client::SlaServiceClient;
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tonic::transport::Channel;
 
 use baladiya_proto::common::v1::Priority;
 use baladiya_proto::convert::instant;
 
-use crate::{ChildPlatform, TestEnv, authorized, eventually, workspace_root};
+use crate::{ChildPlatform, TestEnv, authorized, eventually, riyadh, workspace_root};
 
 const SERVICES: [&str; 6] = [
     "partners",
@@ -39,15 +39,6 @@ const SERVICES: [&str; 6] = [
     "sla-watcher",
     "kpi",
 ];
-
-/// Riyadh wall time.
-fn riyadh(text: &str) -> DateTime<Utc> {
-    chrono_tz::Asia::Riyadh
-        .from_local_datetime(&NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M").expect("time"))
-        .single()
-        .expect("single")
-        .with_timezone(&Utc)
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Topology {
@@ -95,47 +86,8 @@ impl Deployed {
             env,
             processes,
         };
-        deployed.wait_for_seed_replicas().await?;
+        crate::sla_watcher_has_the_seed(&deployed.env).await?;
         Ok(deployed)
-    }
-
-    /// Reports arriving before the SLA watcher holds the seeded agreements and
-    /// calendars would wait in retries: start from a full replica.
-    async fn wait_for_seed_replicas(&self) -> anyhow::Result<()> {
-        let pool = sqlx::PgPool::connect(&self.env.database_url()).await?;
-        let count = |file: &str, table: &str| {
-            std::fs::read_to_string(workspace_root().join(file))
-                .unwrap_or_default()
-                .matches(&format!("[[{table}]]"))
-                .count() as i64
-        };
-        let expected = [
-            (
-                count("deploy/seed/partners/agreements.toml", "agreement"),
-                "agreements",
-            ),
-            (
-                count("deploy/seed/partners/calendars.toml", "calendar"),
-                "calendars",
-            ),
-        ];
-        eventually(60, "the SLA watcher's replica of the seed", || async {
-            for (count, table) in &expected {
-                let have: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "SELECT count(*) FROM sla_watcher.{table}"
-                )))
-                .fetch_one(&pool)
-                .await
-                .unwrap_or(0);
-                if have < *count {
-                    return Ok(None);
-                }
-            }
-            Ok(Some(()))
-        })
-        .await?;
-        pool.close().await;
-        Ok(())
     }
 
     /// A channel to the process running `service`.
