@@ -10,7 +10,7 @@ SHELL := /bin/bash
 DEVENV := python3 scripts/devenv.py
 CARGO ?= cargo
 
-.PHONY: dev test lint deploy-check fmt build check tools services-up services-down clean
+.PHONY: dev test faults lint deploy-check fmt build check tools services-up services-down clean
 
 ## Run the whole platform in one process against real NATS and PostgreSQL.
 dev: build
@@ -35,6 +35,15 @@ test: lint deploy-check
 	else \
 	  $(CARGO) test --locked --workspace --no-fail-fast; \
 	fi
+
+## Fault injection, long form: NATS and PostgreSQL down 30 s, 8 callers, the
+## table printed (make test runs the short form: 3 s, 2 callers).
+faults: build
+	$(CARGO) build --locked -p baladiya-tests --tests
+	@eval "$$($(DEVENV) up)"; \
+	export BALADIYA_TEST_NATS_SERVER="$$($(DEVENV) nats-binary)"; \
+	BALADIYA_FAULT_OUTAGE_SECS=30 BALADIYA_FAULT_CALLERS=8 \
+	  $(CARGO) nextest run --locked -p baladiya-tests --no-capture faults_it
 
 ## fmt, clippy -D warnings, buf lint and buf format.
 lint: tools

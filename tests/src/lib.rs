@@ -14,6 +14,8 @@ mod deploy_it;
 #[cfg(test)]
 mod events_it;
 #[cfg(test)]
+mod faults_it;
+#[cfg(test)]
 mod intake_it;
 #[cfg(test)]
 mod kpi_it;
@@ -416,7 +418,11 @@ impl ChildPlatform {
             command.env(k, v);
         }
         if let Some(log) = log {
-            let file = std::fs::File::create(log)?;
+            // Appended to: a restarted process keeps its predecessor's story.
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)?;
             command.stdout(file.try_clone()?).stderr(file);
         }
         let child = command.spawn()?;
@@ -584,10 +590,10 @@ impl NatsProcess {
             Some(NatsConfigFile {
                 probe: (user, password),
                 ..
-            }) => {
+            }) if !user.is_empty() => {
                 async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
             }
-            None => async_nats::ConnectOptions::new(),
+            _ => async_nats::ConnectOptions::new(),
         };
         for _ in 0..100 {
             if let Ok(client) = options().connect(self.url()).await {
@@ -711,8 +717,14 @@ pub async fn sla_watcher_has_the_seed(env: &TestEnv) -> anyhow::Result<()> {
             .count() as i64
     };
     let expected = [
-        (count("deploy/seed/partners/agreements.toml", "agreement"), "agreements"),
-        (count("deploy/seed/partners/calendars.toml", "calendar"), "calendars"),
+        (
+            count("deploy/seed/partners/agreements.toml", "agreement"),
+            "agreements",
+        ),
+        (
+            count("deploy/seed/partners/calendars.toml", "calendar"),
+            "calendars",
+        ),
     ];
     eventually(60, "the SLA watcher's replica of the seed", || async {
         for (count, table) in &expected {

@@ -23,7 +23,6 @@ use crate::{
     riyadh,
 };
 
-
 struct Sla {
     platform: RunningPlatform,
     sla: SlaServiceClient<Channel>,

@@ -234,19 +234,34 @@ impl From<ApiError> for Status {
     }
 }
 
-/// Database errors: connection trouble is `UNAVAILABLE`, serialization
-/// conflicts `ABORTED`, the rest `INTERNAL`.
+/// Database errors: connection trouble is `UNAVAILABLE` (the pool cannot
+/// connect, a connection broke mid-statement, the server is shutting down,
+/// starting up or out of connections), serialization conflicts `ABORTED`, the
+/// rest `INTERNAL`. A caller may retry an `UNAVAILABLE` call with the same
+/// request id: the transaction either committed whole or not at all.
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Self::unavailable(&e)
-            }
-            sqlx::Error::Database(db)
-                if matches!(db.code().as_deref(), Some("40001") | Some("40P01")) =>
-            {
-                Self::new(ErrorKind::Aborted, "concurrent update, retry the request")
-            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => Self::unavailable(&e),
+            sqlx::Error::Database(db) => match db.code().as_deref() {
+                Some("40001" | "40P01") => {
+                    Self::new(ErrorKind::Aborted, "concurrent update, retry the request")
+                }
+                // Class 08 connection exceptions, 57P01-57P03 shutdown and
+                // start-up, 53300 too many connections.
+                Some(code)
+                    if code.starts_with("08")
+                        || matches!(code, "57P01" | "57P02" | "57P03" | "53300") =>
+                {
+                    Self::unavailable(&e)
+                }
+                _ => Self::internal(&e),
+            },
             _ => Self::internal(&e),
         }
     }
@@ -330,5 +345,14 @@ mod tests {
     fn pool_timeouts_are_unavailable() {
         let e: ApiError = sqlx::Error::PoolTimedOut.into();
         assert_eq!(e.kind, ErrorKind::Unavailable);
+        let broken: ApiError = sqlx::Error::Protocol("unexpected end of stream".into()).into();
+        assert_eq!(broken.kind, ErrorKind::Unavailable);
+        let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert_eq!(
+            ApiError::from(sqlx::Error::Io(eof)).kind,
+            ErrorKind::Unavailable
+        );
+        let other: ApiError = sqlx::Error::RowNotFound.into();
+        assert_eq!(other.kind, ErrorKind::Internal);
     }
 }
