@@ -10,7 +10,7 @@ SHELL := /bin/bash
 DEVENV := python3 scripts/devenv.py
 CARGO ?= cargo
 
-.PHONY: dev test faults lint deploy-check fmt build check tools services-up services-down clean
+.PHONY: dev test faults bench lint deploy-check fmt build check tools services-up services-down clean
 
 ## Run the whole platform in one process against real NATS and PostgreSQL.
 dev: build
@@ -44,6 +44,13 @@ faults: build
 	export BALADIYA_TEST_NATS_SERVER="$$($(DEVENV) nats-binary)"; \
 	BALADIYA_FAULT_OUTAGE_SECS=30 BALADIYA_FAULT_CALLERS=8 \
 	  $(CARGO) nextest run --locked -p baladiya-tests --no-capture faults_it
+
+## Benchmarks (release build): figures beside this machine's limits, printed and
+## written to bench/results/<date>.json. Asserts nothing about speed.
+bench:
+	$(CARGO) build --locked --release --bin baladiya --bin baladiya-bench
+	@eval "$$($(DEVENV) up)"; \
+	./target/release/baladiya-bench --baladiya target/release/baladiya
 
 ## fmt, clippy -D warnings, buf lint and buf format.
 lint: tools
