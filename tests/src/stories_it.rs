@@ -428,6 +428,48 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Waits until the SLA watcher has applied what just happened to clock
+    /// `key` (`metric:owner` of a case, or the metric of an application): the
+    /// story moves time on only once the watcher knows, as months or hours of
+    /// real time would let it.
+    async fn clock_reaches(
+        &self,
+        subject: (&str, &str),
+        key: &str,
+        state: sla::ClockState,
+        token: &str,
+    ) -> anyhow::Result<()> {
+        eventually(30, "the SLA watcher to apply the change", || async {
+            let clocks = self
+                .sla
+                .clone()
+                .get_clocks(authorized(
+                    sla::GetClocksRequest {
+                        subject_kind: subject.0.into(),
+                        subject_id: subject.1.into(),
+                    },
+                    token,
+                ))
+                .await?
+                .into_inner()
+                .clocks;
+            Ok(clocks
+                .iter()
+                .any(|c| {
+                    let name = if subject.0 == "case" {
+                        format!("{}:{}", c.metric, c.partner_code)
+                    } else {
+                        c.metric.clone()
+                    };
+                    name == key && c.state == state as i32
+                })
+                .then_some(()))
+        })
+        .await
+    }
+}
+
 fn deadline(clock: &sla::Clock) -> Option<DateTime<Utc>> {
     clock.deadline.as_ref().and_then(instant)
 }
@@ -539,6 +581,14 @@ async fn road_works_pothole_escalates_and_resolves_late(topology: Topology) -> a
             &motls,
         ))
         .await?;
+
+    api.clock_reaches(
+        ("case", &case.id),
+        "acknowledge:MOTLS",
+        sla::ClockState::BreachedThenMet,
+        &operator,
+    )
+    .await?;
 
     // Resolved on Sunday 8 November at 11:00, two hours after the deadline:
     // the resolve clock breached at 09:00 and raised its own level 1.
@@ -680,6 +730,13 @@ async fn urgent_sewage_overflow_is_rerouted_and_resolved_in_time(
             &mewa,
         ))
         .await?;
+    api.clock_reaches(
+        ("case", &case.id),
+        "acknowledge:MEWA",
+        sla::ClockState::Cancelled,
+        &operator,
+    )
+    .await?;
     d.set_time(riyadh("2026-11-06 22:40")).await?;
     routing_api
         .reroute_case(authorized(
@@ -719,6 +776,13 @@ async fn urgent_sewage_overflow_is_rerouted_and_resolved_in_time(
             &nwc,
         ))
         .await?;
+    api.clock_reaches(
+        ("case", &case.id),
+        "acknowledge:NWC",
+        sla::ClockState::Met,
+        &operator,
+    )
+    .await?;
     d.set_time(riyadh("2026-11-07 06:00")).await?;
     routing_api
         .resolve_case(authorized(
@@ -846,6 +910,14 @@ async fn building_permit_within_and_subdivision_outside_target(
         .record_clearance(authorized(granted(&subdivision.id), &moj))
         .await?;
 
+    api.clock_reaches(
+        ("application", &subdivision.id),
+        "clearance",
+        sla::ClockState::Met,
+        &officer,
+    )
+    .await?;
+
     // November: the building permit.
     let mut escalations = d.subscribe("baladiya.sla.escalation.raised.MOJ").await?;
     d.set_time(riyadh("2026-11-01 08:00")).await?;
@@ -924,6 +996,13 @@ async fn building_permit_within_and_subdivision_outside_target(
     licensing_api
         .record_clearance(authorized(granted(&permit.id), &moj))
         .await?;
+    api.clock_reaches(
+        ("application", &permit.id),
+        "clearance",
+        sla::ClockState::BreachedThenMet,
+        &officer,
+    )
+    .await?;
 
     d.set_time(riyadh("2026-11-10 09:00")).await?;
     licensing_api
