@@ -107,7 +107,19 @@ impl Intake {
     }
 
     /// Every payload and header published on the intake stream so far.
+    /// Everything intake published, once its outbox is drained (the relay
+    /// publishes after the commit, on its own time).
     async fn published(&self) -> anyhow::Result<Vec<(String, Vec<u8>, String)>> {
+        let pool = sqlx::PgPool::connect(&self.env.database_url()).await?;
+        crate::eventually(30, "intake's outbox drained", || async {
+            let unsent: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM intake.outbox WHERE sent_at IS NULL")
+                    .fetch_one(&pool)
+                    .await?;
+            Ok((unsent == 0).then_some(()))
+        })
+        .await?;
+        pool.close().await;
         let js = async_nats::jetstream::new(self.env.nats().await?);
         let stream = js
             .get_stream(format!("{}_INTAKE", self.env.namespace))
