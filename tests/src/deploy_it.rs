@@ -248,38 +248,29 @@ async fn a_lost_stream_is_refilled_from_the_outbox() -> anyhow::Result<()> {
     .await?;
     assert_eq!(stream_length(&js, &stream).await, Some(published));
 
+    let url = env.database_url();
+    let republish = || {
+        baladiya(
+            &[
+                "events",
+                "republish",
+                "--services",
+                "partners",
+                "--since",
+                "2000-01-01T00:00:00Z",
+            ],
+            &url,
+            &env,
+        )
+    };
     js.delete_stream(&stream).await?;
-    baladiya(
-        &[
-            "events",
-            "republish",
-            "--services",
-            "partners",
-            "--since",
-            "2000-01-01T00:00:00Z",
-        ],
-        &env.database_url(),
-        &env,
-    )
-    .await?;
+    republish().await?;
     eventually(30, "the stream refilled from the outbox", || async {
         Ok((stream_length(&js, &stream).await == Some(published)).then_some(()))
     })
     .await?;
     // Republishing again adds nothing: JetStream drops the duplicates.
-    baladiya(
-        &[
-            "events",
-            "republish",
-            "--services",
-            "partners",
-            "--since",
-            "2000-01-01T00:00:00Z",
-        ],
-        &env.database_url(),
-        &env,
-    )
-    .await?;
+    republish().await?;
     eventually(30, "the outbox drained again", || async {
         let unsent: i64 =
             sqlx::query_scalar("SELECT count(*) FROM partners.outbox WHERE sent_at IS NULL")

@@ -20,8 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
-use baladiya_proto::admin::v1 as admin;
-use baladiya_proto::admin::v1::clock_service_client::ClockServiceClient;
 use baladiya_proto::common::v1::Location;
 use baladiya_proto::intake::v1 as intake;
 use baladiya_proto::intake::v1::intake_service_client::IntakeServiceClient;
@@ -271,20 +269,12 @@ impl Cluster {
     async fn set_time(&mut self, at: DateTime<Utc>) -> anyhow::Result<()> {
         self.now = at;
         let token = self.token(Role::Admin, None);
-        for process in self.processes.iter().filter(|p| p.running.is_some()) {
-            let channel = Channel::from_shared(format!("http://{}", process.addrs.0))?
-                .connect()
-                .await?;
-            ClockServiceClient::new(channel)
-                .set_time(authorized(
-                    admin::SetTimeRequest {
-                        time: Some(baladiya_proto::convert::timestamp(at)),
-                    },
-                    &token,
-                ))
-                .await?;
-        }
-        Ok(())
+        let grpc = self
+            .processes
+            .iter()
+            .filter(|p| p.running.is_some())
+            .map(|p| p.addrs.0);
+        crate::set_clocks(grpc, at, &token).await
     }
 
     async fn stop(mut self) -> anyhow::Result<()> {
@@ -729,6 +719,28 @@ impl Row {
         })
     }
 
+    /// A burst of `expected` escalations that put `raised` events on the
+    /// stream for `clocks` distinct clocks.
+    fn burst(
+        fault: &str,
+        started: std::time::Instant,
+        expected: usize,
+        (raised, clocks): (usize, usize),
+    ) -> Self {
+        Self {
+            fault: fault.into(),
+            seconds: started.elapsed().as_secs_f64(),
+            accepted: 0,
+            lost: expected.saturating_sub(clocks),
+            duplicated: raised as i64 - clocks as i64,
+            refused: String::new(),
+            hung: 0,
+            wrong: 0,
+            examples: Vec::new(),
+            escalations: Some((expected, raised)),
+        }
+    }
+
     fn ok(&self) -> bool {
         self.lost == 0
             && self.duplicated == 0
@@ -795,35 +807,23 @@ async fn faults_lose_nothing_and_fire_each_escalation_once() -> anyhow::Result<(
     cluster.kill(watcher).await?;
     cluster.spawn(watcher).await?;
     let (raised, clocks) = escalations(&cluster.env, 1, expected).await?;
-    rows.push(Row {
-        fault: "kill -9 an SLA watcher while escalations fire".into(),
-        seconds: started.elapsed().as_secs_f64(),
-        accepted: 0,
-        lost: expected.saturating_sub(clocks),
-        duplicated: raised as i64 - clocks as i64,
-        refused: String::new(),
-        hung: 0,
-        wrong: 0,
-        examples: Vec::new(),
-        escalations: Some((expected, raised)),
-    });
+    rows.push(Row::burst(
+        "kill -9 an SLA watcher while escalations fire",
+        started,
+        expected,
+        (raised, clocks),
+    ));
 
     // Level 2 on Tuesday 10:00, with both SLA watchers racing for the timers.
     let started = std::time::Instant::now();
     cluster.set_time(riyadh("2026-11-03 10:01")).await?;
     let (raised, clocks) = escalations(&cluster.env, 2, expected).await?;
-    rows.push(Row {
-        fault: "two SLA watchers fire the same burst".into(),
-        seconds: started.elapsed().as_secs_f64(),
-        accepted: 0,
-        lost: expected.saturating_sub(clocks),
-        duplicated: raised as i64 - clocks as i64,
-        refused: String::new(),
-        hung: 0,
-        wrong: 0,
-        examples: Vec::new(),
-        escalations: Some((expected, raised)),
-    });
+    rows.push(Row::burst(
+        "two SLA watchers fire the same burst",
+        started,
+        expected,
+        (raised, clocks),
+    ));
 
     print_table(&rows);
     for r in rows.iter().filter(|r| !r.examples.is_empty()) {

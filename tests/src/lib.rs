@@ -744,3 +744,27 @@ pub async fn sla_watcher_has_the_seed(env: &TestEnv) -> anyhow::Result<()> {
     pool.close().await;
     Ok(())
 }
+
+/// Moves the manual clock of every platform process at `grpc` to `at`
+/// (`baladiya.admin.v1.ClockService/SetTime`, as `token`).
+pub async fn set_clocks(
+    grpc: impl IntoIterator<Item = SocketAddr>,
+    at: DateTime<Utc>,
+    token: &str,
+) -> anyhow::Result<()> {
+    use baladiya_proto::admin::v1::{SetTimeRequest, clock_service_client::ClockServiceClient};
+    for addr in grpc {
+        let channel = Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        ClockServiceClient::new(channel)
+            .set_time(authorized(
+                SetTimeRequest {
+                    time: Some(baladiya_proto::convert::timestamp(at)),
+                },
+                token,
+            ))
+            .await?;
+    }
+    Ok(())
+}

@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
 use baladiya_platform::config::Config;
-use baladiya_proto::admin::v1 as admin;
-use baladiya_proto::admin::v1::clock_service_client::ClockServiceClient;
 use baladiya_proto::common::v1::Location;
 use baladiya_proto::intake::v1 as intake;
 use baladiya_proto::intake::v1::intake_service_client::IntakeServiceClient;
@@ -156,21 +154,8 @@ impl Deployed {
 
     /// Moves every process's clock to `at`.
     async fn set_time(&self, at: DateTime<Utc>) -> anyhow::Result<()> {
-        let admin_token = self.as_role(Role::Admin);
-        for (_, process) in &self.processes {
-            let channel = Channel::from_shared(format!("http://{}", process.grpc))?
-                .connect()
-                .await?;
-            ClockServiceClient::new(channel)
-                .set_time(authorized(
-                    admin::SetTimeRequest {
-                        time: Some(baladiya_proto::convert::timestamp(at)),
-                    },
-                    &admin_token,
-                ))
-                .await?;
-        }
-        Ok(())
+        let grpc = self.processes.iter().map(|(_, p)| p.grpc);
+        crate::set_clocks(grpc, at, &self.as_role(Role::Admin)).await
     }
 
     /// Subscribes to `subject` (without the test's namespace) on NATS.
