@@ -207,6 +207,119 @@ async fn quiesce(http: SocketAddr) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
+/// What every measurement needs to know about this run.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// `BALADIYA__DATABASE__URL`: a measurement creates its own database
+    /// beside it (see [`with_database`]) and drops it when done.
+    pub base: String,
+    /// `BALADIYA__NATS__URL`.
+    pub nats: String,
+    /// The `baladiya` binary.
+    pub baladiya: PathBuf,
+    /// Seconds a closed-loop measurement runs.
+    pub seconds: u64,
+    /// A run-unique stamp for database and stream namespace names.
+    pub stamp: String,
+}
+
+/// A `baladiya run --services <services>` process, ready.
+pub struct Platform {
+    child: tokio::process::Child,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl Platform {
+    /// Starts `services` on `database` with stream namespace `namespace`,
+    /// seeded from `deploy/seed`, and waits until `/readyz` answers 200.
+    pub async fn start(
+        env: &Env,
+        services: &str,
+        database: &str,
+        namespace: &str,
+    ) -> anyhow::Result<Self> {
+        let (grpc, http) = (free_addr()?, free_addr()?);
+        let seed = std::fs::canonicalize("deploy/seed")?;
+        let started = Instant::now();
+        let mut child = tokio::process::Command::new(&env.baladiya)
+            .args(["run", "--services", services])
+            .env("BALADIYA__DATABASE__URL", database)
+            .env("BALADIYA__NATS__URL", &env.nats)
+            .env("BALADIYA__EVENTS__NAMESPACE", namespace)
+            .env("BALADIYA__SERVER__GRPC_ADDR", grpc.to_string())
+            .env("BALADIYA__SERVER__HTTP_ADDR", http.to_string())
+            .env("BALADIYA__AUTH__RATE_LIMIT_PER_SECOND", "0")
+            .env("BALADIYA__TELEMETRY__LOG_FILTER", "warn")
+            .env("BALADIYA__SEED__DIR", &seed)
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", env.baladiya.display()))?;
+        while http_status(http, "/readyz").await != Some(200) {
+            anyhow::ensure!(
+                child.try_wait()?.is_none(),
+                "baladiya run --services {services} exited during start"
+            );
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "not ready in 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(Self { child, grpc, http })
+    }
+
+    /// The process's resident memory now.
+    pub fn resident_mib(&self) -> anyhow::Result<f64> {
+        resident_mib(self.child.id().context("platform pid")?)
+    }
+
+    /// Waits until it has caught up (see [`quiesce`]).
+    pub async fn quiesce(&self) -> anyhow::Result<Duration> {
+        quiesce(self.http).await
+    }
+
+    /// Kills it.
+    pub async fn stop(mut self) {
+        self.child.kill().await.ok();
+    }
+}
+
+/// Creates database `name` (dropped by [`drop_database`]) and returns its URL.
+pub async fn create_database(env: &Env, name: &str) -> anyhow::Result<String> {
+    let mut admin =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&with_database(&env.base, "postgres"))
+            .await
+            .context("connecting to PostgreSQL")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await?;
+    Ok(with_database(&env.base, name))
+}
+
+/// Drops database `name`, closing whatever is still connected.
+pub async fn drop_database(env: &Env, name: &str) {
+    if let Ok(mut admin) =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&with_database(&env.base, "postgres"))
+            .await
+    {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await
+        .ok();
+    }
+}
+
+/// One measurement's figures and the numbers behind them.
+#[derive(Default)]
+pub struct Phase {
+    pub figures: Vec<Figure>,
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
 fn resident_mib(pid: u32) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: f64 = status
@@ -219,18 +332,18 @@ fn resident_mib(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// One figure of the report.
-struct Figure {
-    name: String,
-    value: f64,
-    unit: &'static str,
+pub struct Figure {
+    pub name: String,
+    pub value: f64,
+    pub unit: &'static str,
     /// What it is held against, and that limit's value in the same unit.
-    limit: String,
-    limit_value: f64,
+    pub limit: String,
+    pub limit_value: f64,
     /// The floor and aim for value / limit_value, and whether lower
     /// is better (a time, a size) or higher (a rate).
-    floor: f64,
-    aim: f64,
-    lower_is_better: bool,
+    pub floor: f64,
+    pub aim: f64,
+    pub lower_is_better: bool,
 }
 
 impl Figure {
@@ -332,38 +445,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut details = serde_json::Map::new();
 
     // The platform, from start to ready, then idle.
-    let (grpc, http) = (free_addr()?, free_addr()?);
-    let seed = std::fs::canonicalize("deploy/seed")?;
+    let env = Env {
+        base: base.clone(),
+        nats: nats.clone(),
+        baladiya: cli.baladiya.clone(),
+        seconds: cli.seconds,
+        stamp: stamp.clone(),
+    };
     let started = Instant::now();
-    let mut platform = tokio::process::Command::new(&cli.baladiya)
-        .args(["run", "--services", "all"])
-        .env("BALADIYA__DATABASE__URL", &database)
-        .env("BALADIYA__NATS__URL", &nats)
-        .env("BALADIYA__EVENTS__NAMESPACE", &name)
-        .env("BALADIYA__SERVER__GRPC_ADDR", grpc.to_string())
-        .env("BALADIYA__SERVER__HTTP_ADDR", http.to_string())
-        .env("BALADIYA__AUTH__RATE_LIMIT_PER_SECOND", "0")
-        .env("BALADIYA__TELEMETRY__LOG_FILTER", "warn")
-        .env("BALADIYA__SEED__DIR", &seed)
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", cli.baladiya.display()))?;
-    while http_status(http, "/readyz").await != Some(200) {
-        anyhow::ensure!(
-            platform.try_wait()?.is_none(),
-            "baladiya exited during start"
-        );
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(60),
-            "not ready in 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let platform = Platform::start(&env, "all", &database, &name).await?;
+    let (grpc, http) = (platform.grpc, platform.http);
     let ready = started.elapsed();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let pid = platform.id().context("platform pid")?;
-    let idle = resident_mib(pid)?;
+    let idle = platform.resident_mib()?;
     figures.push(Figure {
         name: "run --services all: start to ready".into(),
         value: ready.as_secs_f64(),
@@ -542,7 +636,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     });
 
     // Clean up: the platform, its database and streams' namespace, pgbench's.
-    platform.kill().await.ok();
+    platform.stop().await;
     for db in [&name, &pg_name] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {db} WITH (FORCE)"

@@ -385,7 +385,10 @@ impl IntakeApi {
         )
         .await?;
         match outcome {
-            Inserted::New => Ok(fresh),
+            Inserted::New => {
+                outbox::committed(crate::SCHEMA);
+                Ok(fresh)
+            }
             Inserted::SeenBefore => {
                 Ok(
                     idempotency::replay(&mut conn, "SubmitReport", &req.request_id, &digest)
@@ -447,6 +450,7 @@ impl IntakeApi {
                 idempotency::complete(&mut tx, "SubmitReport", &req.request_id, &linked).await?;
                 audit.record(&mut tx, now, &id.to_string()).await?;
                 tx.commit().await?;
+                outbox::committed(crate::SCHEMA);
                 Ok(linked)
             }
         }
@@ -715,6 +719,7 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
             .ok_or_else(|| ApiError::not_found("report"))?;
         audit.record(&mut tx, now, &id.to_string()).await?;
         tx.commit().await.map_err(ApiError::from)?;
+        outbox::committed(crate::SCHEMA);
         Ok(Response::new(report_proto(&rated)))
     }
 
@@ -773,6 +778,7 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
             .record(&mut tx, self.clock.now(), &id.to_string())
             .await?;
         tx.commit().await.map_err(ApiError::from)?;
+        outbox::committed(crate::SCHEMA);
         Ok(Response::new(pb::Reporter {
             name: contact.name.unwrap_or_default(),
             phone: contact.phone.unwrap_or_default(),
@@ -816,6 +822,7 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
             .map_err(ApiError::from)?;
         audit.record(&mut tx, now, &category.code).await?;
         tx.commit().await.map_err(ApiError::from)?;
+        outbox::committed(crate::SCHEMA);
         if let Err(e) = self.catalogue.reload(&self.pool).await {
             tracing::warn!(error = %e, "catalogue reload after an edit failed; the periodic reload will catch up");
         }

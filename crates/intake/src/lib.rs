@@ -186,9 +186,16 @@ fn start_error(reason: impl std::fmt::Display) -> StartError {
     }
 }
 
+/// The PostgreSQL schema the service owns; writers pass it to
+/// `outbox::committed` after a commit that enqueued events.
+pub const SCHEMA: &str = "intake";
+
 impl ServiceModule for IntakeService {
     fn name(&self) -> &'static str {
         "intake"
+    }
+    fn schema(&self) -> &'static str {
+        SCHEMA
     }
     fn description(&self) -> &'static str {
         "citizen reports from every channel: validation, tracking numbers, duplicates, status, ratings"

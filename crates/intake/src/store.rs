@@ -15,7 +15,6 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use baladiya_platform::events::OutboundEvent;
-use baladiya_platform::events::outbox::NOTIFY_CHANNEL;
 
 use crate::domain::{AttachmentRef, Catalogue, Category, Priority};
 use crate::pii::SealedReporter;
@@ -260,10 +259,9 @@ pub async fn insert_unless_duplicate(
            SELECT $30, $31, $32, $33, id::text, $34, $16, $35, $36 FROM report),
          audit AS (
            INSERT INTO audit_events (id, at, actor, role, partner, municipality, channel, rpc, target)
-           SELECT $37, $16, $38, $39, $40, $41, $42, $43, id::text FROM report),
-         wake AS (SELECT pg_notify('{NOTIFY_CHANNEL}', current_schema()) FROM report)
+           SELECT $37, $16, $38, $39, $40, $41, $42, $43, id::text FROM report)
          SELECT (SELECT id FROM master) AS master, (SELECT distance FROM master) AS distance,
-                EXISTS (SELECT 1 FROM claim) AS claimed, (SELECT count(*) FROM wake) AS woke",
+                EXISTS (SELECT 1 FROM claim) AS claimed",
         master = master_query()
     );
     let q = sqlx::query(sqlx::AssertSqlSafe(sql));

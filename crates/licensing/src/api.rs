@@ -264,6 +264,7 @@ impl LicensingApi {
         .await?;
         audit.record(&mut tx, now, &a.id.to_string()).await?;
         tx.commit().await.map_err(ApiError::from)?;
+        outbox::committed(crate::SCHEMA);
         Ok(Response::new(application_proto(&a)))
     }
 }
@@ -309,6 +310,7 @@ pub async fn expire(pool: &PgPool, clock: &Clock) -> Result<usize, ApiError> {
         license_changed(&mut tx, "expired", l, l.valid_to).await?;
     }
     tx.commit().await?;
+    outbox::committed(crate::SCHEMA);
     Ok(due.len())
 }
 
@@ -423,6 +425,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         idempotency::complete(&mut tx, "SubmitApplication", &req.request_id, &response).await?;
         audit.record(&mut tx, now, &a.id.to_string()).await?;
         tx.commit().await.map_err(ApiError::from)?;
+        outbox::committed(crate::SCHEMA);
         Ok(Response::new(response))
     }
 
@@ -715,6 +718,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         license_changed(&mut tx, "issued", &l, now).await?;
         audit.record(&mut tx, now, &l.number).await?;
         tx.commit().await.map_err(ApiError::from)?;
+        outbox::committed(crate::SCHEMA);
         Ok(Response::new(license_proto(&l)))
     }
 
@@ -787,6 +791,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         idempotency::complete(&mut tx, "RenewLicense", &req.request_id, &response).await?;
         audit.record(&mut tx, now, &new.number).await?;
         tx.commit().await.map_err(ApiError::from)?;
+        outbox::committed(crate::SCHEMA);
         Ok(Response::new(response))
     }
 
@@ -823,6 +828,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
             .ok_or_else(|| ApiError::not_found("license"))?;
         audit.record(&mut tx, now, &l.number).await?;
         tx.commit().await.map_err(ApiError::from)?;
+        outbox::committed(crate::SCHEMA);
         Ok(Response::new(license_proto(&l)))
     }
 
@@ -985,6 +991,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
             .record(&mut tx, self.clock.now(), &id.to_string())
             .await?;
         tx.commit().await.map_err(ApiError::from)?;
+        outbox::committed(crate::SCHEMA);
         Ok(Response::new(response))
     }
 }

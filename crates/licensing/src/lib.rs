@@ -112,9 +112,16 @@ async fn expiry_sweep(
     }
 }
 
+/// The PostgreSQL schema the service owns; writers pass it to
+/// `outbox::committed` after a commit that enqueued events.
+pub const SCHEMA: &str = "licensing";
+
 impl ServiceModule for LicensingService {
     fn name(&self) -> &'static str {
         "licensing"
+    }
+    fn schema(&self) -> &'static str {
+        SCHEMA
     }
     fn description(&self) -> &'static str {
         "license applications, licenses (renewal, suspension, expiry), facility compliance inspections"

@@ -5,6 +5,7 @@ use baladiya_platform::audit::Audit;
 use baladiya_platform::auth::caller;
 use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, Violations};
+use baladiya_platform::events::outbox;
 use baladiya_platform::idempotency::{self, Claim};
 use baladiya_platform::paging::PageTokens;
 use baladiya_proto::convert::{instant, timestamp};
@@ -130,6 +131,7 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
         let at = ops::upsert_partner(&mut tx, &self.clock, &partner, v).await?;
         audit.record(&mut tx, at, &partner.code).await?;
         tx.commit().await.map_err(ApiError::from)?;
+        outbox::committed(crate::SCHEMA);
         Ok(Response::new(partner_to_proto(&partner, at)))
     }
 
@@ -225,6 +227,7 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
             )
             .await?;
         tx.commit().await.map_err(ApiError::from)?;
+        outbox::committed(crate::SCHEMA);
         Ok(Response::new(response))
     }
 
@@ -265,6 +268,7 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
             ops::upsert_calendar(&mut tx, &self.clock, &record, "calendar replaced", v).await?;
         audit.record(&mut tx, stored.updated_at, &record.id).await?;
         tx.commit().await.map_err(ApiError::from)?;
+        outbox::committed(crate::SCHEMA);
         Ok(Response::new(calendar_to_proto(
             &stored.record,
             stored.revision,
@@ -308,6 +312,7 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
             .record(&mut tx, stored.updated_at, &req.calendar_id)
             .await?;
         tx.commit().await.map_err(ApiError::from)?;
+        outbox::committed(crate::SCHEMA);
         Ok(Response::new(calendar_to_proto(
             &stored.record,
             stored.revision,

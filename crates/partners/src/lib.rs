@@ -37,9 +37,16 @@ static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PartnersService;
 
+/// The PostgreSQL schema the service owns; writers pass it to
+/// `outbox::committed` after a commit that enqueued events.
+pub const SCHEMA: &str = "partners";
+
 impl ServiceModule for PartnersService {
     fn name(&self) -> &'static str {
         "partners"
+    }
+    fn schema(&self) -> &'static str {
+        SCHEMA
     }
     fn description(&self) -> &'static str {
         "partner bodies, versioned agreements with SLA terms and escalation ladders, working calendars"

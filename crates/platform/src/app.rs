@@ -111,6 +111,9 @@ pub struct ServiceContext {
     pub clock: Clock,
     /// Pinned to the service's schema.
     pub pool: PgPool,
+    /// The service's schema; writers pass it to
+    /// [`crate::events::outbox::committed`] after a commit that enqueued events.
+    pub schema: &'static str,
     pub nats: async_nats::Client,
     pub js: jetstream::Context,
     pub namespace: Namespace,
@@ -149,6 +152,7 @@ impl ServiceContext {
             spec,
             handler,
             self.pool.clone(),
+            self.schema,
             self.js.clone(),
             self.namespace.clone(),
             &self.config.events,
@@ -370,6 +374,7 @@ pub async fn run(
             config: config.clone(),
             clock: clock.clone(),
             pool,
+            schema: module.schema(),
             nats: nats.clone(),
             js: js.clone(),
             namespace: namespace.clone(),

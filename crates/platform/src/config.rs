@@ -262,7 +262,8 @@ pub struct EventsConfig {
     pub stream_max_age_hours: u64,
     /// JetStream duplicate window, in seconds; at least 120.
     pub duplicate_window_secs: u64,
-    /// Relay poll interval when no notification arrives, in milliseconds.
+    /// Relay poll interval when no wake-up arrives, in milliseconds; also how
+    /// soon a relay sees rows another process marked for republishing.
     pub outbox_poll_ms: u64,
     /// Events the relay publishes per transaction.
     pub outbox_batch: i64,

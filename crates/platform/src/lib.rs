@@ -14,6 +14,7 @@
 //! | [`auth`] | the caller identity from a bearer token |
 //! | [`clock`] | the process clock, movable in tests |
 //! | [`grpc`], [`http`] | the two ports, health, reflection, metrics |
+//! | [`wake`] | process-local wake-ups from a commit to the loop that reads it |
 //! | [`app`] | [`app::ServiceModule`] and [`app::run`], which wire all of it |
 
 pub mod app;
@@ -35,3 +36,4 @@ pub mod pseudonym;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod wake;

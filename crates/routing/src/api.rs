@@ -5,6 +5,7 @@ use baladiya_platform::audit::Audit;
 use baladiya_platform::auth::{Role, caller};
 use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, Violations};
+use baladiya_platform::events::outbox;
 use baladiya_platform::geo::Point;
 use baladiya_platform::paging::{DEFAULT_PAGE_SIZE, PageTokens, page_size};
 use baladiya_proto::common::v1 as common;
@@ -188,6 +189,7 @@ impl RoutingApi {
             .record(&mut tx, self.clock.now(), &id.to_string())
             .await?;
         tx.commit().await.map_err(ApiError::from)?;
+        outbox::committed(crate::SCHEMA);
         Ok(Response::new(case_proto(&case, &history)))
     }
 
@@ -522,6 +524,7 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
             .map_err(ApiError::from)?;
         audit.record(&mut tx, now, &rule.id.to_string()).await?;
         tx.commit().await.map_err(ApiError::from)?;
+        outbox::committed(crate::SCHEMA);
         Ok(Response::new(rule_proto(&rule)))
     }
 
@@ -551,6 +554,7 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
             .record(&mut tx, rule.updated_at, &id.to_string())
             .await?;
         tx.commit().await.map_err(ApiError::from)?;
+        outbox::committed(crate::SCHEMA);
         Ok(Response::new(pb::DeleteRoutingRuleResponse {}))
     }
 

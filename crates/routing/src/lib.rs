@@ -27,7 +27,7 @@ use baladiya_platform::app::{
 };
 use baladiya_platform::clock::Clock;
 use baladiya_platform::config::{Environment, KeyError, SectionHandler, ServiceConfig};
-use baladiya_platform::events::{StreamSpec, streams};
+use baladiya_platform::events::{StreamSpec, outbox, streams};
 use baladiya_platform::grpc::Mounted;
 use baladiya_proto::routing::v1::routing_service_server::RoutingServiceServer;
 use futures::future::BoxFuture;
@@ -133,6 +133,7 @@ async fn auto_close(
                 )
                 .await?;
                 tx.commit().await?;
+                outbox::committed(crate::SCHEMA);
                 Ok::<_, baladiya_platform::error::ApiError>(())
             }
             .await;
@@ -143,9 +144,16 @@ async fn auto_close(
     }
 }
 
+/// The PostgreSQL schema the service owns; writers pass it to
+/// `outbox::committed` after a commit that enqueued events.
+pub const SCHEMA: &str = "routing";
+
 impl ServiceModule for RoutingService {
     fn name(&self) -> &'static str {
         "routing"
+    }
+    fn schema(&self) -> &'static str {
+        SCHEMA
     }
     fn description(&self) -> &'static str {
         "routing rules, one case per report, the case lifecycle and its history"

@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::clock::{self, Input, InputKind, State};
-use crate::engine::clock_ref;
+use crate::engine::{self, clock_ref};
 use crate::store::{self, ClockRow, EscalationRow};
 
 /// The gRPC service.
@@ -335,6 +335,8 @@ impl pb::sla_service_server::SlaService for SlaApi {
             .ok_or_else(|| ApiError::not_found("escalation"))?;
         audit.record(&mut tx, now, &id.to_string()).await?;
         tx.commit().await.map_err(ApiError::from)?;
+        outbox::committed(crate::SCHEMA);
+        engine::timers_changed();
         Ok(Response::new(escalation_proto(&updated)))
     }
 

@@ -143,6 +143,10 @@ fn case_event(
 }
 
 impl EventHandler for CaseClocks {
+    fn committed(&self) {
+        engine::timers_changed();
+    }
+
     async fn handle(
         &self,
         conn: &mut PgConnection,
@@ -195,6 +199,10 @@ pub struct ApplicationClocks {
 }
 
 impl EventHandler for ApplicationClocks {
+    fn committed(&self) {
+        engine::timers_changed();
+    }
+
     async fn handle(
         &self,
         conn: &mut PgConnection,
@@ -256,6 +264,10 @@ pub struct PartnerReplica {
 }
 
 impl EventHandler for PartnerReplica {
+    fn committed(&self) {
+        engine::timers_changed();
+    }
+
     async fn handle(
         &self,
         conn: &mut PgConnection,

@@ -31,8 +31,14 @@ use crate::derive::{self, Metric};
 use crate::store::{self, ClockRow, EscalationRow, StoredLevel, TimerRow};
 
 const SERVICE: &str = "sla-watcher";
-/// Channel that wakes the firing loops when timers change.
-pub const TIMERS_CHANNEL: &str = "baladiya_sla_timers";
+/// The wake-up topic of this process's timer loop (see [`baladiya_platform::wake`]).
+pub const TIMERS_TOPIC: &str = "sla_watcher.timers";
+
+/// Wakes this process's timer loop: call it after a commit that may have
+/// changed timers.
+pub fn timers_changed() {
+    baladiya_platform::wake::signal(TIMERS_TOPIC);
+}
 
 fn retry(e: impl std::fmt::Display) -> HandlerError {
     HandlerError::Retry(e.to_string())
@@ -397,7 +403,7 @@ async fn recompute_subject_with(
             .collect();
         store_computed(conn, calendars, clock, old, row).await?;
     }
-    wake(conn).await
+    Ok(())
 }
 
 /// Computes a clock row from its inputs and terms, stores it, reschedules its
@@ -464,14 +470,6 @@ pub async fn recompute_calendar(
     Ok(subjects.len())
 }
 
-async fn wake(conn: &mut PgConnection) -> Result<(), HandlerError> {
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(TIMERS_CHANNEL)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
 /// Fires every timer due by the clock's now, earliest first, in batches, and
 /// records in `metrics` how late each fired. Returns how many fired.
 pub async fn fire_due(
@@ -494,6 +492,7 @@ pub async fn fire_due(
             }
         }
         tx.commit().await?;
+        baladiya_platform::events::outbox::committed(crate::SCHEMA);
         let committed = clock.now();
         for timer in &due {
             metrics.record_timer_lag((committed - timer.due_at).to_std().unwrap_or_default());

@@ -38,7 +38,6 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::PgListener;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
@@ -185,14 +184,9 @@ async fn fire_timers(
     poll: Duration,
     mut stop: Shutdown,
 ) {
-    let mut listener = None;
+    // Subscribed before the first look, so a change during it wakes the next.
+    let mut changed = baladiya_platform::wake::subscribe(engine::TIMERS_TOPIC);
     loop {
-        if listener.is_none() {
-            listener = match PgListener::connect_with(&pool).await {
-                Ok(mut l) => l.listen(engine::TIMERS_CHANNEL).await.ok().map(|_| l),
-                Err(_) => None,
-            };
-        }
         if let Err(e) = engine::fire_due(&pool, &clock, &metrics).await {
             tracing::warn!(error = %e, "firing timers failed; will retry");
         }
@@ -211,16 +205,7 @@ async fn fire_timers(
                     None => std::future::pending().await,
                 }
             } => {}
-            woke = async {
-                match listener.as_mut() {
-                    Some(l) => l.recv().await.map(|_| ()),
-                    None => std::future::pending().await,
-                }
-            } => {
-                if woke.is_err() {
-                    listener = None;
-                }
-            }
+            _ = changed.changed() => {}
             _ = tokio::time::sleep(poll) => {}
         }
     }
@@ -230,6 +215,10 @@ async fn fire_timers(
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SlaWatcher;
 
+/// The PostgreSQL schema the service owns; writers pass it to
+/// `outbox::committed` after a commit that enqueued events.
+pub const SCHEMA: &str = "sla_watcher";
+
 impl ServiceModule for SlaWatcher {
     fn name(&self) -> &'static str {
         "sla-watcher"
@@ -238,7 +227,7 @@ impl ServiceModule for SlaWatcher {
         "SLA clocks in working time, warnings, breaches and escalations, exactly once"
     }
     fn schema(&self) -> &'static str {
-        "sla_watcher"
+        SCHEMA
     }
     fn migrator(&self) -> Migrator {
         baladiya_platform::db::service_migrations(&MIGRATIONS)

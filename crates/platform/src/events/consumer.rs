@@ -67,6 +67,11 @@ pub trait EventHandler: Send + Sync + 'static {
         conn: &mut PgConnection,
         event: &InboundEvent,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Called after an event's transaction has committed, to wake an
+    /// in-process loop that reads what the handler wrote (see
+    /// [`crate::wake`]). The service's outbox relay is woken without it.
+    fn committed(&self) {}
 }
 
 /// Where a consumer reads from.
@@ -85,6 +90,7 @@ pub struct Consumer<H> {
     spec: ConsumerSpec,
     handler: H,
     pool: PgPool,
+    schema: String,
     js: jetstream::Context,
     namespace: Namespace,
     max_attempts: u32,
@@ -123,11 +129,14 @@ impl Outcome {
 }
 
 impl<H: EventHandler> Consumer<H> {
-    /// A consumer applying events through `handler` in `pool`'s schema.
+    /// A consumer applying events through `handler` in `pool`'s schema,
+    /// named `schema` (whose outbox relay it wakes after each commit).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         spec: ConsumerSpec,
         handler: H,
         pool: PgPool,
+        schema: &str,
         js: jetstream::Context,
         namespace: Namespace,
         config: &EventsConfig,
@@ -137,6 +146,7 @@ impl<H: EventHandler> Consumer<H> {
             spec,
             handler,
             pool,
+            schema: schema.to_string(),
             js,
             namespace,
             max_attempts: config.consumer_max_attempts,
@@ -350,6 +360,8 @@ impl<H: EventHandler> Consumer<H> {
             .await
             .map_err(|_| HandlerError::Retry("handler panicked".into()))??;
         tx.commit().await?;
+        super::outbox::committed(&self.schema);
+        self.handler.committed();
         Ok(true)
     }
 

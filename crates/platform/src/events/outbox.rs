@@ -2,12 +2,15 @@
 //! and a relay publishes committed events to JetStream in order.
 //!
 //! [`enqueue`] inserts the event into the service schema's `outbox` table
-//! inside the caller's transaction and sends a `NOTIFY` (delivered on commit)
-//! to wake the relay. The [`Relay`] takes a transaction-scoped advisory lock so
+//! inside the caller's transaction; once it commits, the writer calls
+//! [`committed`] to wake this process's relay (see [`crate::wake`] for why
+//! not `NOTIFY`). The [`Relay`] takes a transaction-scoped advisory lock so
 //! one replica relays a schema at a time, reads unsent rows in `seq` order,
-//! publishes each with `Nats-Msg-Id` = event id and waits for its ack before
-//! the next, then marks the batch sent in the same transaction. NATS being down
-//! only delays events. A relay that dies between publishing and marking
+//! publishes the batch with `Nats-Msg-Id` = event id, waits for the acks in
+//! order, then marks what was stored as sent in the same transaction. A relay
+//! that finds the lock taken by another replica looks again shortly, so a
+//! replica's events never wait for a poll interval. NATS being down only
+//! delays events. A relay that dies between publishing and marking
 //! republishes on restart; JetStream's duplicate window drops the copy, and the
 //! consumers' inbox drops anything older.
 
@@ -15,7 +18,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -24,11 +27,18 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use std::sync::Arc;
 
-/// The `NOTIFY` channel; the payload is the schema that has new events.
-pub const NOTIFY_CHANNEL: &str = "baladiya_outbox";
+fn wake_topic(schema: &str) -> String {
+    format!("outbox.{schema}")
+}
+
+/// Wakes this process's relay of `schema`: call it after a transaction that
+/// enqueued events has committed.
+pub fn committed(schema: &str) {
+    crate::wake::signal(&wake_topic(schema));
+}
 
 /// Writes `event` to the outbox of the connection's schema, inside the
-/// caller's transaction.
+/// caller's transaction; call [`committed`] after the commit.
 pub async fn enqueue(conn: &mut PgConnection, event: &OutboundEvent) -> Result<(), EventError> {
     sqlx::query(
         "INSERT INTO outbox (event_id, subject, ce_type, ce_source, ce_subject, dataschema, occurred_at, traceparent, payload)
@@ -45,10 +55,6 @@ pub async fn enqueue(conn: &mut PgConnection, event: &OutboundEvent) -> Result<(
     .bind(&event.payload)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("SELECT pg_notify($1, current_schema())")
-        .bind(NOTIFY_CHANNEL)
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }
 
@@ -56,7 +62,8 @@ pub async fn enqueue(conn: &mut PgConnection, event: &OutboundEvent) -> Result<(
 /// were already published as unsent, so the relay publishes them again, in
 /// their original order and with their original ids: how a stream lost on the
 /// NATS side is refilled from the outbox (rows are kept
-/// `events.outbox_retention_days` after publishing). Returns how many.
+/// `events.outbox_retention_days` after publishing). A relay in another
+/// process picks them up within `events.outbox_poll_ms`. Returns how many.
 pub async fn republish_since(pool: &PgPool, since: DateTime<Utc>) -> Result<u64, EventError> {
     let mut tx = pool.begin().await?;
     let marked = sqlx::query(
@@ -66,10 +73,6 @@ pub async fn republish_since(pool: &PgPool, since: DateTime<Utc>) -> Result<u64,
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    sqlx::query("SELECT pg_notify($1, current_schema())")
-        .bind(NOTIFY_CHANNEL)
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
     Ok(marked)
 }
@@ -181,9 +184,9 @@ impl Relay {
         }
     }
 
-    /// Publishes one batch. Returns how many events were published; 0 also
+    /// Publishes one batch. Returns how many events were published, or `None`
     /// when another replica holds the schema's relay lock.
-    pub async fn relay_once(&self) -> Result<usize, EventError> {
+    pub async fn relay_once(&self) -> Result<Option<usize>, EventError> {
         let mut tx = self.pool.begin().await?;
         let locked: bool = sqlx::query_scalar(
             "SELECT pg_try_advisory_xact_lock(hashtext('baladiya_outbox_relay.' || current_schema()))",
@@ -191,11 +194,11 @@ impl Relay {
         .fetch_one(&mut *tx)
         .await?;
         if !locked {
-            return Ok(0);
+            return Ok(None);
         }
         let batch = load_unsent(&mut tx, self.batch).await?;
         if batch.is_empty() {
-            return Ok(0);
+            return Ok(Some(0));
         }
         let mut published = Vec::with_capacity(batch.len());
         let mut failure = None;
@@ -222,19 +225,22 @@ impl Relay {
         }
         match failure {
             Some(e) => Err(e),
-            None => Ok(published.len()),
+            None => Ok(Some(published.len())),
         }
     }
 
-    /// Publishes until the outbox is empty (or an error stops it).
-    pub async fn drain(&self) -> Result<usize, EventError> {
+    /// Publishes until the outbox is empty (or an error stops it). Returns
+    /// how many were published, or `None` if another replica was relaying.
+    pub async fn drain(&self) -> Result<Option<usize>, EventError> {
         let mut total = 0;
         loop {
-            let n = self.relay_once().await?;
+            let Some(n) = self.relay_once().await? else {
+                return Ok(None);
+            };
             total += n;
             if n < self.batch as usize {
                 self.update_backlog().await;
-                return Ok(total);
+                return Ok(Some(total));
             }
         }
     }
@@ -260,25 +266,22 @@ impl Relay {
         }
     }
 
-    async fn listen(&self) -> Option<PgListener> {
-        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
-        listener.listen(NOTIFY_CHANNEL).await.ok()?;
-        Some(listener)
-    }
-
     /// Relays until `shutdown`, then flushes what is left (bounded by `grace`).
     pub async fn run(self, mut shutdown: Shutdown, grace: Duration) {
-        let mut listener = None;
+        // Subscribed before the first drain, so a commit during it wakes the next.
+        let mut woken = crate::wake::subscribe(&wake_topic(&self.schema));
         let mut failures: u32 = 0;
         let mut rounds: u64 = 0;
         while !shutdown.is_triggered() {
-            if listener.is_none() {
-                listener = self.listen().await;
-            }
+            let mut wait = self.poll;
             match self.drain().await {
-                Ok(_) => failures = 0,
+                Ok(Some(_)) => failures = 0,
+                // Another replica is relaying; what this one's writers
+                // committed may be after its last read, so look again soon.
+                Ok(None) => wait = wait.min(Duration::from_millis(20)),
                 Err(e) => {
                     failures = failures.saturating_add(1);
+                    wait = Duration::from_millis((100u64 << failures.min(6)).min(5_000));
                     tracing::warn!(schema = %self.schema, error = %e, failures, "outbox relay failed; will retry");
                 }
             }
@@ -286,29 +289,14 @@ impl Relay {
             if rounds.is_multiple_of(3600) {
                 self.prune().await;
             }
-            let backoff = if failures == 0 {
-                self.poll
-            } else {
-                Duration::from_millis((100u64 << failures.min(6)).min(5_000))
-            };
-            let schema = self.schema.clone();
             tokio::select! {
                 _ = shutdown.wait() => break,
-                _ = tokio::time::sleep(backoff) => {}
-                woke = async {
-                    match listener.as_mut() {
-                        Some(l) => l.recv().await.map(|n| n.payload() == schema),
-                        None => std::future::pending().await,
-                    }
-                }, if failures == 0 => {
-                    if woke.is_err() {
-                        listener = None;
-                    }
-                }
+                _ = tokio::time::sleep(wait) => {}
+                _ = woken.changed(), if failures == 0 => {}
             }
         }
         match tokio::time::timeout(grace, self.drain()).await {
-            Ok(Ok(n)) => tracing::info!(schema = %self.schema, flushed = n, "outbox relay stopped"),
+            Ok(Ok(n)) => tracing::info!(schema = %self.schema, flushed = n.unwrap_or(0), "outbox relay stopped"),
             Ok(Err(e)) => {
                 tracing::warn!(schema = %self.schema, error = %e, "outbox flush failed; events stay in the outbox")
             }
