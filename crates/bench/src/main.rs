@@ -9,15 +9,19 @@
 //!   on the same PostgreSQL at the same concurrency;
 //! - `GetReport` at 64 callers, beside a bare tonic server answering
 //!   `grpc.health.v1.Health/Check` (this binary's `echo` command, its own
-//!   process like the platform) at the same concurrency.
+//!   process like the platform) at the same concurrency;
+//! - the pipeline, from `SubmitReport` to the case routed and its SLA clocks
+//!   started, at half the most reports per second it carried ([`pipeline`]);
+//! - the SLA watcher alone with 1,000,000 open clocks: its memory, and how
+//!   late breaches are published while 10,000 deadlines fall due in a minute
+//!   ([`sla`]);
+//! - the KPI service alone: projection throughput, and `GetScorecard` over
+//!   10,000,000 events ([`kpi`]).
 //!
 //! Before each measurement the platform catches up on the events the last
 //! one caused (outboxes empty, no consumer behind), and how long that took is
 //! recorded: a submitted report also runs routing, SLA clocks and the KPI
 //! projection on the same cores.
-//!
-//! The SLA watcher, pipeline and KPI figures of issue 11 are not measured
-//! yet: they are listed in the output as missing rather than left out.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,6 +41,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
+
+mod kpi;
+mod pipeline;
+mod sla;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,6 +72,15 @@ enum Command {
         #[arg(long)]
         addr: SocketAddr,
     },
+    /// Drive `SubmitReport` (then `GetReport` on what was submitted) against a
+    /// running platform, to profile it under load (`perf record -p <pid>`).
+    Load {
+        /// The platform's gRPC address.
+        #[arg(long)]
+        grpc: SocketAddr,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
 }
 
 /// Latencies and errors of one closed-loop run.
@@ -80,13 +97,37 @@ impl Run {
     }
 
     fn percentile(&self, p: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
         let mut sorted = self.latencies.clone();
         sorted.sort_unstable();
-        let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-        sorted[rank.min(sorted.len() - 1)]
+        percentile(&sorted, p)
+    }
+}
+
+/// The value at percentile `p` of `sorted` (nearest rank); the default of an
+/// empty slice.
+fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
+    if sorted.is_empty() {
+        return T::default();
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Deletes the JetStream streams of `namespace` (`<namespace>_<STREAM>`).
+async fn delete_streams(env: &Env, namespace: &str) {
+    use futures::StreamExt;
+    let Ok(client) = async_nats::connect(&env.nats).await else {
+        return;
+    };
+    let jetstream = async_nats::jetstream::new(client);
+    let prefix = format!("{namespace}_");
+    let names: Vec<String> = jetstream
+        .stream_names()
+        .filter_map(|name| std::future::ready(name.ok()))
+        .collect()
+        .await;
+    for name in names.iter().filter(|n| n.starts_with(&prefix)) {
+        jetstream.delete_stream(name).await.ok();
     }
 }
 
@@ -183,10 +224,12 @@ async fn http_body(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
 
 /// Waits until the platform has caught up: nothing in any outbox and no
 /// consumer behind (two looks in a row, the lag gauges refresh every 5 s),
-/// so one measurement does not pay for the previous one's events.
+/// so one measurement does not pay for the previous one's events. Returns
+/// when the first of those looks was (to the 3 s between looks).
 async fn quiesce(http: SocketAddr) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut quiet = 0;
+    let mut first_quiet = Duration::ZERO;
     while quiet < 2 {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(600),
@@ -203,8 +246,11 @@ async fn quiesce(http: SocketAddr) -> anyhow::Result<Duration> {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
         quiet = if pending == 0.0 { quiet + 1 } else { 0 };
+        if quiet == 1 {
+            first_quiet = started.elapsed();
+        }
     }
-    Ok(started.elapsed())
+    Ok(first_quiet)
 }
 
 /// What every measurement needs to know about this run.
@@ -398,16 +444,32 @@ async fn pgbench(database_url: &str, clients: usize, seconds: u64) -> anyhow::Re
         .context("no tps in pgbench's output")
 }
 
-fn submit_request(n: u64) -> intake::SubmitReportRequest {
+/// The next free place on a grid of 60,000 points 0.003° (over 300 m)
+/// apart inside Riyadh's service area, from a per-process starting point:
+/// reports a run submits are farther apart than any category's duplicate
+/// radius, so none is linked as a duplicate (a different, heavier request).
+fn next_place() -> (f64, f64) {
+    const ROWS: u64 = 240;
+    const PLACES: u64 = ROWS * 250;
+    static NEXT: std::sync::LazyLock<AtomicU64> =
+        std::sync::LazyLock::new(|| AtomicU64::new(u64::from(std::process::id()) * 7_919 % PLACES));
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % PLACES;
+    (
+        24.36 + (n % ROWS) as f64 * 0.003,
+        46.36 + (n / ROWS) as f64 * 0.003,
+    )
+}
+
+fn submit_request() -> intake::SubmitReportRequest {
+    let (latitude, longitude) = next_place();
     intake::SubmitReportRequest {
         request_id: uuid::Uuid::now_v7().to_string(),
         channel: intake::Channel::CallCenter940 as i32,
         category_code: "POTHOLE".into(),
         description: "حفرة في الطريق".into(),
-        // Each report at its own place, so none is linked as a duplicate.
         location: Some(Location {
-            latitude: 24.36 + (n % 700) as f64 * 0.001,
-            longitude: 46.36 + (n / 700 % 750) as f64 * 0.001,
+            latitude,
+            longitude,
             national_address_short: String::new(),
             municipality_code: "RIYADH".into(),
         }),
@@ -454,7 +516,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let platform = Platform::start(&env, "all", &database, &name).await?;
-    let (grpc, http) = (platform.grpc, platform.http);
+    let grpc = platform.grpc;
     let ready = started.elapsed();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = platform.resident_mib()?;
@@ -480,17 +542,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     });
 
     // SubmitReport, and pgbench's two inserts, at the same concurrency.
-    let token = mint_dev_token(
-        &AuthConfig::default(),
-        &DevTokenRequest {
-            subject: "bench".into(),
-            role: Role::Channel,
-            partner: None,
-            municipality: None,
-            channel: Some("CHANNEL_CALL_CENTER_940".into()),
-            ttl: chrono::Duration::hours(2),
-        },
-    )?;
+    let token = dev_token(Role::Channel)?;
     let pg_name = format!("bench_pg_{stamp}");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {pg_name}")))
         .execute(&mut admin)
@@ -507,39 +559,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .execute(&mut pg)
         .await?;
     }
-    let report_ids = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut report_ids = Vec::new();
+    // The most reports per second the whole pipeline carried: a phase's
+    // reports over its time plus the time to finish their events after it.
+    let mut sustained: f64 = 0.0;
+    let caught_up = platform.quiesce().await?;
+    details.insert(
+        "catch_up_after_start_s".into(),
+        serde_json::json!(caught_up.as_secs_f64()),
+    );
     for concurrency in [1usize, 8, 32] {
-        let caught_up = quiesce(http).await?;
-        details.insert(
-            format!("catch_up_before_submit_c{concurrency}_s"),
-            serde_json::json!(caught_up.as_secs_f64()),
-        );
         let pool = channels(grpc, concurrency).await?;
-        let (token, ids) = (token.clone(), report_ids.clone());
-        let submitted = closed_loop(concurrency, cli.seconds, move |n, worker| {
-            let mut client = IntakeServiceClient::new(pool[worker % pool.len()].clone());
-            let (token, ids) = (token.clone(), ids.clone());
-            async move {
-                let report = client
-                    .submit_report(authorized(submit_request(n), &token))
-                    .await?
-                    .into_inner()
-                    .report
-                    .context("no report")?;
-                if let Ok(mut ids) = ids.lock() {
-                    ids.push(report.id);
-                }
-                Ok(())
-            }
-        })
-        .await;
+        let (submitted, ids) = submit_closed_loop(pool, concurrency, cli.seconds, &token).await;
+        report_ids.extend(ids);
+        // pgbench runs once the platform is idle again, as it was for the submits.
+        let drained = platform.quiesce().await?;
+        let carried =
+            submitted.latencies.len() as f64 / (submitted.elapsed + drained).as_secs_f64();
+        sustained = sustained.max(carried);
         let tps = pgbench(&pg_url, concurrency, cli.seconds).await?;
         details.insert(
             format!("submit_report_c{concurrency}"),
             serde_json::json!({
                 "rps": submitted.rps(), "p50_ms": ms(submitted.percentile(50.0)),
                 "p99_ms": ms(submitted.percentile(99.0)), "errors": submitted.errors,
-                "pgbench_tps": tps,
+                "pgbench_tps": tps, "pipeline_catch_up_s": drained.as_secs_f64(),
+                "pipeline_reports_per_s": carried,
             }),
         );
         figures.push(Figure {
@@ -554,43 +599,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         });
     }
 
+    // The pipeline at half the most it carried.
+    let phase = pipeline::measure(&env, &platform, &name, &token, sustained / 2.0).await?;
+    figures.extend(phase.figures);
+    details.extend(phase.details);
+
     // GetReport at 64 callers, and the bare tonic server at 64.
-    let ids: Arc<Vec<String>> = Arc::new(report_ids.lock().map(|v| v.clone()).unwrap_or_default());
+    let ids = Arc::new(report_ids);
     anyhow::ensure!(!ids.is_empty(), "no report was submitted");
-    let reader = mint_dev_token(
-        &AuthConfig::default(),
-        &DevTokenRequest {
-            subject: "bench-operator".into(),
-            role: Role::Operator,
-            partner: None,
-            municipality: None,
-            channel: None,
-            ttl: chrono::Duration::hours(2),
-        },
-    )?;
-    let caught_up = quiesce(http).await?;
+    let reader = dev_token(Role::Operator)?;
+    let caught_up = platform.quiesce().await?;
     details.insert(
         "catch_up_before_get_report_s".into(),
         serde_json::json!(caught_up.as_secs_f64()),
     );
     let pool = channels(grpc, 64).await?;
-    let read = closed_loop(64, cli.seconds, move |n, worker| {
-        let mut client = IntakeServiceClient::new(pool[worker % pool.len()].clone());
-        let (ids, reader) = (ids.clone(), reader.clone());
-        async move {
-            let id = ids[(n as usize * 7919) % ids.len()].clone();
-            client
-                .get_report(authorized(
-                    intake::GetReportRequest {
-                        key: Some(intake::get_report_request::Key::Id(id)),
-                    },
-                    &reader,
-                ))
-                .await?;
-            Ok(())
-        }
-    })
-    .await;
+    let read = get_closed_loop(pool, 64, cli.seconds, ids, &reader).await;
     let echo_addr = free_addr()?;
     let mut echo = tokio::process::Command::new(std::env::current_exe()?)
         .args(["echo", "--addr", &echo_addr.to_string()])
@@ -637,6 +661,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     // Clean up: the platform, its database and streams' namespace, pgbench's.
     platform.stop().await;
+    delete_streams(&env, &name).await;
     for db in [&name, &pg_name] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
@@ -646,7 +671,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .ok();
     }
 
-    report(&figures, details, cli.out.as_deref())
+    // The SLA watcher alone with a million open clocks, then the KPI
+    // service alone; a phase that fails is reported and the others still run.
+    let mut failed = Vec::new();
+    for (name, phase) in [
+        ("sla", sla::measure(&env).await),
+        ("kpi", kpi::measure(&env).await),
+    ] {
+        match phase {
+            Ok(phase) => {
+                figures.extend(phase.figures);
+                details.extend(phase.details);
+            }
+            Err(e) => {
+                eprintln!("{name}: failed: {e:#}");
+                details.insert(
+                    format!("{name}_failed"),
+                    serde_json::json!(format!("{e:#}")),
+                );
+                failed.push(name);
+            }
+        }
+    }
+
+    report(&figures, details, cli.out.as_deref())?;
+    anyhow::ensure!(failed.is_empty(), "phases failed: {}", failed.join(", "));
+    Ok(())
 }
 
 fn report(
@@ -678,14 +728,6 @@ fn report(
             }
         );
     }
-    let missing = [
-        "submit -> case routed -> clocks started, p99 at half the maximum throughput",
-        "SLA watcher with 1,000,000 open clocks: resident memory",
-        "deadline -> breach published, p99, 10,000 due in one minute",
-        "KPI projection events/s",
-        "GetScorecard p99 over 10,000,000 events",
-    ];
-    println!("\nnot measured yet: {}", missing.join("; "));
     let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
     let path = out
         .map(Path::to_path_buf)
@@ -700,7 +742,6 @@ fn report(
             "meets_floor": f.floor <= 0.0 || f.meets_floor(),
         })).collect::<Vec<_>>(),
         "details": details,
-        "not_measured": missing,
     });
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -708,6 +749,115 @@ fn report(
     std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")?;
     println!("written to {}", path.display());
     Ok(())
+}
+
+async fn load(grpc: SocketAddr, concurrency: usize, seconds: u64) -> anyhow::Result<()> {
+    let (submitter, reader) = (dev_token(Role::Channel)?, dev_token(Role::Operator)?);
+    let pool = channels(grpc, concurrency).await?;
+    let (submitted, ids) = submit_closed_loop(pool.clone(), concurrency, seconds, &submitter).await;
+    println!(
+        "SubmitReport c={concurrency}: {:.0} rps, p50 {:.1} ms, p99 {:.1} ms, {} errors",
+        submitted.rps(),
+        ms(submitted.percentile(50.0)),
+        ms(submitted.percentile(99.0)),
+        submitted.errors
+    );
+    let ids = Arc::new(ids);
+    anyhow::ensure!(!ids.is_empty(), "no report was submitted");
+    let read = get_closed_loop(pool, concurrency, seconds, ids, &reader).await;
+    println!(
+        "GetReport c={concurrency}: {:.0} rps, p50 {:.1} ms, p99 {:.1} ms, {} errors",
+        read.rps(),
+        ms(read.percentile(50.0)),
+        ms(read.percentile(99.0)),
+        read.errors
+    );
+    Ok(())
+}
+
+/// Submits one report (at its own place) and returns its id.
+async fn submit(channel: Channel, token: &str) -> anyhow::Result<String> {
+    Ok(IntakeServiceClient::new(channel)
+        .submit_report(authorized(submit_request(), token))
+        .await?
+        .into_inner()
+        .report
+        .context("no report")?
+        .id)
+}
+
+/// `concurrency` callers submitting over `pool` for `seconds`: the run and
+/// the ids of the reports submitted.
+async fn submit_closed_loop(
+    pool: Vec<Channel>,
+    concurrency: usize,
+    seconds: u64,
+    token: &str,
+) -> (Run, Vec<String>) {
+    let ids = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (sink, token) = (ids.clone(), token.to_string());
+    let run = closed_loop(concurrency, seconds, move |_, worker| {
+        let (channel, token, ids) = (
+            pool[worker % pool.len()].clone(),
+            token.clone(),
+            sink.clone(),
+        );
+        async move {
+            let id = submit(channel, &token).await?;
+            if let Ok(mut ids) = ids.lock() {
+                ids.push(id);
+            }
+            Ok(())
+        }
+    })
+    .await;
+    let ids = ids.lock().map(|v| v.clone()).unwrap_or_default();
+    (run, ids)
+}
+
+/// `concurrency` callers reading the reports `ids` (spread evenly) over
+/// `pool` for `seconds`.
+async fn get_closed_loop(
+    pool: Vec<Channel>,
+    concurrency: usize,
+    seconds: u64,
+    ids: Arc<Vec<String>>,
+    token: &str,
+) -> Run {
+    let token = token.to_string();
+    closed_loop(concurrency, seconds, move |n, worker| {
+        let mut client = IntakeServiceClient::new(pool[worker % pool.len()].clone());
+        let (ids, token) = (ids.clone(), token.clone());
+        async move {
+            let id = ids[(n as usize * 7919) % ids.len()].clone();
+            client
+                .get_report(authorized(
+                    intake::GetReportRequest {
+                        key: Some(intake::get_report_request::Key::Id(id)),
+                    },
+                    &token,
+                ))
+                .await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// A dev token for the bench's callers: the 940 channel, or an operator.
+fn dev_token(role: Role) -> anyhow::Result<String> {
+    let channel = (role == Role::Channel).then(|| "CHANNEL_CALL_CENTER_940".to_string());
+    Ok(mint_dev_token(
+        &AuthConfig::default(),
+        &DevTokenRequest {
+            subject: format!("bench-{role}"),
+            role,
+            partner: None,
+            municipality: None,
+            channel,
+            ttl: chrono::Duration::hours(2),
+        },
+    )?)
 }
 
 async fn echo(addr: SocketAddr) -> anyhow::Result<()> {
@@ -727,6 +877,9 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         Some(Command::Echo { addr }) => runtime.block_on(echo(addr)),
+        Some(Command::Load { grpc, concurrency }) => {
+            runtime.block_on(load(grpc, concurrency, cli.seconds))
+        }
         None => runtime.block_on(run(cli)),
     }
 }

@@ -197,14 +197,25 @@ const HAVERSINE: &str = "2 * 6371008.8 * asin(least(1, sqrt(
     power(sin(radians(latitude - $4) / 2), 2)
     + cos(radians($4)) * cos(radians(latitude)) * power(sin(radians(longitude - $5) / 2), 2))))";
 
-fn master_query() -> String {
+/// The open master nearest the new report: by point when it has one (the
+/// box $6..$9 around it, through `reports_open_masters_near`), else by
+/// National Address short code $10. One query per case, so each plan uses its
+/// index; every query binds the same parameters (see [`bind_search`]).
+fn master_query(by_point: bool) -> String {
+    let place = if by_point {
+        format!(
+            "point(longitude, latitude) <@ box(point($8, $6), point($9, $7)) AND latitude IS NOT NULL
+             AND {HAVERSINE} <= $3"
+        )
+    } else {
+        "national_address_short = $10 AND national_address_short IS NOT NULL".to_string()
+    };
+    let distance = if by_point { HAVERSINE } else { "0::float8" };
     format!(
-        "SELECT id, CASE WHEN $4::float8 IS NULL THEN 0 ELSE {HAVERSINE} END AS distance FROM reports
-         WHERE category_code = $1 AND duplicate_of IS NULL AND status NOT IN ('resolved', 'closed')
+        "SELECT id, {distance} AS distance FROM reports
+         WHERE {place}
+           AND category_code = $1 AND duplicate_of IS NULL AND status NOT IN ('resolved', 'closed')
            AND created_at >= $2
-           AND (($4::float8 IS NOT NULL AND latitude BETWEEN $6 AND $7 AND longitude BETWEEN $8 AND $9
-                 AND {HAVERSINE} <= $3)
-             OR ($4::float8 IS NULL AND $10::text IS NOT NULL AND national_address_short = $10))
          ORDER BY distance LIMIT 1"
     )
 }
@@ -262,7 +273,7 @@ pub async fn insert_unless_duplicate(
            SELECT $37, $16, $38, $39, $40, $41, $42, $43, id::text FROM report)
          SELECT (SELECT id FROM master) AS master, (SELECT distance FROM master) AS distance,
                 EXISTS (SELECT 1 FROM claim) AS claimed",
-        master = master_query()
+        master = master_query(search.point.is_some())
     );
     let q = sqlx::query(sqlx::AssertSqlSafe(sql));
     let row = bind_search(q, search)
@@ -435,16 +446,23 @@ pub async fn report(
     id: Option<Uuid>,
     tracking: Option<&str>,
 ) -> Result<Option<ReportRow>, sqlx::Error> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {REPORT_COLUMNS} FROM reports WHERE id = $1 OR tracking_number = $2"
-    )))
-    .bind(id)
-    .bind(tracking)
-    .fetch_optional(&mut *conn)
-    .await?
-    .as_ref()
-    .map(report_row)
-    .transpose()
+    // One key per statement, so each plan is a plain unique-index lookup.
+    let query = match (id, tracking) {
+        (Some(id), _) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {REPORT_COLUMNS} FROM reports WHERE id = $1"
+        )))
+        .bind(id),
+        (None, tracking) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {REPORT_COLUMNS} FROM reports WHERE tracking_number = $1"
+        )))
+        .bind(tracking),
+    };
+    query
+        .fetch_optional(&mut *conn)
+        .await?
+        .as_ref()
+        .map(report_row)
+        .transpose()
 }
 
 /// Locks a report for a read-modify-write.

@@ -306,60 +306,83 @@ fn routing_case(
 
 /// Writes one event's projection; a repeat writes nothing new.
 pub async fn apply(conn: &mut PgConnection, event: &InboundEvent) -> Result<(), HandlerError> {
-    let p = facts_of(event)?;
-    write(conn, event.id, event.occurred_at, &p).await
+    apply_all(conn, std::slice::from_ref(event)).await
 }
 
-async fn write(
+/// Writes the projections of `events` with one statement per table, however
+/// many events there are: what lets the projection keep up with a busy
+/// stream. A repeat writes nothing new; an event that cannot be projected
+/// fails the whole call (and writes nothing, with the caller's transaction).
+pub async fn apply_all(
     conn: &mut PgConnection,
-    event_id: Uuid,
-    at: DateTime<Utc>,
-    p: &Projection,
+    events: &[InboundEvent],
 ) -> Result<(), HandlerError> {
-    if !p.facts.is_empty() {
-        let mut q = sqlx::QueryBuilder::new(
+    let projections = events.iter().map(facts_of).collect::<Result<Vec<_>, _>>()?;
+    let mut facts = FactColumns::default();
+    let (mut cases, mut case_reports) = (Vec::new(), Vec::new());
+    let (mut reports, mut channels) = (Vec::new(), Vec::new());
+    for (event, p) in events.iter().zip(&projections) {
+        for f in &p.facts {
+            facts.push(event, f);
+        }
+        if let Some((case_id, report_id)) = &p.case_report {
+            cases.push(case_id.as_str());
+            case_reports.push(report_id.as_str());
+        }
+        if let Some((report_id, channel)) = &p.report_channel {
+            reports.push(report_id.as_str());
+            channels.push(channel.as_str());
+        }
+    }
+    if !facts.event_id.is_empty() {
+        sqlx::query(
             "INSERT INTO facts (event_id, kind, subject, occurred_at, municipality, partner, channel,
-                                category, license_type, activity, operator, level, value) ",
-        );
-        q.push_values(&p.facts, |mut b, f| {
-            b.push_bind(event_id)
-                .push_bind(f.kind.as_str())
-                .push_bind(&f.subject)
-                .push_bind(at)
-                .push_bind(&f.municipality)
-                .push_bind(&f.partner)
-                .push_bind(&f.channel)
-                .push_bind(&f.category)
-                .push_bind(&f.license_type)
-                .push_bind(&f.activity)
-                .push_bind(&f.operator)
-                .push_bind(f.level)
-                .push_bind(f.value);
-        });
-        q.push(" ON CONFLICT (event_id, kind) DO NOTHING");
-        q.build().execute(&mut *conn).await?;
-    }
-    if let Some((case_id, report_id)) = &p.case_report {
-        sqlx::query(
-            "INSERT INTO case_reports (case_id, report_id) VALUES ($1, $2)
-             ON CONFLICT (case_id) DO NOTHING",
+                                category, license_type, activity, operator, level, value)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
+                                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                                  $11::text[], $12::int4[], $13::float8[])
+             ON CONFLICT (event_id, kind) DO NOTHING",
         )
-        .bind(case_id)
-        .bind(report_id)
+        .bind(&facts.event_id)
+        .bind(&facts.kind)
+        .bind(&facts.subject)
+        .bind(&facts.occurred_at)
+        .bind(&facts.municipality)
+        .bind(&facts.partner)
+        .bind(&facts.channel)
+        .bind(&facts.category)
+        .bind(&facts.license_type)
+        .bind(&facts.activity)
+        .bind(&facts.operator)
+        .bind(&facts.level)
+        .bind(&facts.value)
         .execute(&mut *conn)
         .await?;
     }
-    if let Some((report_id, channel)) = &p.report_channel {
+    if !cases.is_empty() {
         sqlx::query(
-            "INSERT INTO report_channels (report_id, channel) VALUES ($1, $2)
-             ON CONFLICT (report_id) DO NOTHING",
+            "INSERT INTO case_reports (case_id, report_id)
+             SELECT * FROM UNNEST($1::text[], $2::text[]) ON CONFLICT (case_id) DO NOTHING",
         )
-        .bind(report_id)
-        .bind(channel)
+        .bind(&cases)
+        .bind(&case_reports)
         .execute(&mut *conn)
         .await?;
     }
-    if let Some((license_type, days)) = &p.license_target {
+    if !reports.is_empty() {
+        sqlx::query(
+            "INSERT INTO report_channels (report_id, channel)
+             SELECT * FROM UNNEST($1::text[], $2::text[]) ON CONFLICT (report_id) DO NOTHING",
+        )
+        .bind(&reports)
+        .bind(&channels)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for (event, p) in events.iter().zip(&projections) {
+        let Some((license_type, days)) = &p.license_target else {
+            continue;
+        };
         // The latest event wins, whatever order they are applied in.
         sqlx::query(
             "INSERT INTO license_type_targets (license_type, target_days, as_of, event_id)
@@ -372,12 +395,48 @@ async fn write(
         )
         .bind(license_type)
         .bind(days)
-        .bind(at)
-        .bind(event_id)
+        .bind(event.occurred_at)
+        .bind(event.id)
         .execute(&mut *conn)
         .await?;
     }
     Ok(())
+}
+
+/// Fact rows as one array per column, for `UNNEST`.
+#[derive(Default)]
+struct FactColumns<'a> {
+    event_id: Vec<Uuid>,
+    kind: Vec<&'static str>,
+    subject: Vec<&'a str>,
+    occurred_at: Vec<DateTime<Utc>>,
+    municipality: Vec<&'a str>,
+    partner: Vec<&'a str>,
+    channel: Vec<&'a str>,
+    category: Vec<&'a str>,
+    license_type: Vec<&'a str>,
+    activity: Vec<&'a str>,
+    operator: Vec<&'a str>,
+    level: Vec<i32>,
+    value: Vec<f64>,
+}
+
+impl<'a> FactColumns<'a> {
+    fn push(&mut self, event: &InboundEvent, f: &'a FactRow) {
+        self.event_id.push(event.id);
+        self.kind.push(f.kind.as_str());
+        self.subject.push(&f.subject);
+        self.occurred_at.push(event.occurred_at);
+        self.municipality.push(&f.municipality);
+        self.partner.push(&f.partner);
+        self.channel.push(&f.channel);
+        self.category.push(&f.category);
+        self.license_type.push(&f.license_type);
+        self.activity.push(&f.activity);
+        self.operator.push(&f.operator);
+        self.level.push(f.level);
+        self.value.push(f.value);
+    }
 }
 
 /// The live projection consumer.
@@ -391,5 +450,13 @@ impl EventHandler for Project {
         event: &InboundEvent,
     ) -> Result<(), HandlerError> {
         apply(conn, event).await
+    }
+
+    async fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[InboundEvent],
+    ) -> Result<(), HandlerError> {
+        apply_all(conn, events).await
     }
 }

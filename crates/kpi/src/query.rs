@@ -319,17 +319,28 @@ impl Kpis {
         let mut q: QueryBuilder<Postgres> = QueryBuilder::new("");
         match indicator.measure {
             Measure::Backlog { status, overdue } => {
+                // Each case's latest status fact before the end, read from
+                // `facts_latest_by_municipality`; a case stays in one
+                // municipality, so that filter may narrow the search itself
+                // (a partner may not: a case moves between partners).
                 q.push(format!(
                     "SELECT {key} AS key,
                             count(*)::float8 AS value, count(*) AS sample
-                       FROM (SELECT DISTINCT ON (subject) *
-                               FROM facts_view
+                       FROM (SELECT DISTINCT ON (subject) event_id, kind
+                               FROM facts
                               WHERE kind = "
                 ));
                 q.push_bind(status.as_str());
+                if let Some(m) = &filters.municipality {
+                    q.push(" AND municipality = ");
+                    q.push_bind(m.clone());
+                }
                 q.push(" AND occurred_at < ");
                 q.push_bind(end);
-                q.push(" ORDER BY subject, occurred_at DESC, event_id DESC) f WHERE value = 1");
+                q.push(
+                    " ORDER BY subject, occurred_at DESC, event_id DESC) latest
+                      JOIN facts_view f USING (event_id, kind) WHERE f.value = 1",
+                );
                 if let Some(overdue) = overdue {
                     q.push(
                         " AND (SELECT o.value FROM facts o WHERE o.subject = f.subject AND o.kind = ",

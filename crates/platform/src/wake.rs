@@ -51,12 +51,10 @@ mod tests {
             .await
             .expect("woken")
             .expect("open");
-        let again =
-            tokio::time::timeout(std::time::Duration::from_millis(50), rx.changed()).await;
+        let again = tokio::time::timeout(std::time::Duration::from_millis(50), rx.changed()).await;
         assert!(again.is_err(), "two signals while busy wake once");
         signal("another-topic");
-        let other =
-            tokio::time::timeout(std::time::Duration::from_millis(50), rx.changed()).await;
+        let other = tokio::time::timeout(std::time::Duration::from_millis(50), rx.changed()).await;
         assert!(other.is_err(), "topics are separate");
     }
 }

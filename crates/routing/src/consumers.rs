@@ -51,6 +51,32 @@ impl EventHandler for RouteReports {
         conn: &mut PgConnection,
         event: &InboundEvent,
     ) -> Result<(), HandlerError> {
+        self.route(conn, event, &mut None).await
+    }
+
+    /// Reads the rules once for all the reports fetched together (they are
+    /// the same rules: the batch is one transaction).
+    async fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[InboundEvent],
+    ) -> Result<(), HandlerError> {
+        let mut rules = None;
+        for event in events {
+            self.route(conn, event, &mut rules).await?;
+        }
+        Ok(())
+    }
+}
+
+impl RouteReports {
+    /// Routes one report, reading the rules into `rules` if not read yet.
+    async fn route(
+        &self,
+        conn: &mut PgConnection,
+        event: &InboundEvent,
+        rules: &mut Option<Vec<domain::Rule>>,
+    ) -> Result<(), HandlerError> {
         let report: ReportReceived = event.decode()?;
         let report_id = uuid(&report.report_id, "report_id")?;
         let received_at = event.occurred_at;
@@ -84,7 +110,10 @@ impl EventHandler for RouteReports {
         if store::case_of_report(conn, report_id).await?.is_some() {
             return Ok(());
         }
-        let rules = store::rules(conn).await?;
+        let rules = match rules {
+            Some(rules) => rules,
+            None => rules.insert(store::rules(conn).await?),
+        };
         let location = report.location.clone().unwrap_or_default();
         let point = (location.latitude != 0.0 || location.longitude != 0.0).then_some(Point {
             lat: location.latitude,
@@ -97,7 +126,7 @@ impl EventHandler for RouteReports {
             point,
             priority: report.priority,
         };
-        let rule = domain::route(&rules, &query);
+        let rule = domain::route(rules, &query);
         let case = CaseRow {
             id: Uuid::now_v7(),
             report_id,

@@ -1,10 +1,17 @@
 //! Idempotent event consumers.
 //!
 //! A [`Consumer`] pulls from a durable JetStream consumer and applies each
-//! event through an [`EventHandler`] inside one Postgres transaction that also
+//! event through an [`EventHandler`] inside a Postgres transaction that also
 //! records the event id in the `inbox` table; the message is acknowledged only
 //! after that transaction commits. So an event delivered twice (a republish, a
 //! lost ack, a replay from the start of the stream) is applied once.
+//!
+//! Events fetched together are applied in order in one transaction, and
+//! acknowledged together after its commit: one commit (one disk flush) per
+//! batch rather than per event is what lets a consumer keep up with a busy
+//! stream. If any event of the batch does not decode or its handler fails, the
+//! transaction is rolled back and the batch is applied one event at a time, so
+//! the failing event alone is retried or parked.
 //!
 //! A handler that fails gets the event again after a backoff that doubles per
 //! attempt; after `events.consumer_max_attempts` the event is parked in
@@ -31,6 +38,9 @@ use crate::config::EventsConfig;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
+
+/// How many events a consumer fetches, and applies in one transaction, at most.
+const FETCH_BATCH: usize = 128;
 
 /// Why a handler did not apply an event.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +77,23 @@ pub trait EventHandler: Send + Sync + 'static {
         conn: &mut PgConnection,
         event: &InboundEvent,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Applies `events`, in order, using `conn` (inside the transaction that
+    /// records them all in the inbox): a consumer applies what it fetched
+    /// together this way. One by one through [`Self::handle`] unless the
+    /// handler can write a batch more cheaply.
+    fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[InboundEvent],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        async move {
+            for event in events {
+                self.handle(conn, event).await?;
+            }
+            Ok(())
+        }
+    }
 
     /// Called after an event's transaction has committed, to wake an
     /// in-process loop that reads what the handler wrote (see
@@ -218,56 +245,163 @@ impl<H: EventHandler> Consumer<H> {
                 }
             }
         };
-        let mut last_stats = Instant::now() - Duration::from_secs(60);
+        let mut stats = tokio::time::interval(Duration::from_secs(5));
+        stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut messages = None;
         while !shutdown.is_triggered() {
-            if last_stats.elapsed() >= Duration::from_secs(5) {
-                last_stats = Instant::now();
-                match consumer.info().await {
-                    Ok(info) => self
-                        .metrics
-                        .set_consumer_lag(&self.spec.name, info.num_pending),
-                    // Deleted on the server (an operator resetting it, a stream
-                    // recreated): provision again; the inbox absorbs the replay.
+            if messages.is_none() {
+                // A continuous pull: the server sends events as they are
+                // stored, and nothing runs while there are none.
+                match consumer
+                    .stream()
+                    .max_messages_per_batch(FETCH_BATCH)
+                    .heartbeat(Duration::from_secs(5))
+                    .expires(Duration::from_secs(30))
+                    .messages()
+                    .await
+                {
+                    Ok(m) => messages = Some(m),
                     Err(e) => {
-                        tracing::warn!(consumer = %self.spec.name, error = %e, "consumer lost; provisioning it again");
-                        if let Ok(fresh) = self.provision().await {
-                            consumer = fresh;
+                        tracing::warn!(consumer = %self.spec.name, error = %e, "cannot pull; retrying");
+                        tokio::select! {
+                            _ = shutdown.wait() => break,
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
                         }
                     }
                 }
-                self.replay_requested().await;
-                self.update_parked_gauge().await;
             }
-            let batch = consumer
-                .fetch()
-                .max_messages(64)
-                .expires(Duration::from_millis(500))
-                .messages()
-                .await;
-            let mut batch = match batch {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(consumer = %self.spec.name, error = %e, "fetch failed; retrying");
-                    last_stats = Instant::now() - Duration::from_secs(60);
-                    tokio::select! {
-                        _ = shutdown.wait() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-                    }
-                }
+            let Some(stream) = messages.as_mut() else {
+                continue;
             };
-            while let Some(message) = batch.next().await {
-                match message {
-                    Ok(message) => {
-                        self.deliver(message).await;
+            let first = tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = stats.tick() => {
+                    match consumer.info().await {
+                        Ok(info) => self
+                            .metrics
+                            .set_consumer_lag(&self.spec.name, info.num_pending),
+                        // Deleted on the server (an operator resetting it, a
+                        // stream recreated): provision again; the inbox
+                        // absorbs the replay.
+                        Err(e) => {
+                            tracing::warn!(consumer = %self.spec.name, error = %e, "consumer lost; provisioning it again");
+                            if let Ok(fresh) = self.provision().await {
+                                consumer = fresh;
+                                messages = None;
+                            }
+                        }
                     }
-                    Err(e) => {
-                        tracing::debug!(consumer = %self.spec.name, error = %e, "batch ended");
-                        break;
-                    }
+                    self.replay_requested().await;
+                    self.update_parked_gauge().await;
+                    continue;
+                }
+                next = stream.next() => next,
+            };
+            let mut batch = Vec::new();
+            match first {
+                Some(Ok(message)) => batch.push(message),
+                Some(Err(e)) => {
+                    tracing::debug!(consumer = %self.spec.name, error = %e, "pull interrupted; pulling again");
+                    messages = None;
+                    continue;
+                }
+                None => {
+                    messages = None;
+                    continue;
                 }
             }
+            // Whatever else has already arrived joins the batch.
+            while batch.len() < FETCH_BATCH {
+                match stream.next().now_or_never() {
+                    Some(Some(Ok(message))) => batch.push(message),
+                    _ => break,
+                }
+            }
+            self.deliver_all(batch).await;
         }
         tracing::info!(consumer = %self.spec.name, "consumer stopped");
+    }
+
+    /// Applies a fetched batch in one transaction, or one by one if that fails.
+    async fn deliver_all(&self, messages: Vec<jetstream::Message>) {
+        if messages.len() > 1 {
+            let started = Instant::now();
+            if let Some(applied) = self.apply_together(&messages).await {
+                let each = started.elapsed() / messages.len() as u32;
+                let acks = messages.iter().map(|m| m.double_ack_with(AckKind::Ack));
+                for (acked, applied) in futures::future::join_all(acks)
+                    .await
+                    .into_iter()
+                    .zip(applied)
+                {
+                    if let Err(e) = acked {
+                        tracing::warn!(consumer = %self.spec.name, error = %e, "ack failed; the event will come again and be skipped");
+                    }
+                    let outcome = if applied {
+                        Outcome::Applied
+                    } else {
+                        Outcome::Duplicate
+                    };
+                    self.metrics
+                        .record_event(&self.spec.name, outcome.label(), each);
+                }
+                return;
+            }
+        }
+        for message in messages {
+            self.deliver(message).await;
+        }
+    }
+
+    /// Applies every event of `messages` in order in one committed
+    /// transaction, returning for each whether it was new (`false`: the inbox
+    /// had it); `None`, with nothing written, if any event does not decode or
+    /// apply.
+    async fn apply_together(&self, messages: &[jetstream::Message]) -> Option<Vec<bool>> {
+        let events = messages
+            .iter()
+            .map(|m| {
+                InboundEvent::from_parts(
+                    self.namespace.strip(m.subject.as_str()).to_string(),
+                    &m.headers.clone().unwrap_or_default(),
+                    m.payload.clone(),
+                )
+                .ok()
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+        let mut tx = self.pool.begin().await.ok()?;
+        let mut fresh: std::collections::HashSet<Uuid> = sqlx::query_scalar(
+            "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[])
+             ON CONFLICT DO NOTHING RETURNING event_id",
+        )
+        .bind(&self.spec.name)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await
+        .ok()?
+        .into_iter()
+        .collect();
+        // A copy later in the same batch is a duplicate of the first.
+        let applied: Vec<bool> = events.iter().map(|e| fresh.remove(&e.id)).collect();
+        let fresh: Vec<InboundEvent> = events
+            .into_iter()
+            .zip(&applied)
+            .filter_map(|(event, applied)| applied.then_some(event))
+            .collect();
+        let span = tracing::info_span!("consume", otel.kind = "consumer", messaging.system = "nats",
+            consumer = %self.spec.name, messaging.batch.message_count = fresh.len());
+        let handled = AssertUnwindSafe(self.handler.handle_batch(&mut tx, &fresh))
+            .catch_unwind()
+            .instrument(span)
+            .await;
+        if !matches!(handled, Ok(Ok(()))) {
+            return None;
+        }
+        tx.commit().await.ok()?;
+        super::outbox::committed(&self.schema);
+        self.handler.committed();
+        Some(applied)
     }
 
     async fn deliver(&self, message: jetstream::Message) -> Outcome {

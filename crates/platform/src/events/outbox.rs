@@ -188,8 +188,12 @@ impl Relay {
     /// when another replica holds the schema's relay lock.
     pub async fn relay_once(&self) -> Result<Option<usize>, EventError> {
         let mut tx = self.pool.begin().await?;
+        // Marking events sent need not wait for the disk: if the mark is lost
+        // in a crash, the events are published again and JetStream's
+        // duplicate window (or the consumers' inbox) drops the copies.
         let locked: bool = sqlx::query_scalar(
-            "SELECT pg_try_advisory_xact_lock(hashtext('baladiya_outbox_relay.' || current_schema()))",
+            "SELECT pg_try_advisory_xact_lock(hashtext('baladiya_outbox_relay.' || current_schema()))
+                    AND set_config('synchronous_commit', 'off', true) = 'off'",
         )
         .fetch_one(&mut *tx)
         .await?;
@@ -239,7 +243,8 @@ impl Relay {
             };
             total += n;
             if n < self.batch as usize {
-                self.update_backlog().await;
+                // A short batch read everything unsent at that moment.
+                self.metrics.set_outbox_backlog(&self.schema, 0);
                 return Ok(Some(total));
             }
         }
@@ -280,6 +285,7 @@ impl Relay {
                 // committed may be after its last read, so look again soon.
                 Ok(None) => wait = wait.min(Duration::from_millis(20)),
                 Err(e) => {
+                    self.update_backlog().await;
                     failures = failures.saturating_add(1);
                     wait = Duration::from_millis((100u64 << failures.min(6)).min(5_000));
                     tracing::warn!(schema = %self.schema, error = %e, failures, "outbox relay failed; will retry");
@@ -296,7 +302,9 @@ impl Relay {
             }
         }
         match tokio::time::timeout(grace, self.drain()).await {
-            Ok(Ok(n)) => tracing::info!(schema = %self.schema, flushed = n.unwrap_or(0), "outbox relay stopped"),
+            Ok(Ok(n)) => {
+                tracing::info!(schema = %self.schema, flushed = n.unwrap_or(0), "outbox relay stopped")
+            }
             Ok(Err(e)) => {
                 tracing::warn!(schema = %self.schema, error = %e, "outbox flush failed; events stay in the outbox")
             }
