@@ -360,48 +360,26 @@ impl<H: EventHandler> Consumer<H> {
     async fn apply_together(&self, messages: &[jetstream::Message]) -> Option<Vec<bool>> {
         let events = messages
             .iter()
-            .map(|m| {
-                InboundEvent::from_parts(
-                    self.namespace.strip(m.subject.as_str()).to_string(),
-                    &m.headers.clone().unwrap_or_default(),
-                    m.payload.clone(),
-                )
-                .ok()
-            })
+            .map(|m| self.inbound(m).ok())
             .collect::<Option<Vec<_>>>()?;
-        let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-        let mut tx = self.pool.begin().await.ok()?;
-        let mut fresh: std::collections::HashSet<Uuid> = sqlx::query_scalar(
-            "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[])
-             ON CONFLICT DO NOTHING RETURNING event_id",
-        )
-        .bind(&self.spec.name)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await
-        .ok()?
-        .into_iter()
-        .collect();
-        // A copy later in the same batch is a duplicate of the first.
-        let applied: Vec<bool> = events.iter().map(|e| fresh.remove(&e.id)).collect();
-        let fresh: Vec<InboundEvent> = events
-            .into_iter()
-            .zip(&applied)
-            .filter_map(|(event, applied)| applied.then_some(event))
-            .collect();
         let span = tracing::info_span!("consume", otel.kind = "consumer", messaging.system = "nats",
-            consumer = %self.spec.name, messaging.batch.message_count = fresh.len());
-        let handled = AssertUnwindSafe(self.handler.handle_batch(&mut tx, &fresh))
-            .catch_unwind()
-            .instrument(span)
-            .await;
-        if !matches!(handled, Ok(Ok(()))) {
-            return None;
+            consumer = %self.spec.name, messaging.batch.message_count = events.len());
+        match self.apply_all(&events).instrument(span).await {
+            Ok(applied) => Some(applied),
+            Err(e) => {
+                tracing::debug!(consumer = %self.spec.name, error = %e, "batch failed; applying its events one by one");
+                None
+            }
         }
-        tx.commit().await.ok()?;
-        super::outbox::committed(&self.schema);
-        self.handler.committed();
-        Some(applied)
+    }
+
+    /// The event in `message`, its subject without the namespace.
+    fn inbound(&self, message: &jetstream::Message) -> Result<InboundEvent, EventError> {
+        InboundEvent::from_parts(
+            self.namespace.strip(message.subject.as_str()).to_string(),
+            &message.headers.clone().unwrap_or_default(),
+            message.payload.clone(),
+        )
     }
 
     async fn deliver(&self, message: jetstream::Message) -> Outcome {
@@ -409,11 +387,7 @@ impl<H: EventHandler> Consumer<H> {
         let attempt = message.info().map(|i| i.delivered).unwrap_or(1).max(1) as u32;
         let subject = self.namespace.strip(message.subject.as_str()).to_string();
         let headers = message.headers.clone().unwrap_or_default();
-        let outcome = match InboundEvent::from_parts(
-            subject.clone(),
-            &headers,
-            message.payload.clone(),
-        ) {
+        let outcome = match self.inbound(&message) {
             Err(e) => {
                 let header_json = headers_to_json(&headers);
                 self.park(
@@ -476,27 +450,48 @@ impl<H: EventHandler> Consumer<H> {
 
     /// Applies `event` once: `Ok(false)` if the inbox already has it.
     async fn apply(&self, event: &InboundEvent) -> Result<bool, HandlerError> {
+        Ok(self.apply_all(std::slice::from_ref(event)).await?[0])
+    }
+
+    /// Applies `events` in order in one transaction that also records them in
+    /// the inbox, returning for each whether it was new (a copy the inbox
+    /// already had, or an earlier one in `events` had, is skipped). Nothing is
+    /// written if any handler fails.
+    async fn apply_all(&self, events: &[InboundEvent]) -> Result<Vec<bool>, HandlerError> {
+        let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
         let mut tx = self.pool.begin().await?;
-        let fresh = sqlx::query(
-            "INSERT INTO inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        let mut fresh: std::collections::HashSet<Uuid> = sqlx::query_scalar(
+            "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[])
+             ON CONFLICT DO NOTHING RETURNING event_id",
         )
         .bind(&self.spec.name)
-        .bind(event.id)
-        .execute(&mut *tx)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
         .await?
-        .rows_affected()
-            == 1;
-        if !fresh {
-            return Ok(false);
+        .into_iter()
+        .collect();
+        let applied: Vec<bool> = events.iter().map(|e| fresh.remove(&e.id)).collect();
+        if !applied.contains(&true) {
+            return Ok(applied);
         }
-        AssertUnwindSafe(self.handler.handle(&mut tx, event))
+        let new: std::borrow::Cow<[InboundEvent]> = if applied.iter().all(|a| *a) {
+            events.into()
+        } else {
+            events
+                .iter()
+                .zip(&applied)
+                .filter(|(_, applied)| **applied)
+                .map(|(event, _)| event.clone())
+                .collect()
+        };
+        AssertUnwindSafe(self.handler.handle_batch(&mut tx, &new))
             .catch_unwind()
             .await
             .map_err(|_| HandlerError::Retry("handler panicked".into()))??;
         tx.commit().await?;
         super::outbox::committed(&self.schema);
         self.handler.committed();
-        Ok(true)
+        Ok(applied)
     }
 
     fn delay(&self, attempt: u32) -> Duration {
