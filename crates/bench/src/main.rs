@@ -507,6 +507,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut details = serde_json::Map::new();
 
     // The platform, from start to ready, then idle.
+    eprintln!("platform: starting run --services all…");
     let env = Env {
         base: base.clone(),
         nats: nats.clone(),
@@ -569,6 +570,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         serde_json::json!(caught_up.as_secs_f64()),
     );
     for concurrency in [1usize, 8, 32] {
+        eprintln!(
+            "submit: {concurrency} callers for {} s, then pgbench…",
+            cli.seconds
+        );
         let pool = channels(grpc, concurrency).await?;
         let (submitted, ids) = submit_closed_loop(pool, concurrency, cli.seconds, &token).await;
         report_ids.extend(ids);
@@ -600,11 +605,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     // The pipeline at half the most it carried.
+    eprintln!(
+        "pipeline: {:.0} reports/s for {} s…",
+        sustained / 2.0,
+        cli.seconds
+    );
     let phase = pipeline::measure(&env, &platform, &name, &token, sustained / 2.0).await?;
     figures.extend(phase.figures);
     details.extend(phase.details);
 
     // GetReport at 64 callers, and the bare tonic server at 64.
+    eprintln!("get: GetReport, then a bare tonic server, at 64 callers…");
     let ids = Arc::new(report_ids);
     anyhow::ensure!(!ids.is_empty(), "no report was submitted");
     let reader = dev_token(Role::Operator)?;

@@ -778,7 +778,6 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
             .record(&mut tx, self.clock.now(), &id.to_string())
             .await?;
         tx.commit().await.map_err(ApiError::from)?;
-        outbox::committed(crate::SCHEMA);
         Ok(Response::new(pb::Reporter {
             name: contact.name.unwrap_or_default(),
             phone: contact.phone.unwrap_or_default(),
@@ -822,7 +821,6 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
             .map_err(ApiError::from)?;
         audit.record(&mut tx, now, &category.code).await?;
         tx.commit().await.map_err(ApiError::from)?;
-        outbox::committed(crate::SCHEMA);
         if let Err(e) = self.catalogue.reload(&self.pool).await {
             tracing::warn!(error = %e, "catalogue reload after an edit failed; the periodic reload will catch up");
         }

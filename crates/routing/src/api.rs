@@ -524,7 +524,6 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
             .map_err(ApiError::from)?;
         audit.record(&mut tx, now, &rule.id.to_string()).await?;
         tx.commit().await.map_err(ApiError::from)?;
-        outbox::committed(crate::SCHEMA);
         Ok(Response::new(rule_proto(&rule)))
     }
 
@@ -554,7 +553,6 @@ impl pb::routing_service_server::RoutingService for RoutingApi {
             .record(&mut tx, rule.updated_at, &id.to_string())
             .await?;
         tx.commit().await.map_err(ApiError::from)?;
-        outbox::committed(crate::SCHEMA);
         Ok(Response::new(pb::DeleteRoutingRuleResponse {}))
     }
 

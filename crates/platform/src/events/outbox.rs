@@ -6,8 +6,8 @@
 //! [`committed`] to wake this process's relay (see [`crate::wake`] for why
 //! not `NOTIFY`). The [`Relay`] takes a transaction-scoped advisory lock so
 //! one replica relays a schema at a time, reads unsent rows in `seq` order,
-//! publishes the batch with `Nats-Msg-Id` = event id, waits for the acks in
-//! order, then marks what was stored as sent in the same transaction. A relay
+//! publishes each with `Nats-Msg-Id` = event id and waits for its ack before
+//! the next, then marks what was stored as sent in the same transaction. A relay
 //! that finds the lock taken by another replica looks again shortly, so a
 //! replica's events never wait for a poll interval. NATS being down only
 //! delays events. A relay that dies between publishing and marking
