@@ -1370,8 +1370,9 @@ async fn a_rebuild_from_the_streams_equals_the_live_projections_and_repeats_chan
     baladiya_kpi::project::apply(&mut conn, &rating)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    drop(conn);
     assert_eq!(table_dump(&pool).await?, live);
+
+    drop(conn);
 
     // The command line does the same and says so.
     let output = tokio::process::Command::new(crate::baladiya_binary())
@@ -1391,6 +1392,81 @@ async fn a_rebuild_from_the_streams_equals_the_live_projections_and_repeats_chan
         stdout.contains("replayed") && stderr.contains("kpi rebuild:"),
         "{stdout}\n{stderr}"
     );
+    // A case's states arriving out of order, and again, are linked in the
+    // order they happened: each holds until the next one.
+    // (After the check above: these events are not in the streams.)
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SET search_path TO kpi")
+        .execute(&mut *conn)
+        .await?;
+    let case_ref = routing::CaseRef {
+        case_id: "C-ORDER".into(),
+        report_id: "R-ORDER".into(),
+        municipality_code: "RIYADH".into(),
+        assignee_code: "MUN-ROADS".into(),
+        category_code: "POTHOLE".into(),
+        ..Default::default()
+    };
+    let event = |name: &str, at: &str, dataschema: String, payload: Vec<u8>| {
+        baladiya_platform::events::InboundEvent {
+            id: Uuid::now_v7(),
+            subject: format!("baladiya.routing.case.{name}.RIYADH.MUN-ROADS"),
+            ce_type: format!("sa.baladiya.routing.case.{name}.v1"),
+            source: "/baladiya/routing".into(),
+            aggregate_id: "C-ORDER".into(),
+            occurred_at: instant(at),
+            dataschema,
+            payload: payload.into(),
+            traceparent: None,
+        }
+    };
+    let routed = event(
+        "routed",
+        "2026-11-27T10:00:00+03:00",
+        <routing::CaseRouted as prost::Name>::type_url(),
+        prost::Message::encode_to_vec(&routing::CaseRouted {
+            case: Some(case_ref.clone()),
+            ..Default::default()
+        }),
+    );
+    let resolved = event(
+        "resolved",
+        "2026-11-27T11:00:00+03:00",
+        <routing::CaseResolved as prost::Name>::type_url(),
+        prost::Message::encode_to_vec(&routing::CaseResolved {
+            case: Some(case_ref.clone()),
+            ..Default::default()
+        }),
+    );
+    let reopened = event(
+        "reopened",
+        "2026-11-27T12:00:00+03:00",
+        <routing::CaseReopened as prost::Name>::type_url(),
+        prost::Message::encode_to_vec(&routing::CaseReopened {
+            case: Some(case_ref.clone()),
+            ..Default::default()
+        }),
+    );
+    for e in [&reopened, &routed, &resolved, &routed] {
+        baladiya_kpi::project::apply(&mut conn, e)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let spans: Vec<(f64, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT value, until FROM kpi.states WHERE subject = 'C-ORDER' AND kind = 'case_status'
+          ORDER BY occurred_at",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    assert_eq!(
+        spans,
+        vec![
+            (1.0, Some(instant("2026-11-27T11:00:00+03:00"))),
+            (0.0, Some(instant("2026-11-27T12:00:00+03:00"))),
+            (1.0, None),
+        ]
+    );
+    drop(conn);
     pool.close().await;
     platform.stop().await?;
     env.cleanup().await;

@@ -31,8 +31,10 @@
 //! process and turned into rows by the projection's own [`facts_of`]: the
 //! facts, case-report and report-channel rows the consumers would have
 //! written, no more and no fewer. They are streamed into the same database
-//! with `COPY`, with the facts table's primary key and indexes dropped during
-//! the load and rebuilt from their own definitions after it (freshly built
+//! with `COPY`; the states among them are then copied into `states` with
+//! their `until` by one statement, what the projection's `link_states` does
+//! batch by batch. The facts and states tables' primary keys and indexes are
+//! dropped during the load and rebuilt from their own definitions after it (freshly built
 //! indexes are somewhat denser than ones grown a row at a time: a small
 //! advantage to the query, said here rather than hidden), then
 //! `VACUUM (ANALYZE)`, the state autovacuum keeps a live table in. The KPI
@@ -1444,7 +1446,7 @@ struct Loaded {
 }
 
 /// Writes the rows the projection gives for `events` more events of the mix
-/// into the KPI tables with `COPY`, the facts' indexes dropped and rebuilt
+/// into the KPI tables with `COPY`, the facts' and states' indexes dropped and rebuilt
 /// around it; then `VACUUM (ANALYZE)`.
 async fn load(
     database: &str,
@@ -1460,20 +1462,22 @@ async fn load(
     // (how to rebuild, how to drop): the primary key, then the indexes,
     // as the migrations made them.
     let indexes: Vec<(String, String)> = sqlx::query_as(
-        "SELECT format('ALTER TABLE kpi.facts ADD CONSTRAINT %I %s', conname, pg_get_constraintdef(oid)),
-                format('ALTER TABLE kpi.facts DROP CONSTRAINT %I', conname)
-           FROM pg_constraint
-          WHERE conrelid = 'kpi.facts'::regclass AND contype = 'p'
+        "SELECT format('ALTER TABLE kpi.%I ADD CONSTRAINT %I %s', t.relname, c.conname,
+                       pg_get_constraintdef(c.oid)),
+                format('ALTER TABLE kpi.%I DROP CONSTRAINT %I', t.relname, c.conname)
+           FROM pg_constraint c
+           JOIN pg_class t ON t.oid = c.conrelid
+           JOIN pg_namespace n ON n.oid = t.relnamespace
+          WHERE n.nspname = 'kpi' AND t.relname IN ('facts', 'states') AND c.contype = 'p'
          UNION ALL
          SELECT indexdef, format('DROP INDEX kpi.%I', indexname)
            FROM pg_indexes
-          WHERE schemaname = 'kpi' AND tablename = 'facts'
-            AND indexname NOT IN (SELECT conname FROM pg_constraint
-                                   WHERE conrelid = 'kpi.facts'::regclass)",
+          WHERE schemaname = 'kpi' AND tablename IN ('facts', 'states')
+            AND indexname NOT IN (SELECT conname FROM pg_constraint WHERE contype = 'p')",
     )
     .fetch_all(&mut admin)
     .await
-    .context("reading the facts table's indexes")?;
+    .context("reading the facts and states tables' indexes")?;
     for (_, drop) in &indexes {
         sqlx::raw_sql(sqlx::AssertSqlSafe(drop.clone()))
             .execute(&mut admin)
@@ -1517,8 +1521,30 @@ async fn load(
     let copied = started.elapsed();
 
     eprintln!(
-        "kpi: copied in {:.0} s; rebuilding the facts indexes",
+        "kpi: copied in {:.0} s; linking each state to the next",
         copied.as_secs_f64()
+    );
+    // What the projection's `link_states` does per batch, for every subject
+    // at once (the statement of KPI migration 0102), the projected states
+    // included.
+    sqlx::raw_sql(
+        "SET work_mem = '1GB';
+         TRUNCATE kpi.states;
+         INSERT INTO kpi.states (event_id, kind, subject, occurred_at, until, municipality,
+                                 partner, category, value)
+         SELECT event_id, kind, subject, occurred_at,
+                lead(occurred_at) OVER (PARTITION BY subject, kind ORDER BY occurred_at, event_id),
+                municipality, partner, category, value
+           FROM kpi.facts
+          WHERE kind IN ('case_status', 'resolve_overdue');
+         RESET work_mem;",
+    )
+    .execute(&mut admin)
+    .await
+    .context("linking the states")?;
+    eprintln!(
+        "kpi: linked in {:.0} s; rebuilding the indexes",
+        (started.elapsed() - copied).as_secs_f64()
     );
     for (create, _) in &indexes {
         sqlx::raw_sql(sqlx::AssertSqlSafe(create.clone()))
@@ -1540,7 +1566,7 @@ async fn load(
         .await?;
     }
     eprintln!("kpi: vacuuming and analysing");
-    sqlx::raw_sql("VACUUM (ANALYZE) kpi.facts, kpi.case_reports, kpi.report_channels")
+    sqlx::raw_sql("VACUUM (ANALYZE) kpi.facts, kpi.states, kpi.case_reports, kpi.report_channels")
         .execute(&mut admin)
         .await
         .context("VACUUM (ANALYZE)")?;

@@ -61,8 +61,23 @@ struct Cli {
     /// Where the results go (`bench/results/<date>.json` by default).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run one group of phases only: `platform` (start, submit, pipeline,
+    /// GetReport), `sla` or `kpi`.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+    /// Keep the databases of the `sla` and `kpi` phases, to study their plans.
+    #[arg(long)]
+    keep: bool,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// The groups of phases `--only` can pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    Platform,
+    Sla,
+    Kpi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,6 +282,8 @@ pub struct Env {
     pub seconds: u64,
     /// A run-unique stamp for database and stream namespace names.
     pub stamp: String,
+    /// Leave a phase's database in place when it ends (`--keep`).
+    pub keep: bool,
 }
 
 /// A `baladiya run --services <services>` process, ready.
@@ -346,6 +363,10 @@ pub async fn create_database(env: &Env, name: &str) -> anyhow::Result<String> {
 
 /// Drops database `name`, closing whatever is still connected.
 pub async fn drop_database(env: &Env, name: &str) {
+    if env.keep {
+        eprintln!("keeping database {name}");
+        return;
+    }
     if let Ok(mut admin) =
         <sqlx::PgConnection as sqlx::Connection>::connect(&with_database(&env.base, "postgres"))
             .await
@@ -506,189 +527,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut figures: Vec<Figure> = Vec::new();
     let mut details = serde_json::Map::new();
 
-    // The platform, from start to ready, then idle.
-    eprintln!("platform: starting run --services all…");
     let env = Env {
         base: base.clone(),
         nats: nats.clone(),
         baladiya: cli.baladiya.clone(),
         seconds: cli.seconds,
         stamp: stamp.clone(),
+        keep: cli.keep,
     };
-    let started = Instant::now();
-    let platform = Platform::start(&env, "all", &database, &name).await?;
-    let grpc = platform.grpc;
-    let ready = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let idle = platform.resident_mib()?;
-    figures.push(Figure {
-        name: "run --services all: start to ready".into(),
-        value: ready.as_secs_f64(),
-        unit: "s",
-        limit: "the issue's ceiling of 3 s".into(),
-        limit_value: 3.0,
-        floor: 1.0,
-        aim: 1.0 / 3.0,
-        lower_is_better: true,
-    });
-    figures.push(Figure {
-        name: "run --services all: idle resident memory".into(),
-        value: idle,
-        unit: "MiB",
-        limit: "the issue's ceiling of 150 MiB".into(),
-        limit_value: 150.0,
-        floor: 1.0,
-        aim: 50.0 / 150.0,
-        lower_is_better: true,
-    });
-
-    // SubmitReport, and pgbench's two inserts, at the same concurrency.
-    let token = dev_token(Role::Channel)?;
-    let pg_name = format!("bench_pg_{stamp}");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {pg_name}")))
-        .execute(&mut admin)
-        .await?;
-    let pg_url = with_database(&base, &pg_name);
-    {
-        let mut pg = <sqlx::PgConnection as sqlx::Connection>::connect(&pg_url).await?;
-        sqlx::raw_sql(
-            "CREATE TABLE reports (id uuid PRIMARY KEY, payload text NOT NULL,
-                                   created_at timestamptz NOT NULL DEFAULT now());
-             CREATE TABLE outbox (seq bigserial PRIMARY KEY, payload bytea NOT NULL,
-                                  created_at timestamptz NOT NULL DEFAULT now());",
+    let runs = |group: Only| cli.only.is_none_or(|only| only == group);
+    if runs(Only::Platform) {
+        platform_phases(
+            &env,
+            &mut admin,
+            &database,
+            &name,
+            &mut figures,
+            &mut details,
         )
-        .execute(&mut pg)
         .await?;
-    }
-    let mut report_ids = Vec::new();
-    // The most reports per second the whole pipeline carried: a phase's
-    // reports over its time plus the time to finish their events after it.
-    let mut sustained: f64 = 0.0;
-    let caught_up = platform.quiesce().await?;
-    details.insert(
-        "catch_up_after_start_s".into(),
-        serde_json::json!(caught_up.as_secs_f64()),
-    );
-    for concurrency in [1usize, 8, 32] {
-        eprintln!(
-            "submit: {concurrency} callers for {} s, then pgbench…",
-            cli.seconds
-        );
-        let pool = channels(grpc, concurrency).await?;
-        let (submitted, ids) = submit_closed_loop(pool, concurrency, cli.seconds, &token).await;
-        report_ids.extend(ids);
-        // pgbench runs once the platform is idle again, as it was for the submits.
-        let drained = platform.quiesce().await?;
-        let carried =
-            submitted.latencies.len() as f64 / (submitted.elapsed + drained).as_secs_f64();
-        sustained = sustained.max(carried);
-        let tps = pgbench(&pg_url, concurrency, cli.seconds).await?;
-        details.insert(
-            format!("submit_report_c{concurrency}"),
-            serde_json::json!({
-                "rps": submitted.rps(), "p50_ms": ms(submitted.percentile(50.0)),
-                "p99_ms": ms(submitted.percentile(99.0)), "errors": submitted.errors,
-                "pgbench_tps": tps, "pipeline_catch_up_s": drained.as_secs_f64(),
-                "pipeline_reports_per_s": carried,
-            }),
-        );
-        figures.push(Figure {
-            name: format!("SubmitReport rps at c={concurrency}"),
-            value: submitted.rps(),
-            unit: "rps",
-            limit: format!("pgbench two-insert transactions at c={concurrency}"),
-            limit_value: tps,
-            floor: if concurrency == 32 { 0.7 } else { 0.0 },
-            aim: 1.0,
-            lower_is_better: false,
-        });
-    }
-
-    // The pipeline at half the most it carried.
-    eprintln!(
-        "pipeline: {:.0} reports/s for {} s…",
-        sustained / 2.0,
-        cli.seconds
-    );
-    let phase = pipeline::measure(&env, &platform, &name, &token, sustained / 2.0).await?;
-    figures.extend(phase.figures);
-    details.extend(phase.details);
-
-    // GetReport at 64 callers, and the bare tonic server at 64.
-    eprintln!("get: GetReport, then a bare tonic server, at 64 callers…");
-    let ids = Arc::new(report_ids);
-    anyhow::ensure!(!ids.is_empty(), "no report was submitted");
-    let reader = dev_token(Role::Operator)?;
-    let caught_up = platform.quiesce().await?;
-    details.insert(
-        "catch_up_before_get_report_s".into(),
-        serde_json::json!(caught_up.as_secs_f64()),
-    );
-    let pool = channels(grpc, 64).await?;
-    let read = get_closed_loop(pool, 64, cli.seconds, ids, &reader).await;
-    let echo_addr = free_addr()?;
-    let mut echo = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["echo", "--addr", &echo_addr.to_string()])
-        .kill_on_drop(true)
-        .spawn()?;
-    let echo_pool = loop {
-        if let Ok(pool) = channels(echo_addr, 64).await {
-            break pool;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let echoed = closed_loop(64, cli.seconds, move |_, worker| {
-        let mut client = HealthClient::new(echo_pool[worker % echo_pool.len()].clone());
-        async move {
-            client
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await?;
-            Ok(())
-        }
-    })
-    .await;
-    echo.kill().await.ok();
-    details.insert(
-        "get_report_c64".into(),
-        serde_json::json!({
-            "rps": read.rps(), "p50_ms": ms(read.percentile(50.0)),
-            "p99_ms": ms(read.percentile(99.0)), "errors": read.errors,
-            "echo_rps": echoed.rps(), "echo_p50_ms": ms(echoed.percentile(50.0)),
-            "echo_p99_ms": ms(echoed.percentile(99.0)),
-        }),
-    );
-    figures.push(Figure {
-        name: "GetReport rps at c=64".into(),
-        value: read.rps(),
-        unit: "rps",
-        limit: "bare tonic Health/Check at c=64".into(),
-        limit_value: echoed.rps(),
-        floor: 0.4,
-        aim: 0.6,
-        lower_is_better: false,
-    });
-
-    // Clean up: the platform, its database and streams' namespace, pgbench's.
-    platform.stop().await;
-    delete_streams(&env, &name).await;
-    for db in [&name, &pg_name] {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-        )))
-        .execute(&mut admin)
-        .await
-        .ok();
     }
 
     // The SLA watcher alone with a million open clocks, then the KPI
     // service alone; a phase that fails is reported and the others still run.
     let mut failed = Vec::new();
-    for (name, phase) in [
-        ("sla", sla::measure(&env).await),
-        ("kpi", kpi::measure(&env).await),
-    ] {
+    for name in ["sla", "kpi"] {
+        let phase = match name {
+            "sla" if runs(Only::Sla) => sla::measure(&env).await,
+            "kpi" if runs(Only::Kpi) => kpi::measure(&env).await,
+            _ => continue,
+        };
         match phase {
             Ok(phase) => {
                 figures.extend(phase.figures);
@@ -880,6 +748,188 @@ async fn echo(addr: SocketAddr) -> anyhow::Result<()> {
         .add_service(service)
         .serve(addr)
         .await?;
+    Ok(())
+}
+
+/// The platform all in one process: start to ready, idle memory,
+/// SubmitReport beside pgbench, the pipeline, GetReport beside bare tonic.
+async fn platform_phases(
+    env: &Env,
+    admin: &mut sqlx::PgConnection,
+    database: &str,
+    name: &str,
+    figures: &mut Vec<Figure>,
+    details: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    // The platform, from start to ready, then idle.
+    eprintln!("platform: starting run --services all…");
+    let started = Instant::now();
+    let platform = Platform::start(env, "all", database, name).await?;
+    let grpc = platform.grpc;
+    let ready = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = platform.resident_mib()?;
+    figures.push(Figure {
+        name: "run --services all: start to ready".into(),
+        value: ready.as_secs_f64(),
+        unit: "s",
+        limit: "the issue's ceiling of 3 s".into(),
+        limit_value: 3.0,
+        floor: 1.0,
+        aim: 1.0 / 3.0,
+        lower_is_better: true,
+    });
+    figures.push(Figure {
+        name: "run --services all: idle resident memory".into(),
+        value: idle,
+        unit: "MiB",
+        limit: "the issue's ceiling of 150 MiB".into(),
+        limit_value: 150.0,
+        floor: 1.0,
+        aim: 50.0 / 150.0,
+        lower_is_better: true,
+    });
+
+    // SubmitReport, and pgbench's two inserts, at the same concurrency.
+    let token = dev_token(Role::Channel)?;
+    let pg_name = format!("bench_pg_{}", env.stamp);
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {pg_name}")))
+        .execute(&mut *admin)
+        .await?;
+    let pg_url = with_database(&env.base, &pg_name);
+    {
+        let mut pg = <sqlx::PgConnection as sqlx::Connection>::connect(&pg_url).await?;
+        sqlx::raw_sql(
+            "CREATE TABLE reports (id uuid PRIMARY KEY, payload text NOT NULL,
+                                   created_at timestamptz NOT NULL DEFAULT now());
+             CREATE TABLE outbox (seq bigserial PRIMARY KEY, payload bytea NOT NULL,
+                                  created_at timestamptz NOT NULL DEFAULT now());",
+        )
+        .execute(&mut pg)
+        .await?;
+    }
+    let mut report_ids = Vec::new();
+    // The most reports per second the whole pipeline carried: a phase's
+    // reports over its time plus the time to finish their events after it.
+    let mut sustained: f64 = 0.0;
+    let caught_up = platform.quiesce().await?;
+    details.insert(
+        "catch_up_after_start_s".into(),
+        serde_json::json!(caught_up.as_secs_f64()),
+    );
+    for concurrency in [1usize, 8, 32] {
+        eprintln!(
+            "submit: {concurrency} callers for {} s, then pgbench…",
+            env.seconds
+        );
+        let pool = channels(grpc, concurrency).await?;
+        let (submitted, ids) = submit_closed_loop(pool, concurrency, env.seconds, &token).await;
+        report_ids.extend(ids);
+        // pgbench runs once the platform is idle again, as it was for the submits.
+        let drained = platform.quiesce().await?;
+        let carried =
+            submitted.latencies.len() as f64 / (submitted.elapsed + drained).as_secs_f64();
+        sustained = sustained.max(carried);
+        let tps = pgbench(&pg_url, concurrency, env.seconds).await?;
+        details.insert(
+            format!("submit_report_c{concurrency}"),
+            serde_json::json!({
+                "rps": submitted.rps(), "p50_ms": ms(submitted.percentile(50.0)),
+                "p99_ms": ms(submitted.percentile(99.0)), "errors": submitted.errors,
+                "pgbench_tps": tps, "pipeline_catch_up_s": drained.as_secs_f64(),
+                "pipeline_reports_per_s": carried,
+            }),
+        );
+        figures.push(Figure {
+            name: format!("SubmitReport rps at c={concurrency}"),
+            value: submitted.rps(),
+            unit: "rps",
+            limit: format!("pgbench two-insert transactions at c={concurrency}"),
+            limit_value: tps,
+            floor: if concurrency == 32 { 0.7 } else { 0.0 },
+            aim: 1.0,
+            lower_is_better: false,
+        });
+    }
+
+    // The pipeline at half the most it carried.
+    eprintln!(
+        "pipeline: {:.0} reports/s for {} s…",
+        sustained / 2.0,
+        env.seconds
+    );
+    let phase = pipeline::measure(env, &platform, name, &token, sustained / 2.0).await?;
+    figures.extend(phase.figures);
+    details.extend(phase.details);
+
+    // GetReport at 64 callers, and the bare tonic server at 64.
+    eprintln!("get: GetReport, then a bare tonic server, at 64 callers…");
+    let ids = Arc::new(report_ids);
+    anyhow::ensure!(!ids.is_empty(), "no report was submitted");
+    let reader = dev_token(Role::Operator)?;
+    let caught_up = platform.quiesce().await?;
+    details.insert(
+        "catch_up_before_get_report_s".into(),
+        serde_json::json!(caught_up.as_secs_f64()),
+    );
+    let pool = channels(grpc, 64).await?;
+    let read = get_closed_loop(pool, 64, env.seconds, ids, &reader).await;
+    let echo_addr = free_addr()?;
+    let mut echo = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["echo", "--addr", &echo_addr.to_string()])
+        .kill_on_drop(true)
+        .spawn()?;
+    let echo_pool = loop {
+        if let Ok(pool) = channels(echo_addr, 64).await {
+            break pool;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let echoed = closed_loop(64, env.seconds, move |_, worker| {
+        let mut client = HealthClient::new(echo_pool[worker % echo_pool.len()].clone());
+        async move {
+            client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await?;
+            Ok(())
+        }
+    })
+    .await;
+    echo.kill().await.ok();
+    details.insert(
+        "get_report_c64".into(),
+        serde_json::json!({
+            "rps": read.rps(), "p50_ms": ms(read.percentile(50.0)),
+            "p99_ms": ms(read.percentile(99.0)), "errors": read.errors,
+            "echo_rps": echoed.rps(), "echo_p50_ms": ms(echoed.percentile(50.0)),
+            "echo_p99_ms": ms(echoed.percentile(99.0)),
+        }),
+    );
+    figures.push(Figure {
+        name: "GetReport rps at c=64".into(),
+        value: read.rps(),
+        unit: "rps",
+        limit: "bare tonic Health/Check at c=64".into(),
+        limit_value: echoed.rps(),
+        floor: 0.4,
+        aim: 0.6,
+        lower_is_better: false,
+    });
+
+    // Clean up: the platform, its database and streams' namespace, pgbench's.
+    platform.stop().await;
+    delete_streams(env, name).await;
+    for db in [name, pg_name.as_str()] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+        )))
+        .execute(&mut *admin)
+        .await
+        .ok();
+    }
+
     Ok(())
 }
 

@@ -127,6 +127,17 @@ impl Fact {
         Self::InspectionByPrivateOperator,
     ];
 
+    /// The kinds that record a state rather than an occurrence: each holds
+    /// from its instant until the subject's next fact of the same kind (its
+    /// `until`), which is what lets a backlog read only the states in force
+    /// at an instant.
+    pub const STATES: [Fact; 2] = [Self::CaseStatus, Self::ResolveOverdue];
+
+    /// Whether it is one of [`Self::STATES`].
+    pub fn is_state(self) -> bool {
+        Self::STATES.contains(&self)
+    }
+
     /// The name stored in the `kind` column.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -449,6 +460,14 @@ fn check(index: usize, entry: Entry) -> Result<Indicator, CatalogueError> {
         && !(q > 0.0 && q < 1.0)
     {
         return Err(fail("measure", "q must be between 0 and 1"));
+    }
+    if let Measure::Backlog { .. } = entry.measure
+        && let Some(f) = entry.measure.facts().into_iter().find(|f| !f.is_state())
+    {
+        return Err(fail(
+            "measure",
+            &format!("a backlog reads states, and {} is not one", f.as_str()),
+        ));
     }
     let measure_facts = entry.measure.facts();
     if !entry.license_types.is_empty()

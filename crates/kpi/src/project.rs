@@ -359,6 +359,7 @@ pub async fn apply_all(
         .execute(&mut *conn)
         .await?;
     }
+    link_states(conn, &facts).await?;
     if !cases.is_empty() {
         sqlx::query(
             "INSERT INTO case_reports (case_id, report_id)
@@ -379,27 +380,100 @@ pub async fn apply_all(
         .execute(&mut *conn)
         .await?;
     }
+    let (mut types, mut days, mut as_of, mut ids) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (event, p) in events.iter().zip(&projections) {
-        let Some((license_type, days)) = &p.license_target else {
-            continue;
-        };
-        // The latest event wins, whatever order they are applied in.
+        if let Some((license_type, target)) = &p.license_target {
+            types.push(license_type.as_str());
+            days.push(*target);
+            as_of.push(event.occurred_at);
+            ids.push(event.id);
+        }
+    }
+    if !types.is_empty() {
+        // The latest event wins, whatever order they are applied in. The
+        // rows are locked in license-type order, so batches applied side by
+        // side wait for each other instead of deadlocking.
         sqlx::query(
             "INSERT INTO license_type_targets (license_type, target_days, as_of, event_id)
-             VALUES ($1, $2, $3, $4)
+             SELECT DISTINCT ON (license_type) license_type, target_days, as_of, event_id
+               FROM UNNEST($1::text[], $2::int4[], $3::timestamptz[], $4::uuid[])
+                    AS t(license_type, target_days, as_of, event_id)
+              ORDER BY license_type, as_of DESC, event_id DESC
              ON CONFLICT (license_type) DO UPDATE
                 SET target_days = excluded.target_days, as_of = excluded.as_of,
                     event_id = excluded.event_id
               WHERE (license_type_targets.as_of, license_type_targets.event_id)
                   < (excluded.as_of, excluded.event_id)",
         )
-        .bind(license_type)
-        .bind(days)
-        .bind(event.occurred_at)
-        .bind(event.id)
+        .bind(&types)
+        .bind(&days)
+        .bind(&as_of)
+        .bind(&ids)
         .execute(&mut *conn)
         .await?;
     }
+    Ok(())
+}
+
+/// Copies the state facts ([`Fact::STATES`]) among `facts` into `states`
+/// and sets `until` on the states of their subjects: each holds until the
+/// next one of its subject and kind, in (instant, event id) order, whatever
+/// order they arrived in. Recomputing the few states of each touched subject
+/// is what makes it order-free and idempotent. Two transactions writing
+/// states of the same subject at once (batches applied side by side, or two
+/// replicas) take turns on a per-subject lock, so the second one's statement
+/// sees the first one's states.
+async fn link_states(conn: &mut PgConnection, facts: &FactColumns<'_>) -> Result<(), HandlerError> {
+    let mut states = FactColumns::default();
+    for at in 0..facts.kind.len() {
+        if Fact::STATES.iter().any(|f| f.as_str() == facts.kind[at]) {
+            states.copy_row(facts, at);
+        }
+    }
+    if states.kind.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtext('kpi.states'), hashtext(kind || '/' || subject))
+           FROM (SELECT DISTINCT subject, kind FROM UNNEST($1::text[], $2::text[]) AS t(subject, kind)
+                  ORDER BY kind, subject) t",
+    )
+    .bind(&states.subject)
+    .bind(&states.kind)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO states (event_id, kind, subject, occurred_at, municipality, partner, category, value)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
+                              $6::text[], $7::text[], $8::float8[])
+         ON CONFLICT (event_id, kind) DO NOTHING",
+    )
+    .bind(&states.event_id)
+    .bind(&states.kind)
+    .bind(&states.subject)
+    .bind(&states.occurred_at)
+    .bind(&states.municipality)
+    .bind(&states.partner)
+    .bind(&states.category)
+    .bind(&states.value)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE states s SET until = n.next
+           FROM (SELECT o.event_id, o.kind,
+                        lead(o.occurred_at) OVER (PARTITION BY o.subject, o.kind
+                                                  ORDER BY o.occurred_at, o.event_id) AS next
+                   FROM states o
+                   JOIN (SELECT DISTINCT subject, kind
+                           FROM UNNEST($1::text[], $2::text[]) AS t(subject, kind)) t
+                     ON o.subject = t.subject AND o.kind = t.kind) n
+          WHERE s.event_id = n.event_id AND s.kind = n.kind AND s.until IS DISTINCT FROM n.next",
+    )
+    .bind(&states.subject)
+    .bind(&states.kind)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -422,6 +496,23 @@ struct FactColumns<'a> {
 }
 
 impl<'a> FactColumns<'a> {
+    /// Row `at` of `other`.
+    fn copy_row(&mut self, other: &FactColumns<'a>, at: usize) {
+        self.event_id.push(other.event_id[at]);
+        self.kind.push(other.kind[at]);
+        self.subject.push(other.subject[at]);
+        self.occurred_at.push(other.occurred_at[at]);
+        self.municipality.push(other.municipality[at]);
+        self.partner.push(other.partner[at]);
+        self.channel.push(other.channel[at]);
+        self.category.push(other.category[at]);
+        self.license_type.push(other.license_type[at]);
+        self.activity.push(other.activity[at]);
+        self.operator.push(other.operator[at]);
+        self.level.push(other.level[at]);
+        self.value.push(other.value[at]);
+    }
+
     fn push(&mut self, event: &InboundEvent, f: &'a FactRow) {
         self.event_id.push(event.id);
         self.kind.push(f.kind.as_str());
@@ -459,4 +550,13 @@ impl EventHandler for Project {
     ) -> Result<(), HandlerError> {
         apply_all(conn, events).await
     }
+
+    /// Facts depend only on their own event and `until` is recomputed under
+    /// a per-subject lock, so batches may commit in any order.
+    fn batches_at_once(&self) -> usize {
+        BATCHES_AT_ONCE
+    }
 }
+
+/// How many batches each projection consumer applies at once.
+const BATCHES_AT_ONCE: usize = 4;

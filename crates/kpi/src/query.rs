@@ -9,10 +9,12 @@ use std::collections::BTreeMap;
 
 use baladiya_platform::error::ApiError;
 use chrono_tz::Tz;
+use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use crate::KpiConfig;
-use crate::catalogue::{Catalogue, Dimension, Indicator, Measure, Target, TargetSource};
+use crate::catalogue::{Catalogue, Dimension, Fact, Indicator, Measure, Target, TargetSource};
 use crate::period::Period;
 
 /// A value against its target.
@@ -158,6 +160,91 @@ pub struct Kpis {
     pub config: KpiConfig,
 }
 
+/// Whether `indicator` is a function of its facts' values in the period and
+/// nothing else (no license-type set, no condition on other facts, one
+/// target, neither a backlog nor a growth): then it is computed from
+/// [`KindStats`] shared with the scorecard's other indicators.
+fn is_plain(indicator: &Indicator) -> bool {
+    indicator.license_types.is_empty()
+        && indicator.only_subjects_with.is_none()
+        && !matches!(indicator.target, Some(Target::From(_)))
+        && !matches!(
+            indicator.measure,
+            Measure::Backlog { .. } | Measure::Growth { .. }
+        )
+}
+
+/// What a scorecard's plain indicators need of one fact kind.
+#[derive(Debug, Default)]
+struct KindNeeds {
+    median: bool,
+    quantiles: Vec<f64>,
+}
+
+/// One fact kind's facts in a period: what plain indicators are made of.
+#[derive(Debug)]
+struct KindStats {
+    count: i64,
+    mean: Option<f64>,
+    median: Option<f64>,
+    /// (q, nearest-rank percentile), for the q's asked for.
+    quantiles: Vec<(f64, f64)>,
+}
+
+/// A scorecard's result in the making: a kind's statistics or an indicator
+/// measured on its own (by its place in the scorecard).
+enum Part {
+    Kind(&'static str, KindStats),
+    Indicator(usize, Measured),
+}
+
+/// The reading of a plain indicator out of its kinds' statistics, the same
+/// value and sample its own query would give.
+fn plain_reading(indicator: &Indicator, stats: &BTreeMap<&'static str, KindStats>) -> Reading {
+    let of = |fact: Fact| stats.get(fact.as_str());
+    let count = |fact: Fact| of(fact).map_or(0, |s| s.count);
+    let (value, sample) = match indicator.measure {
+        Measure::Count { fact } => (Some(count(fact) as f64), count(fact)),
+        Measure::Share { fact } | Measure::Mean { fact } => {
+            (of(fact).and_then(|s| s.mean), count(fact))
+        }
+        Measure::Median { fact } => (of(fact).and_then(|s| s.median), count(fact)),
+        Measure::Percentile { fact, q } => (
+            of(fact).and_then(|s| {
+                s.quantiles
+                    .iter()
+                    .find(|(asked, _)| *asked == q)
+                    .map(|(_, v)| *v)
+            }),
+            count(fact),
+        ),
+        Measure::Ratio {
+            numerator,
+            denominator,
+        } => {
+            let d = count(denominator);
+            ((d > 0).then(|| count(numerator) as f64 / d as f64), d)
+        }
+        Measure::Backlog { .. } | Measure::Growth { .. } => (None, 0),
+    };
+    let target = match indicator.target {
+        Some(Target::Value(v)) => Some(v),
+        _ => None,
+    };
+    Reading {
+        value,
+        target,
+        status: Rag::of(indicator, value, target),
+        sample: u64::try_from(sample).unwrap_or(0),
+    }
+}
+
+/// One indicator of a scorecard, with the filters it was measured under.
+pub type Scored = (&'static Indicator, Filters, Measured);
+
+/// How many of a scorecard's indicators are measured at once.
+const SCORECARD_CONCURRENCY: usize = 4;
+
 /// Raw aggregate row: (group key, value, sample).
 type Row3 = (Option<String>, Option<f64>, i64);
 
@@ -237,7 +324,7 @@ impl Kpis {
         &self,
         subject: &Subject,
         period: Period,
-    ) -> Result<Vec<(&'static Indicator, Filters, Measured)>, ApiError> {
+    ) -> Result<Vec<Scored>, ApiError> {
         let (dimension, filters) = match subject {
             Subject::Municipality(m) => (
                 Dimension::Municipality,
@@ -254,18 +341,131 @@ impl Kpis {
                 },
             ),
         };
-        let mut out = Vec::new();
-        for indicator in self.catalogue.indicators() {
-            if !indicator.dimensions.contains(&dimension) {
+        // A few indicators at a time, each on its own connection: the
+        // database works on one while the next one's rows travel.
+        let indicators: Vec<&'static Indicator> = self
+            .catalogue
+            .indicators()
+            .iter()
+            .filter(|indicator| indicator.dimensions.contains(&dimension))
+            .collect();
+        // Plain indicators share one read of each fact kind they measure
+        // (the medians and percentiles of a kind come out of the same sort);
+        // the others are measured one by one.
+        let mut needs: BTreeMap<&'static str, (Fact, KindNeeds)> = BTreeMap::new();
+        for indicator in indicators.iter().filter(|i| is_plain(i)) {
+            for fact in indicator.measure.facts() {
+                let (_, need) = needs
+                    .entry(fact.as_str())
+                    .or_insert((fact, KindNeeds::default()));
+                match indicator.measure {
+                    Measure::Median { .. } => need.median = true,
+                    Measure::Percentile { q, .. } => need.quantiles.push(q),
+                    _ => {}
+                }
+            }
+        }
+        // The indicators measured alone are the slower reads: they start
+        // first, so the scorecard does not wait on one of them at the end.
+        let mut jobs: Vec<BoxFuture<'_, Result<Part, ApiError>>> = Vec::new();
+        for (at, indicator) in indicators.iter().enumerate() {
+            if is_plain(indicator) {
                 continue;
             }
             // Per-license-type targets read best one license type at a time.
             let breakdown =
                 matches!(indicator.target, Some(Target::From(_))).then_some(Dimension::LicenseType);
-            let measured = self.measure(indicator, &filters, period, breakdown).await?;
-            out.push((indicator, filters.clone(), measured));
+            let filters = filters.clone();
+            jobs.push(Box::pin(async move {
+                let measured = self.measure(indicator, &filters, period, breakdown).await?;
+                Ok(Part::Indicator(at, measured))
+            }));
+        }
+        for (fact, need) in needs.into_values() {
+            let filters = filters.clone();
+            jobs.push(Box::pin(async move {
+                let stats = self.kind_stats(fact, &need, &filters, period).await?;
+                Ok(Part::Kind(fact.as_str(), stats))
+            }));
+        }
+        let parts: Vec<Part> = futures::stream::iter(jobs)
+            .buffer_unordered(SCORECARD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut stats = BTreeMap::new();
+        let mut measured = BTreeMap::new();
+        for part in parts {
+            match part {
+                Part::Kind(kind, s) => {
+                    stats.insert(kind, s);
+                }
+                Part::Indicator(at, m) => {
+                    measured.insert(at, m);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(indicators.len());
+        for (at, indicator) in indicators.into_iter().enumerate() {
+            let m = match measured.remove(&at) {
+                Some(m) => m,
+                None => Measured {
+                    period,
+                    overall: plain_reading(indicator, &stats),
+                    breakdown: Vec::new(),
+                },
+            };
+            out.push((indicator, filters.clone(), m));
         }
         Ok(out)
+    }
+
+    /// The count, mean, and asked-for median and percentiles of the facts of
+    /// `fact` in `period` under `filters`.
+    async fn kind_stats(
+        &self,
+        fact: Fact,
+        need: &KindNeeds,
+        filters: &Filters,
+        period: Period,
+    ) -> Result<KindStats, ApiError> {
+        let mut q: QueryBuilder<Postgres> =
+            QueryBuilder::new("SELECT count(*) AS n, avg(value) AS mean, ");
+        if need.median {
+            q.push("percentile_cont(0.5) WITHIN GROUP (ORDER BY value) AS median, ");
+        } else {
+            q.push("NULL::float8 AS median, ");
+        }
+        if need.quantiles.is_empty() {
+            q.push("NULL::float8[] AS quantiles");
+        } else {
+            q.push("percentile_disc(");
+            q.push_bind(need.quantiles.clone());
+            q.push("::float8[]) WITHIN GROUP (ORDER BY value) AS quantiles");
+        }
+        q.push(" FROM facts_view f WHERE kind = ");
+        q.push_bind(fact.as_str());
+        q.push(" AND occurred_at >= ");
+        q.push_bind(period.start());
+        q.push(" AND occurred_at < ");
+        q.push_bind(period.end());
+        push_dimension_filters(&mut q, filters);
+        let row = q
+            .build()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(ApiError::from)?;
+        let quantiles: Option<Vec<f64>> = row.try_get("quantiles").map_err(ApiError::from)?;
+        Ok(KindStats {
+            count: row.try_get("n").map_err(ApiError::from)?,
+            mean: row.try_get("mean").map_err(ApiError::from)?,
+            median: row.try_get("median").map_err(ApiError::from)?,
+            quantiles: need
+                .quantiles
+                .iter()
+                .copied()
+                .zip(quantiles.unwrap_or_default())
+                .collect(),
+        })
     }
 
     /// `indicator` over consecutive periods.
@@ -319,36 +519,28 @@ impl Kpis {
         let mut q: QueryBuilder<Postgres> = QueryBuilder::new("");
         match indicator.measure {
             Measure::Backlog { status, overdue } => {
-                // Each case's latest status fact before the end, read from
-                // `facts_latest_by_municipality`; a case stays in one
-                // municipality, so that filter may narrow the search itself
-                // (a partner may not: a case moves between partners).
+                // The open states in force at the last instant of the period
+                // (a state holds over [occurred_at, until)), read through
+                // `states_open`: only the cases open then, whatever
+                // the size of the history. A state carries the assignee of
+                // its instant, so a partner is filtered on it too.
+                let at = end - chrono::Duration::microseconds(1);
                 q.push(format!(
-                    "SELECT {key} AS key,
-                            count(*)::float8 AS value, count(*) AS sample
-                       FROM (SELECT DISTINCT ON (subject) event_id, kind
-                               FROM facts
-                              WHERE kind = "
+                    "SELECT {key} AS key, count(*)::float8 AS value, count(*) AS sample
+                       FROM states f
+                      WHERE value = 1 AND kind = "
                 ));
                 q.push_bind(status.as_str());
-                if let Some(m) = &filters.municipality {
-                    q.push(" AND municipality = ");
-                    q.push_bind(m.clone());
-                }
-                q.push(" AND occurred_at < ");
-                q.push_bind(end);
-                q.push(
-                    " ORDER BY subject, occurred_at DESC, event_id DESC) latest
-                      JOIN facts_view f USING (event_id, kind) WHERE f.value = 1",
-                );
+                q.push(" AND tstzrange(occurred_at, until, '[)') @> ");
+                q.push_bind(at);
                 if let Some(overdue) = overdue {
                     q.push(
-                        " AND (SELECT o.value FROM facts o WHERE o.subject = f.subject AND o.kind = ",
+                        " AND EXISTS (SELECT 1 FROM states o WHERE o.subject = f.subject AND o.value = 1 AND o.kind = ",
                     );
                     q.push_bind(overdue.as_str());
-                    q.push(" AND o.occurred_at < ");
-                    q.push_bind(end);
-                    q.push(" ORDER BY o.occurred_at DESC, o.event_id DESC LIMIT 1) = 1");
+                    q.push(" AND tstzrange(o.occurred_at, o.until, '[)') @> ");
+                    q.push_bind(at);
+                    q.push(")");
                 }
                 push_filters(&mut q, indicator, filters);
             }
@@ -444,10 +636,7 @@ impl Kpis {
 
 /// The filter, license type and subject conditions every measure shares.
 fn push_filters(q: &mut QueryBuilder<Postgres>, indicator: &Indicator, filters: &Filters) {
-    for (d, _, value) in filters.set() {
-        q.push(format!(" AND {} = ", column(d)));
-        q.push_bind(value);
-    }
+    push_dimension_filters(q, filters);
     if !indicator.license_types.is_empty() {
         q.push(" AND license_type = ANY(");
         q.push_bind(indicator.license_types.clone());
@@ -460,10 +649,17 @@ fn push_filters(q: &mut QueryBuilder<Postgres>, indicator: &Indicator, filters: 
     }
 }
 
+/// A condition per set filter.
+fn push_dimension_filters(q: &mut QueryBuilder<Postgres>, filters: &Filters) {
+    for (d, _, value) in filters.set() {
+        q.push(format!(" AND {} = ", column(d)));
+        q.push_bind(value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalogue::Fact;
 
     fn indicator(code: &str) -> &'static Indicator {
         Catalogue::builtin().unwrap().get(code).unwrap()

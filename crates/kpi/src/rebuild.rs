@@ -24,8 +24,9 @@ use sqlx::{AssertSqlSafe, Connection, PgPool};
 use crate::project;
 
 /// The tables a rebuild fills, in the order they are copied.
-pub const TABLES: [&str; 4] = [
+pub const TABLES: [&str; 5] = [
     "facts",
+    "states",
     "case_reports",
     "report_channels",
     "license_type_targets",

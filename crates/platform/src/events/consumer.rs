@@ -95,6 +95,14 @@ pub trait EventHandler: Send + Sync + 'static {
         }
     }
 
+    /// How many fetched batches the consumer may apply at once, each in its
+    /// own transaction. One (the default) keeps a stream's order; a handler
+    /// whose writes give the same rows in any order (a projection) can take
+    /// more, so a busy stream is not held to one transaction's round trips.
+    fn batches_at_once(&self) -> usize {
+        1
+    }
+
     /// Called after an event's transaction has committed, to wake an
     /// in-process loop that reads what the handler wrote (see
     /// [`crate::wake`]). The service's outbox relay is woken without it.
@@ -248,7 +256,18 @@ impl<H: EventHandler> Consumer<H> {
         let mut stats = tokio::time::interval(Duration::from_secs(5));
         stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut messages = None;
+        let limit = self.handler.batches_at_once().max(1);
+        let mut applying = futures::stream::FuturesUnordered::new();
+        let mut acking: Vec<tokio::task::JoinHandle<()>> = Vec::new();
         while !shutdown.is_triggered() {
+            // At the limit, the next batch waits for one in hand to finish.
+            if applying.len() >= limit {
+                if let Some(acks) = applying.next().await {
+                    acking.extend(acks);
+                }
+                acking.retain(|a| !a.is_finished());
+                continue;
+            }
             if messages.is_none() {
                 // A continuous pull: the server sends events as they are
                 // stored, and nothing runs while there are none.
@@ -275,7 +294,18 @@ impl<H: EventHandler> Consumer<H> {
             };
             let first = tokio::select! {
                 _ = shutdown.wait() => break,
+                Some(acks) = applying.next(), if !applying.is_empty() => {
+                    acking.extend(acks);
+                    acking.retain(|a| !a.is_finished());
+                    continue;
+                }
                 _ = stats.tick() => {
+                    // The batches in hand hold pooled connections and are not
+                    // polled while this branch runs: they finish first, so
+                    // the reads below cannot wait on a pool they fill.
+                    while let Some(acks) = applying.next().await {
+                        acking.extend(acks);
+                    }
                     match consumer.info().await {
                         Ok(info) => self
                             .metrics
@@ -317,40 +347,54 @@ impl<H: EventHandler> Consumer<H> {
                     _ => break,
                 }
             }
-            self.deliver_all(batch).await;
+            applying.push(self.deliver_all(batch));
+        }
+        while let Some(acks) = applying.next().await {
+            acking.extend(acks);
+        }
+        for acks in acking {
+            acks.await.ok();
         }
         tracing::info!(consumer = %self.spec.name, "consumer stopped");
     }
 
-    /// Applies a fetched batch in one transaction, or one by one if that fails.
-    async fn deliver_all(&self, messages: Vec<jetstream::Message>) {
+    /// Applies a fetched batch in one transaction, or one by one if that
+    /// fails. A batch's acknowledgements are sent and confirmed in a task of
+    /// their own, returned, so the next batch is applied while they travel: a
+    /// lost one only brings an event again, which the inbox skips.
+    async fn deliver_all(
+        &self,
+        messages: Vec<jetstream::Message>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
         if messages.len() > 1 {
             let started = Instant::now();
             if let Some(applied) = self.apply_together(&messages).await {
                 let each = started.elapsed() / messages.len() as u32;
-                let acks = messages.iter().map(|m| m.double_ack_with(AckKind::Ack));
-                for (acked, applied) in futures::future::join_all(acks)
-                    .await
-                    .into_iter()
-                    .zip(applied)
-                {
-                    if let Err(e) = acked {
-                        tracing::warn!(consumer = %self.spec.name, error = %e, "ack failed; the event will come again and be skipped");
+                let (metrics, name) = (self.metrics.clone(), self.spec.name.clone());
+                return Some(tokio::spawn(async move {
+                    let acks = messages.iter().map(|m| m.double_ack_with(AckKind::Ack));
+                    for (acked, applied) in futures::future::join_all(acks)
+                        .await
+                        .into_iter()
+                        .zip(applied)
+                    {
+                        if let Err(e) = acked {
+                            tracing::warn!(consumer = %name, error = %e, "ack failed; the event will come again and be skipped");
+                        }
+                        let outcome = if applied {
+                            Outcome::Applied
+                        } else {
+                            Outcome::Duplicate
+                        };
+                        metrics.record_event(&name, outcome.label(), each);
                     }
-                    let outcome = if applied {
-                        Outcome::Applied
-                    } else {
-                        Outcome::Duplicate
-                    };
-                    self.metrics
-                        .record_event(&self.spec.name, outcome.label(), each);
-                }
-                return;
+                }));
             }
         }
         for message in messages {
             self.deliver(message).await;
         }
+        None
     }
 
     /// Applies every event of `messages` in order in one committed
