@@ -241,11 +241,13 @@ impl<H: EventHandler> Consumer<H> {
 
     /// Pulls and applies events until `shutdown`; the batch in hand finishes first.
     pub async fn run(self, mut shutdown: Shutdown) {
+        // Shared with the tasks that apply batches.
+        let this = Arc::new(self);
         let mut consumer = loop {
-            match self.provision().await {
+            match this.provision().await {
                 Ok(c) => break c,
                 Err(e) => {
-                    tracing::warn!(consumer = %self.spec.name, error = %e, "cannot provision consumer; retrying");
+                    tracing::warn!(consumer = %this.spec.name, error = %e, "cannot provision consumer; retrying");
                     tokio::select! {
                         _ = shutdown.wait() => return,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -256,13 +258,15 @@ impl<H: EventHandler> Consumer<H> {
         let mut stats = tokio::time::interval(Duration::from_secs(5));
         stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut messages = None;
-        let limit = self.handler.batches_at_once().max(1);
-        let mut applying = futures::stream::FuturesUnordered::new();
+        let limit = this.handler.batches_at_once().max(1);
+        // Each batch is applied in a task of its own, so it progresses
+        // whatever this loop is waiting on.
+        let mut applying = tokio::task::JoinSet::new();
         let mut acking: Vec<tokio::task::JoinHandle<()>> = Vec::new();
         while !shutdown.is_triggered() {
             // At the limit, the next batch waits for one in hand to finish.
             if applying.len() >= limit {
-                if let Some(acks) = applying.next().await {
+                if let Some(Ok(acks)) = applying.join_next().await {
                     acking.extend(acks);
                 }
                 acking.retain(|a| !a.is_finished());
@@ -281,7 +285,7 @@ impl<H: EventHandler> Consumer<H> {
                 {
                     Ok(m) => messages = Some(m),
                     Err(e) => {
-                        tracing::warn!(consumer = %self.spec.name, error = %e, "cannot pull; retrying");
+                        tracing::warn!(consumer = %this.spec.name, error = %e, "cannot pull; retrying");
                         tokio::select! {
                             _ = shutdown.wait() => break,
                             _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
@@ -294,35 +298,29 @@ impl<H: EventHandler> Consumer<H> {
             };
             let first = tokio::select! {
                 _ = shutdown.wait() => break,
-                Some(acks) = applying.next(), if !applying.is_empty() => {
-                    acking.extend(acks);
+                Some(applied) = applying.join_next(), if !applying.is_empty() => {
+                    acking.extend(applied.ok().flatten());
                     acking.retain(|a| !a.is_finished());
                     continue;
                 }
                 _ = stats.tick() => {
-                    // The batches in hand hold pooled connections and are not
-                    // polled while this branch runs: they finish first, so
-                    // the reads below cannot wait on a pool they fill.
-                    while let Some(acks) = applying.next().await {
-                        acking.extend(acks);
-                    }
                     match consumer.info().await {
-                        Ok(info) => self
+                        Ok(info) => this
                             .metrics
-                            .set_consumer_lag(&self.spec.name, info.num_pending),
+                            .set_consumer_lag(&this.spec.name, info.num_pending),
                         // Deleted on the server (an operator resetting it, a
                         // stream recreated): provision again; the inbox
                         // absorbs the replay.
                         Err(e) => {
-                            tracing::warn!(consumer = %self.spec.name, error = %e, "consumer lost; provisioning it again");
-                            if let Ok(fresh) = self.provision().await {
+                            tracing::warn!(consumer = %this.spec.name, error = %e, "consumer lost; provisioning it again");
+                            if let Ok(fresh) = this.provision().await {
                                 consumer = fresh;
                                 messages = None;
                             }
                         }
                     }
-                    self.replay_requested().await;
-                    self.update_parked_gauge().await;
+                    this.replay_requested().await;
+                    this.update_parked_gauge().await;
                     continue;
                 }
                 next = stream.next() => next,
@@ -331,7 +329,7 @@ impl<H: EventHandler> Consumer<H> {
             match first {
                 Some(Ok(message)) => batch.push(message),
                 Some(Err(e)) => {
-                    tracing::debug!(consumer = %self.spec.name, error = %e, "pull interrupted; pulling again");
+                    tracing::debug!(consumer = %this.spec.name, error = %e, "pull interrupted; pulling again");
                     messages = None;
                     continue;
                 }
@@ -347,15 +345,16 @@ impl<H: EventHandler> Consumer<H> {
                     _ => break,
                 }
             }
-            applying.push(self.deliver_all(batch));
+            let applier = Arc::clone(&this);
+            applying.spawn(async move { applier.deliver_all(batch).await });
         }
-        while let Some(acks) = applying.next().await {
-            acking.extend(acks);
+        while let Some(applied) = applying.join_next().await {
+            acking.extend(applied.ok().flatten());
         }
         for acks in acking {
             acks.await.ok();
         }
-        tracing::info!(consumer = %self.spec.name, "consumer stopped");
+        tracing::info!(consumer = %this.spec.name, "consumer stopped");
     }
 
     /// Applies a fetched batch in one transaction, or one by one if that
