@@ -629,6 +629,16 @@ measure = { kind = "share", fact = "facility_inspection" }
             problem(&ONE.replace("\"operator\", \"municipality\"", "\"channel\"")).0,
             "dimensions"
         );
+        assert_eq!(
+            problem(&ONE.replace(
+                "{ kind = \"share\", fact = \"facility_inspection\" }",
+                "{ kind = \"backlog\", status = \"facility_inspection\" }"
+            )),
+            (
+                "measure",
+                "a backlog reads states, and facility_inspection is not one".to_string()
+            )
+        );
         assert!(matches!(
             Catalogue::parse(&ONE.replace("unit = \"share\"", "unit = \"percent\"")),
             Err(CatalogueError::Syntax(_))

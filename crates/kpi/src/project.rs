@@ -425,22 +425,20 @@ pub async fn apply_all(
 /// replicas) take turns on a per-subject lock, so the second one's statement
 /// sees the first one's states.
 async fn link_states(conn: &mut PgConnection, facts: &FactColumns<'_>) -> Result<(), HandlerError> {
-    let mut states = FactColumns::default();
-    for at in 0..facts.kind.len() {
-        if Fact::STATES.iter().any(|f| f.as_str() == facts.kind[at]) {
-            states.copy_row(facts, at);
-        }
-    }
-    if states.kind.is_empty() {
+    let rows: Vec<usize> = (0..facts.kind.len())
+        .filter(|&at| Fact::STATES.iter().any(|f| f.as_str() == facts.kind[at]))
+        .collect();
+    if rows.is_empty() {
         return Ok(());
     }
+    let (subjects, kinds) = (pick(&facts.subject, &rows), pick(&facts.kind, &rows));
     sqlx::query(
         "SELECT pg_advisory_xact_lock(hashtext('kpi.states'), hashtext(kind || '/' || subject))
            FROM (SELECT DISTINCT subject, kind FROM UNNEST($1::text[], $2::text[]) AS t(subject, kind)
                   ORDER BY kind, subject) t",
     )
-    .bind(&states.subject)
-    .bind(&states.kind)
+    .bind(&subjects)
+    .bind(&kinds)
     .execute(&mut *conn)
     .await?;
     sqlx::query(
@@ -449,14 +447,14 @@ async fn link_states(conn: &mut PgConnection, facts: &FactColumns<'_>) -> Result
                               $6::text[], $7::text[], $8::float8[])
          ON CONFLICT (event_id, kind) DO NOTHING",
     )
-    .bind(&states.event_id)
-    .bind(&states.kind)
-    .bind(&states.subject)
-    .bind(&states.occurred_at)
-    .bind(&states.municipality)
-    .bind(&states.partner)
-    .bind(&states.category)
-    .bind(&states.value)
+    .bind(pick(&facts.event_id, &rows))
+    .bind(&kinds)
+    .bind(&subjects)
+    .bind(pick(&facts.occurred_at, &rows))
+    .bind(pick(&facts.municipality, &rows))
+    .bind(pick(&facts.partner, &rows))
+    .bind(pick(&facts.category, &rows))
+    .bind(pick(&facts.value, &rows))
     .execute(&mut *conn)
     .await?;
     sqlx::query(
@@ -470,11 +468,16 @@ async fn link_states(conn: &mut PgConnection, facts: &FactColumns<'_>) -> Result
                      ON o.subject = t.subject AND o.kind = t.kind) n
           WHERE s.event_id = n.event_id AND s.kind = n.kind AND s.until IS DISTINCT FROM n.next",
     )
-    .bind(&states.subject)
-    .bind(&states.kind)
+    .bind(&subjects)
+    .bind(&kinds)
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// The values of `column` at `rows`.
+fn pick<T: Copy>(column: &[T], rows: &[usize]) -> Vec<T> {
+    rows.iter().map(|&at| column[at]).collect()
 }
 
 /// Fact rows as one array per column, for `UNNEST`.
@@ -496,23 +499,6 @@ struct FactColumns<'a> {
 }
 
 impl<'a> FactColumns<'a> {
-    /// Row `at` of `other`.
-    fn copy_row(&mut self, other: &FactColumns<'a>, at: usize) {
-        self.event_id.push(other.event_id[at]);
-        self.kind.push(other.kind[at]);
-        self.subject.push(other.subject[at]);
-        self.occurred_at.push(other.occurred_at[at]);
-        self.municipality.push(other.municipality[at]);
-        self.partner.push(other.partner[at]);
-        self.channel.push(other.channel[at]);
-        self.category.push(other.category[at]);
-        self.license_type.push(other.license_type[at]);
-        self.activity.push(other.activity[at]);
-        self.operator.push(other.operator[at]);
-        self.level.push(other.level[at]);
-        self.value.push(other.value[at]);
-    }
-
     fn push(&mut self, event: &InboundEvent, f: &'a FactRow) {
         self.event_id.push(event.id);
         self.kind.push(f.kind.as_str());

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use baladiya_platform::error::ApiError;
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
@@ -341,8 +342,6 @@ impl Kpis {
                 },
             ),
         };
-        // A few indicators at a time, each on its own connection: the
-        // database works on one while the next one's rows travel.
         let indicators: Vec<&'static Indicator> = self
             .catalogue
             .indicators()
@@ -388,6 +387,8 @@ impl Kpis {
                 Ok(Part::Kind(fact.as_str(), stats))
             }));
         }
+        // A few reads at a time, each on its own connection: the database
+        // works on one while the next one's rows travel.
         let parts: Vec<Part> = futures::stream::iter(jobs)
             .buffer_unordered(SCORECARD_CONCURRENCY)
             .try_collect()
@@ -406,13 +407,16 @@ impl Kpis {
         }
         let mut out = Vec::with_capacity(indicators.len());
         for (at, indicator) in indicators.into_iter().enumerate() {
-            let m = match measured.remove(&at) {
-                Some(m) => m,
-                None => Measured {
+            let m = if is_plain(indicator) {
+                Measured {
                     period,
                     overall: plain_reading(indicator, &stats),
                     breakdown: Vec::new(),
-                },
+                }
+            } else {
+                measured.remove(&at).ok_or_else(|| {
+                    ApiError::internal(&format!("{} was not measured", indicator.code))
+                })?
             };
             out.push((indicator, filters.clone(), m));
         }
@@ -444,10 +448,7 @@ impl Kpis {
         }
         q.push(" FROM facts_view f WHERE kind = ");
         q.push_bind(fact.as_str());
-        q.push(" AND occurred_at >= ");
-        q.push_bind(period.start());
-        q.push(" AND occurred_at < ");
-        q.push_bind(period.end());
+        push_period(&mut q, period.start(), period.end());
         push_dimension_filters(&mut q, filters);
         let row = q
             .build()
@@ -608,10 +609,8 @@ impl Kpis {
                 }
                 q.push(" FROM facts_view f WHERE kind = ANY(");
                 q.push_bind(kinds);
-                q.push(") AND occurred_at >= ");
-                q.push_bind(start);
-                q.push(" AND occurred_at < ");
-                q.push_bind(end);
+                q.push(")");
+                push_period(&mut q, start, end);
                 push_filters(&mut q, indicator, filters);
             }
         }
@@ -647,6 +646,14 @@ fn push_filters(q: &mut QueryBuilder<Postgres>, indicator: &Indicator, filters: 
         q.push_bind(other.as_str());
         q.push(")");
     }
+}
+
+/// Facts from `start` up to, not including, `end`.
+fn push_period(q: &mut QueryBuilder<Postgres>, start: DateTime<Utc>, end: DateTime<Utc>) {
+    q.push(" AND occurred_at >= ");
+    q.push_bind(start);
+    q.push(" AND occurred_at < ");
+    q.push_bind(end);
 }
 
 /// A condition per set filter.
