@@ -50,7 +50,7 @@ faults: build
 bench:
 	$(CARGO) build --locked --release --bin baladiya --bin baladiya-bench
 	@eval "$$($(DEVENV) up)"; \
-	./target/release/baladiya-bench --baladiya target/release/baladiya
+	./target/release/baladiya-bench --baladiya target/release/baladiya $(BENCH_ARGS)
 
 ## fmt, clippy -D warnings, buf lint and buf format.
 lint: tools

@@ -111,6 +111,17 @@ impl Run {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64()
     }
 
+    /// Its rate, p50, p99 and errors, on one line.
+    fn summary(&self) -> String {
+        format!(
+            "{:.0} rps, p50 {:.1} ms, p99 {:.1} ms, {} errors",
+            self.rps(),
+            ms(self.percentile(50.0)),
+            ms(self.percentile(99.0)),
+            self.errors
+        )
+    }
+
     fn percentile(&self, p: f64) -> Duration {
         let mut sorted = self.latencies.clone();
         sorted.sort_unstable();
@@ -634,23 +645,11 @@ async fn load(grpc: SocketAddr, concurrency: usize, seconds: u64) -> anyhow::Res
     let (submitter, reader) = (dev_token(Role::Channel)?, dev_token(Role::Operator)?);
     let pool = channels(grpc, concurrency).await?;
     let (submitted, ids) = submit_closed_loop(pool.clone(), concurrency, seconds, &submitter).await;
-    println!(
-        "SubmitReport c={concurrency}: {:.0} rps, p50 {:.1} ms, p99 {:.1} ms, {} errors",
-        submitted.rps(),
-        ms(submitted.percentile(50.0)),
-        ms(submitted.percentile(99.0)),
-        submitted.errors
-    );
+    println!("SubmitReport c={concurrency}: {}", submitted.summary());
     let ids = Arc::new(ids);
     anyhow::ensure!(!ids.is_empty(), "no report was submitted");
     let read = get_closed_loop(pool, concurrency, seconds, ids, &reader).await;
-    println!(
-        "GetReport c={concurrency}: {:.0} rps, p50 {:.1} ms, p99 {:.1} ms, {} errors",
-        read.rps(),
-        ms(read.percentile(50.0)),
-        ms(read.percentile(99.0)),
-        read.errors
-    );
+    println!("GetReport c={concurrency}: {}", read.summary());
     Ok(())
 }
 
