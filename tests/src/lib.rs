@@ -24,6 +24,8 @@ mod kpi_month_it;
 #[cfg(test)]
 mod licensing_it;
 #[cfg(test)]
+mod open311_it;
+#[cfg(test)]
 mod partners_it;
 #[cfg(test)]
 mod routing_it;
@@ -311,16 +313,32 @@ pub async fn http_get_with(
     path: &str,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<(u16, String)> {
+    http_request(addr, "GET", path, headers, "").await
+}
+
+/// A minimal HTTP/1.1 request with a body (`Content-Length` is added).
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let extra: String = headers
+    let mut extra: String = headers
         .iter()
         .map(|(k, v)| format!("{k}: {v}\r\n"))
         .collect();
+    if !body.is_empty() || method != "GET" {
+        extra.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     stream
         .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n")
-                .as_bytes(),
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n{body}"
+            )
+            .as_bytes(),
         )
         .await?;
     let mut response = String::new();

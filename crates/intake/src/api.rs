@@ -502,13 +502,15 @@ impl IntakeApi {
     fn page_key(req: &pb::ListReportsRequest) -> String {
         let created = req.created.unwrap_or_default();
         format!(
-            "{}|{}|{}|{}|{:?}|{:?}",
+            "{}|{}|{}|{}|{:?}|{:?}|{:?}|{:?}",
             req.municipality_code,
             req.category_code,
             req.status,
             req.channel,
             created.start_time.map(|t| (t.seconds, t.nanos)),
             created.end_time.map(|t| (t.seconds, t.nanos)),
+            req.statuses,
+            req.category_codes,
         )
     }
 }
@@ -600,6 +602,13 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
             "status",
             "is not a report status",
         );
+        for (i, s) in req.statuses.iter().enumerate() {
+            v.check(
+                status_name(*s).is_some(),
+                &format!("statuses[{i}]"),
+                "is not a report status",
+            );
+        }
         v.check(
             req.channel == 0 || channel_name(req.channel).is_some(),
             "channel",
@@ -627,8 +636,17 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
         let limit = limit.unwrap_or(DEFAULT_PAGE_SIZE);
         let filter = ReportFilter {
             municipality_code: Some(req.municipality_code.clone()).filter(|x| !x.is_empty()),
-            category_code: Some(req.category_code.clone()).filter(|x| !x.is_empty()),
-            status: status_name(req.status).map(String::from),
+            category_codes: Some(req.category_code.clone())
+                .into_iter()
+                .chain(req.category_codes.iter().cloned())
+                .filter(|x| !x.is_empty())
+                .collect(),
+            statuses: Some(req.status)
+                .into_iter()
+                .chain(req.statuses.iter().copied())
+                .filter_map(status_name)
+                .map(String::from)
+                .collect(),
             channel: channel_name(req.channel).map(String::from),
             created_from: from.flatten(),
             created_to: to.flatten(),

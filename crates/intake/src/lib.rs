@@ -265,6 +265,7 @@ impl ServiceModule for IntakeService {
             Ok(vec![
                 reload,
                 ctx.consumer(status::consumer_spec(), status::StatusFromCases),
+                ctx.consumer(status::deadline_consumer_spec(), status::DeadlineFromClocks),
             ])
         })
     }

@@ -1,12 +1,15 @@
 //! Keeps each report's citizen-facing status current from routing's case
 //! events: routed to whom, acknowledged, in progress, on hold, resolved,
-//! reopened, closed. Reports linked as duplicates follow their master. Events
-//! may arrive late or out of order; a change older than the recorded one is
-//! ignored.
+//! reopened, closed; and when resolution is expected, from the SLA watcher's
+//! resolve clock (started, resumed and warned deadlines; none while paused).
+//! Reports linked as duplicates follow their master. Events may arrive late
+//! or out of order; a change older than the recorded one is ignored.
 
 use baladiya_platform::events::consumer::{ConsumerSpec, EventHandler, HandlerError};
 use baladiya_platform::events::{InboundEvent, streams};
+use baladiya_proto::convert::instant;
 use baladiya_proto::routing::events::v1 as routing;
+use baladiya_proto::sla::events::v1 as sla;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -109,6 +112,68 @@ impl EventHandler for StatusFromCases {
             event.occurred_at,
         )
         .await?;
+        Ok(())
+    }
+}
+
+/// The durable consumer reading resolve clocks' deadlines.
+pub fn deadline_consumer_spec() -> ConsumerSpec {
+    ConsumerSpec {
+        name: "intake-resolve-deadline".into(),
+        stream: streams::SLA,
+        subjects: vec!["baladiya.sla.clock.>".into()],
+    }
+}
+
+/// Applies resolve clocks' deadlines to reports' expected resolution.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadlineFromClocks;
+
+/// What a clock event says about a case's resolve deadline: `Some(Some(t))`
+/// a deadline, `Some(None)` none for now (paused), `None` nothing.
+fn deadline(
+    event: &InboundEvent,
+) -> Result<Option<(sla::ClockRef, Option<prost_types::Timestamp>)>, HandlerError> {
+    let (clock, deadline) = match event.ce_type.as_str() {
+        "sa.baladiya.sla.clock.started.v1" => {
+            let e = event.decode::<sla::ClockStarted>()?;
+            (e.clock, e.deadline)
+        }
+        "sa.baladiya.sla.clock.resumed.v1" => {
+            let e = event.decode::<sla::ClockResumed>()?;
+            (e.clock, e.deadline)
+        }
+        "sa.baladiya.sla.clock.warning.v1" => {
+            let e = event.decode::<sla::ClockWarning>()?;
+            (e.clock, e.deadline)
+        }
+        "sa.baladiya.sla.clock.paused.v1" => (event.decode::<sla::ClockPaused>()?.clock, None),
+        _ => return Ok(None),
+    };
+    let clock = clock.unwrap_or_default();
+    if clock.subject_kind != "case" || clock.metric != "resolve" || clock.tracking_number.is_empty()
+    {
+        return Ok(None);
+    }
+    Ok(Some((clock, deadline)))
+}
+
+impl EventHandler for DeadlineFromClocks {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &InboundEvent,
+    ) -> Result<(), HandlerError> {
+        let Some((clock, deadline)) = deadline(event)? else {
+            return Ok(());
+        };
+        let at = match deadline {
+            None => None,
+            Some(t) => Some(instant(&t).ok_or_else(|| {
+                HandlerError::Reject("the clock's deadline is not a valid timestamp".into())
+            })?),
+        };
+        store::set_expected_resolution(conn, &clock.tracking_number, at, event.occurred_at).await?;
         Ok(())
     }
 }

@@ -485,8 +485,10 @@ pub async fn report_for_update(
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReportFilter {
     pub municipality_code: Option<String>,
-    pub category_code: Option<String>,
-    pub status: Option<String>,
+    /// Any of these categories; empty: all.
+    pub category_codes: Vec<String>,
+    /// Any of these statuses; empty: all.
+    pub statuses: Vec<String>,
     pub channel: Option<String>,
     pub created_from: Option<DateTime<Utc>>,
     pub created_to: Option<DateTime<Utc>>,
@@ -501,15 +503,15 @@ pub async fn reports(
 ) -> Result<Vec<ReportRow>, sqlx::Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {REPORT_COLUMNS} FROM reports
-         WHERE ($1::text IS NULL OR municipality_code = $1) AND ($2::text IS NULL OR category_code = $2)
-           AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR channel = $4)
+         WHERE ($1::text IS NULL OR municipality_code = $1) AND (cardinality($2::text[]) = 0 OR category_code = ANY($2))
+           AND (cardinality($3::text[]) = 0 OR status = ANY($3)) AND ($4::text IS NULL OR channel = $4)
            AND ($5::timestamptz IS NULL OR created_at >= $5) AND ($6::timestamptz IS NULL OR created_at < $6)
            AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8))
          ORDER BY created_at DESC, id DESC LIMIT $9"
     )))
     .bind(&f.municipality_code)
-    .bind(&f.category_code)
-    .bind(&f.status)
+    .bind(&f.category_codes)
+    .bind(&f.statuses)
     .bind(&f.channel)
     .bind(f.created_from)
     .bind(f.created_to)
@@ -539,6 +541,28 @@ pub async fn rate(
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// Sets when resolution of the report `tracking_number` (and of the reports
+/// linked to it) is expected, unless a later change is already recorded.
+pub async fn set_expected_resolution(
+    conn: &mut PgConnection,
+    tracking_number: &str,
+    expected: Option<DateTime<Utc>>,
+    at: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE reports r SET expected_resolution_at = $2, expected_resolution_event_at = $3
+         FROM reports master
+         WHERE master.tracking_number = $1 AND (r.id = master.id OR r.duplicate_of = master.id)
+           AND (r.expected_resolution_event_at IS NULL OR r.expected_resolution_event_at <= $3)",
+    )
+    .bind(tracking_number)
+    .bind(expected)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
 }
 
 /// Sets the citizen-facing status of a report and of the reports linked to it,

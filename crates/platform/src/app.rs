@@ -45,6 +45,12 @@ pub trait ServiceModule: Send + Sync + 'static {
     }
     /// The service's embedded migrations (versions 100 and up).
     fn migrator(&self) -> Migrator;
+    /// Whether the service keeps data of its own (a schema, an outbox). An
+    /// adapter that only calls other services' APIs says no, and gets no
+    /// migrations, relay, readiness check or parked-event listing.
+    fn stores_data(&self) -> bool {
+        true
+    }
     /// The streams the service publishes to.
     fn streams(&self) -> &'static [StreamSpec];
     /// The service's own configuration section, if it has one.
@@ -119,6 +125,9 @@ pub struct ServiceContext {
     pub namespace: Namespace,
     pub metrics: Arc<Metrics>,
     pub auth: Authenticator,
+    /// Where this process's gRPC port listens, for adapters that call the
+    /// platform's own API.
+    pub grpc_addr: Option<std::net::SocketAddr>,
     background: Shutdown,
 }
 
@@ -261,7 +270,7 @@ pub async fn migrate_all(
     if !modules.is_empty() {
         db::ensure_database(&config.database).await?;
     }
-    for module in modules {
+    for module in modules.iter().filter(|m| m.stores_data()) {
         let pool = db::schema_pool(&config.database, module.schema())?;
         db::migrate(&pool, module.schema(), &module.migrator()).await?;
         tracing::info!(schema = module.schema(), "migrations applied");
@@ -344,32 +353,36 @@ pub async fn run(
     if config.database.migrate_on_start && !modules.is_empty() {
         db::ensure_database(&config.database).await?;
     }
+    let grpc_addr = listeners.grpc.local_addr().ok();
     for module in &modules {
+        // Lazy: a module that stores nothing never opens a connection.
         let pool = db::schema_pool(&config.database, module.schema())?;
-        let migrator = Arc::new(module.migrator());
-        if config.database.migrate_on_start {
-            db::migrate(&pool, module.schema(), &migrator).await?;
-        }
-        schemas.push((module.schema().to_string(), pool.clone(), migrator));
-        audit_pools.insert(module.name().to_string(), pool.clone());
-        tasks.push(Box::pin(provision_streams(
-            js.clone(),
-            namespace.clone(),
-            config.clone(),
-            module.streams(),
-            background.clone(),
-        )));
-        tasks.push(Box::pin(
-            Relay::new(
-                pool.clone(),
-                module.schema(),
+        if module.stores_data() {
+            let migrator = Arc::new(module.migrator());
+            if config.database.migrate_on_start {
+                db::migrate(&pool, module.schema(), &migrator).await?;
+            }
+            schemas.push((module.schema().to_string(), pool.clone(), migrator));
+            audit_pools.insert(module.name().to_string(), pool.clone());
+            tasks.push(Box::pin(provision_streams(
                 js.clone(),
                 namespace.clone(),
-                &config.events,
-                metrics.clone(),
-            )
-            .run(background.clone(), grace),
-        ));
+                config.clone(),
+                module.streams(),
+                background.clone(),
+            )));
+            tasks.push(Box::pin(
+                Relay::new(
+                    pool.clone(),
+                    module.schema(),
+                    js.clone(),
+                    namespace.clone(),
+                    &config.events,
+                    metrics.clone(),
+                )
+                .run(background.clone(), grace),
+            ));
+        }
         let ctx = ServiceContext {
             config: config.clone(),
             clock: clock.clone(),
@@ -380,6 +393,7 @@ pub async fn run(
             namespace: namespace.clone(),
             metrics: metrics.clone(),
             auth: auth.clone(),
+            grpc_addr,
             background: background.clone(),
         };
         if config.seed.on_start
@@ -425,7 +439,6 @@ pub async fn run(
     let names: Vec<&'static str> = mounted.names().to_vec();
     let service_routes = mounted.take_routes();
 
-    let grpc_addr = listeners.grpc.local_addr().ok();
     let http_addr = listeners.http.local_addr().ok();
     let mut http_stop = background.clone();
     let http_task = tokio::spawn(http::serve(

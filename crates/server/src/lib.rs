@@ -16,6 +16,7 @@ pub fn catalogue() -> Vec<Arc<dyn ServiceModule>> {
         Arc::new(baladiya_licensing::LicensingService),
         Arc::new(baladiya_sla_watcher::SlaWatcher),
         Arc::new(baladiya_kpi::KpiService),
+        Arc::new(baladiya_open311::Open311Service),
     ]
 }
 

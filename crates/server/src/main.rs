@@ -309,7 +309,7 @@ async fn serve_command(
         Command::Events {
             action: EventsAction::Parked { .. },
         } => {
-            for m in &modules {
+            for m in modules.iter().filter(|m| m.stores_data()) {
                 let pool = db::schema_pool(&config.database, m.schema())?;
                 for p in consumer::list_parked(&pool)
                     .await
@@ -353,7 +353,7 @@ async fn serve_command(
                 .context("connecting to NATS (nats.url)")?;
             let js = async_nats::jetstream::new(nats);
             let namespace = Namespace::new(&config.events.namespace);
-            for m in &modules {
+            for m in modules.iter().filter(|m| m.stores_data()) {
                 for stream in m.streams() {
                     stream
                         .ensure(&js, &namespace, &config.events)
