@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import OVERLAYS, ROOT
+from conftest import OVERLAYS, ROOT, runs
 
 # The Kubernetes versions docs/operations.md promises: the oldest supported and
 # the newest the validator knows.
@@ -178,7 +178,7 @@ def test_each_service_runs_alone_with_its_own_user_and_secret(manifests, service
     for service in services:
         pod = unit(docs, "Deployment", service)["spec"]["template"]["spec"]
         container = pod["containers"][0]
-        assert container["args"] == ["run", "--services", service]
+        assert container["args"] == ["run", "--services", runs(service)]
         assert env_of(container)["BALADIYA__NATS__USER"] == service
         assert secrets_of(pod) == ["baladiya-shared", f"baladiya-{service}"]
         job = unit(docs, "Job", service)["spec"]["template"]["spec"]

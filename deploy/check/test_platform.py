@@ -13,7 +13,7 @@ import promql_parser
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, runs
 
 NATS_PASSWORDS = {
     var: f"test-{var.lower()}"
@@ -154,7 +154,7 @@ def test_image_build_context_holds_what_the_build_reads():
 def documented_secrets() -> dict[str, list[str]]:
     """docs/operations.md's Secrets table: {secret name: [keys]}."""
     table = {}
-    for secret, key in re.findall(r"^\| `(baladiya-[a-z<>-]+)` \| `(BALADIYA__[A-Z_]+)` \|",
+    for secret, key in re.findall(r"^\| `(baladiya-[a-z<>-]+)` \| `(BALADIYA__[A-Z0-9_]+)` \|",
                                   (ROOT / "docs/operations.md").read_text(), re.M):
         table.setdefault(secret, []).append(key)
     return table
@@ -190,7 +190,7 @@ def test_kubernetes_config_with_the_documented_secrets_is_valid(baladiya, servic
     assert "baladiya-shared" in table and "baladiya-<service>" in table, table
     for service in services:
         keys = table["baladiya-shared"] + table["baladiya-<service>"] + table.get(f"baladiya-{service}", [])
-        done = check_config(baladiya, tmp_path, service, keys, service)
+        done = check_config(baladiya, tmp_path, runs(service), keys, service)
         assert done.returncode == 0, f"{service}: {done.stderr}"
     every = sorted({k for keys in table.values() for k in keys})
     done = check_config(baladiya, tmp_path, "all", every, "platform")

@@ -303,6 +303,45 @@ async fn open311_clients_create_and_follow_requests_in_json_and_xml() -> anyhow:
     let (status, _) = call(http, "GET", "/open311/v2/tokens/nope.json", "").await;
     assert_eq!(status, 404);
 
+    // The facade in a process of its own reaches intake over gRPC.
+    let mut apart = env.config();
+    apart.sections.insert(
+        "open311".into(),
+        toml::from_str(&format!(
+            "grpc_endpoint = \"http://{}\"\n[clients.app]\napi_key = \"{API_KEY}\"\n",
+            platform.grpc
+        ))?,
+    );
+    let facade = RunningPlatform::start(
+        apart,
+        vec![std::sync::Arc::new(baladiya_open311::Open311Service)],
+    )
+    .await?;
+    let (status, body) = call(facade.http, "GET", &path, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)[0]["service_request_id"], id.as_str());
+    let (status, body) = call(
+        facade.http,
+        "POST",
+        "/open311/v2/requests.json",
+        &form(&create),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(json(&body)[0]["service_request_id"], id.as_str());
+    // Without an intake to reach, a module alone refuses to start.
+    let mut lonely = env.config();
+    lonely
+        .sections
+        .insert("open311".into(), toml::Value::Table(Default::default()));
+    let refused = RunningPlatform::start(
+        lonely,
+        vec![std::sync::Arc::new(baladiya_open311::Open311Service)],
+    )
+    .await;
+    assert!(refused.is_err(), "open311 without intake must not start");
+
+    facade.stop().await?;
     platform.stop().await?;
     env.cleanup().await;
     Ok(())

@@ -22,16 +22,21 @@ use baladiya_platform::app::ServiceContext;
 use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
 use baladiya_platform::clock::Clock;
 use baladiya_platform::config::{AuthConfig, AuthMode};
+use baladiya_platform::grpc::{LocalCalls, Mounted};
 use baladiya_proto::intake::v1 as pb;
 use baladiya_proto::intake::v1::intake_service_client::IntakeServiceClient;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+
 use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt;
 
 use crate::Open311Config;
 use crate::georeport::{self, Lang, Query, bad, not_found};
 use crate::wire::{self, Doc, ErrorItem, Format};
+
+/// The service the facade adapts.
+const INTAKE: &str = "baladiya.intake.v1.IntakeService";
 
 /// How long a dev-minted token lives; one is minted per call.
 const MINTED_TTL_MINUTES: i64 = 10;
@@ -102,12 +107,62 @@ fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
+/// How the facade reaches intake: in-process when intake runs here (no
+/// network, no TLS), else over a plaintext gRPC channel.
+#[derive(Clone)]
+enum Transport {
+    Local {
+        calls: LocalCalls,
+        timeout: Duration,
+    },
+    Remote(Channel),
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Transport {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::codegen::StdError;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        match self {
+            Self::Local { calls, .. } => calls.poll_ready(cx).map_err(|never| match never {}),
+            Self::Remote(channel) => channel.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        match self {
+            Self::Local { calls, timeout } => {
+                let call = calls.call(request);
+                let timeout = *timeout;
+                Box::pin(async move {
+                    match tokio::time::timeout(timeout, call).await {
+                        Ok(Ok(response)) => Ok(response),
+                        Ok(Err(never)) => match never {},
+                        Err(_) => Err(tonic::Status::deadline_exceeded(
+                            "intake did not answer in time",
+                        )
+                        .into()),
+                    }
+                })
+            }
+            Self::Remote(channel) => {
+                let call = channel.call(request);
+                Box::pin(async move { call.await.map_err(Into::into) })
+            }
+        }
+    }
+}
+
 /// The facade's state.
 #[derive(Clone)]
 pub struct Facade(Arc<Inner>);
 
 struct Inner {
-    intake: IntakeServiceClient<Channel>,
+    intake: IntakeServiceClient<Transport>,
     reader: Identity,
     clients: Vec<Client>,
     clock: Clock,
@@ -120,26 +175,30 @@ struct Inner {
 }
 
 impl Facade {
-    /// The facade for a validated `[open311]` section; the error names the key.
-    pub fn new(ctx: &ServiceContext, config: &Open311Config) -> Result<Self, String> {
-        let endpoint = if config.grpc_endpoint.is_empty() {
-            if ctx.config.server.tls() {
-                return Err("open311.grpc_endpoint: this process's gRPC port speaks TLS; set a plaintext endpoint of the platform (e.g. a mesh sidecar)".into());
+    /// The facade for a validated `[open311]` section, over the intake
+    /// service `mounted` in this process or at `open311.grpc_endpoint`; the
+    /// error names the key.
+    pub fn new(
+        ctx: &ServiceContext,
+        config: &Open311Config,
+        mounted: &Mounted,
+    ) -> Result<Self, String> {
+        let timeout = Duration::from_millis(config.call_timeout_ms);
+        let transport = if !config.grpc_endpoint.is_empty() {
+            Transport::Remote(
+                Endpoint::from_shared(config.grpc_endpoint.clone())
+                    .map_err(|e| format!("open311.grpc_endpoint: {e}"))?
+                    .connect_timeout(Duration::from_secs(2))
+                    .connect_lazy(),
+            )
+        } else if mounted.has(INTAKE) {
+            Transport::Local {
+                calls: mounted.local_calls(),
+                timeout,
             }
-            let mut addr = ctx
-                .grpc_addr
-                .ok_or("open311.grpc_endpoint: this process has no gRPC port; set one")?;
-            if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            format!("http://{addr}")
         } else {
-            config.grpc_endpoint.clone()
+            return Err("open311.grpc_endpoint: intake does not run in this process; run them together (--services intake,open311) or set the endpoint of a process that runs intake".into());
         };
-        let channel = Endpoint::from_shared(endpoint)
-            .map_err(|e| format!("open311.grpc_endpoint: {e}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .connect_lazy();
         let auth = &ctx.config.auth;
         let reader = Identity::of(
             config.read_token.expose(),
@@ -168,11 +227,11 @@ impl Facade {
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Self(Arc::new(Inner {
-            intake: IntakeServiceClient::new(channel),
+            intake: IntakeServiceClient::new(transport),
             reader,
             clients,
             clock: ctx.clock.clone(),
-            timeout: Duration::from_millis(config.call_timeout_ms),
+            timeout,
             public_url: config.public_url.trim_end_matches('/').to_string(),
             contact: config.contact.clone(),
             key_service: config.key_service.clone(),

@@ -7,7 +7,10 @@
 //! one implementation of intake and routing, not two. The report carries the
 //! routing outcome (`assignee_code`) and the SLA deadline
 //! (`expected_resolution_at`) that Open311 calls `agency_responsible` and
-//! `expected_datetime`. The module keeps no data of its own.
+//! `expected_datetime`. The module keeps no data of its own. It runs beside
+//! intake (`--services intake,open311`, or `all`) and calls it in-process,
+//! through the same auth interceptor as a network call (so it works behind
+//! mTLS too); or elsewhere, with `open311.grpc_endpoint` naming intake.
 //!
 //! - [`wire`]: one document tree rendered as XML or JSON (pure);
 //! - [`georeport`]: forms, queries and records in the platform's terms (pure);
@@ -66,9 +69,8 @@ impl Default for ClientConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Open311Config {
-    /// The gRPC endpoint to call (`http://host:port`, plaintext: in a
-    /// cluster, the platform's Service behind a mesh); empty: this process's
-    /// own gRPC port.
+    /// Where intake runs: empty when it runs in the same process (called
+    /// in-process), else a plaintext gRPC endpoint (`http://host:port`).
     pub grpc_endpoint: String,
     /// Bearer token for reads; empty in dev auth mode mints a
     /// `CHANNEL_OPEN311` channel token.
@@ -114,7 +116,7 @@ impl ServiceConfig for Open311Config {
         if !(self.grpc_endpoint.is_empty() || self.grpc_endpoint.starts_with("http://")) {
             add(
                 "grpc_endpoint".into(),
-                "must be a plaintext http:// URL, or empty for this process's own port",
+                "must be a plaintext http:// URL, or empty when intake runs in this process",
             );
         }
         if self.call_timeout_ms == 0 {
@@ -187,11 +189,12 @@ impl ServiceModule for Open311Service {
     ) -> BoxFuture<'a, Result<Vec<BackgroundTask>, StartError>> {
         Box::pin(async move {
             let config: Open311Config = ctx.section()?;
-            let facade =
-                facade::Facade::new(ctx, &config).map_err(|reason| StartError::Service {
+            let facade = facade::Facade::new(ctx, &config, mounted).map_err(|reason| {
+                StartError::Service {
                     service: "open311",
                     reason,
-                })?;
+                }
+            })?;
             if config.clients.is_empty() {
                 tracing::info!(
                     "open311: no clients configured (open311.clients); POST /requests answers 403"

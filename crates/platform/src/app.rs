@@ -125,9 +125,6 @@ pub struct ServiceContext {
     pub namespace: Namespace,
     pub metrics: Arc<Metrics>,
     pub auth: Authenticator,
-    /// Where this process's gRPC port listens, for adapters that call the
-    /// platform's own API.
-    pub grpc_addr: Option<std::net::SocketAddr>,
     background: Shutdown,
 }
 
@@ -353,7 +350,6 @@ pub async fn run(
     if config.database.migrate_on_start && !modules.is_empty() {
         db::ensure_database(&config.database).await?;
     }
-    let grpc_addr = listeners.grpc.local_addr().ok();
     for module in &modules {
         // Lazy: a module that stores nothing never opens a connection.
         let pool = db::schema_pool(&config.database, module.schema())?;
@@ -393,7 +389,6 @@ pub async fn run(
             namespace: namespace.clone(),
             metrics: metrics.clone(),
             auth: auth.clone(),
-            grpc_addr,
             background: background.clone(),
         };
         if config.seed.on_start
@@ -437,6 +432,7 @@ pub async fn run(
         background.clone(),
     )));
     let names: Vec<&'static str> = mounted.names().to_vec();
+    let grpc_addr = listeners.grpc.local_addr().ok();
     let service_routes = mounted.take_routes();
 
     let http_addr = listeners.http.local_addr().ok();

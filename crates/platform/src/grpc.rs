@@ -36,6 +36,33 @@ impl std::fmt::Debug for Mounted {
     }
 }
 
+/// Services of this process called without a network hop (an adapter
+/// calling a service beside it: no TLS, no serialisation to a socket). Each
+/// call goes through the service's auth interceptor and policy check exactly
+/// as one from the gRPC port does.
+#[derive(Debug, Clone)]
+pub struct LocalCalls(tonic::service::Routes);
+
+impl Service<http::Request<tonic::body::Body>> for LocalCalls {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = <tonic::service::Routes as Service<http::Request<tonic::body::Body>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Service::<http::Request<tonic::body::Body>>::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        // What the port's layer does for every call: name the method for
+        // the policy check.
+        let path = request.uri().path().to_string();
+        request
+            .extensions_mut()
+            .insert(crate::auth::RpcMethod(path));
+        self.0.call(request)
+    }
+}
+
 impl Mounted {
     /// Adds a service; `S::NAME` is its full proto name.
     pub fn add<S>(&mut self, service: S)
@@ -51,6 +78,16 @@ impl Mounted {
     {
         self.names.push(S::NAME);
         self.routes.add_service(service);
+    }
+
+    /// Whether the service named `name` (its full proto name) is mounted.
+    pub fn has(&self, name: &str) -> bool {
+        self.names.contains(&name)
+    }
+
+    /// The services mounted so far, callable in-process.
+    pub fn local_calls(&self) -> LocalCalls {
+        LocalCalls(self.routes.clone().routes())
     }
 
     /// Registers an encoded descriptor set for reflection, for services whose

@@ -209,7 +209,11 @@ fn main() -> ExitCode {
         }
         Command::ListServices => {
             let catalogue = baladiya_server::catalogue();
-            for m in catalogue {
+            for m in catalogue.iter().filter(|m| m.stores_data()) {
+                println!("{:<14} {}", m.name(), m.description());
+            }
+            println!("adapters (no data of their own; run beside what they call):");
+            for m in catalogue.iter().filter(|m| !m.stores_data()) {
                 println!("{:<14} {}", m.name(), m.description());
             }
             println!("always mounted: grpc.health.v1.Health, grpc.reflection.v1 and v1alpha");
