@@ -10,6 +10,8 @@
 pub mod probe;
 
 #[cfg(test)]
+mod cli_it;
+#[cfg(test)]
 mod deploy_it;
 #[cfg(test)]
 mod events_it;

@@ -1,5 +1,9 @@
 //! The `baladiya` binary's library half: the catalogue of services it can run
-//! and the parsing of `--services`, shared with the integration tests.
+//! and the parsing of `--services`, shared with the integration tests; and
+//! the CLI's client commands ([`client`]) with their output ([`render`]).
+
+pub mod client;
+pub mod render;
 
 use std::sync::Arc;
 

@@ -15,6 +15,7 @@ use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
 use baladiya_platform::config::Config;
 use baladiya_platform::events::{Namespace, consumer, outbox};
 use baladiya_platform::{db, shutdown, telemetry};
+use baladiya_server::client;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -88,10 +89,38 @@ enum Command {
         #[command(subcommand)]
         action: EventsAction,
     },
-    /// KPI projections.
+    /// KPI projections and scorecards.
     Kpi {
         #[command(subcommand)]
         action: KpiAction,
+    },
+    /// Citizen reports on a running platform.
+    Report {
+        #[command(subcommand)]
+        action: client::ReportCommand,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// Cases on a running platform.
+    Case {
+        #[command(subcommand)]
+        action: client::CaseCommand,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// SLA clocks on a running platform.
+    Sla {
+        #[command(subcommand)]
+        action: client::SlaCommand,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// Escalations to partner bodies on a running platform.
+    Escalations {
+        #[command(subcommand)]
+        action: client::EscalationsCommand,
+        #[command(flatten)]
+        remote: client::Remote,
     },
 }
 
@@ -103,6 +132,23 @@ enum KpiAction {
     Rebuild {
         #[arg(long)]
         check: bool,
+    },
+    /// A scorecard from a running platform: one row per indicator.
+    Scorecard {
+        /// Municipality code, e.g. RIYADH.
+        #[arg(long)]
+        municipality: Option<String>,
+        /// Partner code, e.g. MOTLS.
+        #[arg(long)]
+        partner: Option<String>,
+        /// 2026, 2026-Q4, 2026-11 or 2026-11-30.
+        #[arg(long)]
+        period: String,
+        /// day, week, fortnight, month, quarter or year (else implied by --period).
+        #[arg(long)]
+        granularity: Option<String>,
+        #[command(flatten)]
+        remote: client::Remote,
     },
 }
 
@@ -144,10 +190,88 @@ enum EventsAction {
         #[arg(long)]
         since: chrono::DateTime<chrono::FixedOffset>,
     },
+    /// Follow events on a subject ('baladiya.routing.>', with NATS
+    /// wildcards), decoded: CloudEvents attributes and the payload as JSON.
+    Tail {
+        subject: String,
+        /// Replay from 90s, 30m, 1h, 2d ago or an RFC 3339 instant, then follow.
+        #[arg(long)]
+        since: Option<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        /// `table` (one line per event) or `json` (JSON lines).
+        #[arg(long, value_enum, default_value = "table")]
+        output: client::Output,
+        #[command(flatten)]
+        streams: client::Streams,
+    },
+}
+
+/// Runs a command that talks to a running platform (no configuration needed).
+fn run_client(command: Command) -> Result<ExitCode, Box<Command>> {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a single-threaded runtime starts")
+    };
+    let result = match command {
+        Command::Report { action, remote } => runtime().block_on(client::report(&remote, action)),
+        Command::Case { action, remote } => runtime().block_on(client::case(&remote, action)),
+        Command::Sla { action, remote } => runtime().block_on(client::sla(&remote, action)),
+        Command::Escalations { action, remote } => {
+            runtime().block_on(client::escalations(&remote, action))
+        }
+        Command::Kpi {
+            action:
+                KpiAction::Scorecard {
+                    municipality,
+                    partner,
+                    period,
+                    granularity,
+                    remote,
+                },
+        } => runtime().block_on(client::scorecard(
+            &remote,
+            municipality,
+            partner,
+            &period,
+            granularity.as_deref(),
+        )),
+        Command::Events {
+            action:
+                EventsAction::Tail {
+                    subject,
+                    since,
+                    count,
+                    output,
+                    streams,
+                },
+        } => runtime().block_on(client::tail(
+            &streams,
+            &subject,
+            since.as_deref(),
+            count,
+            output,
+        )),
+        other => return Err(Box::new(other)),
+    };
+    Ok(match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("baladiya: {}", failure.message);
+            ExitCode::from(failure.exit as u8)
+        }
+    })
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.command = match run_client(cli.command) {
+        Ok(code) => return code,
+        Err(command) => *command,
+    };
     let env: HashMap<String, String> = std::env::vars().collect();
     let env = match &cli.secrets_dir {
         Some(dir) => baladiya_platform::config::with_secret_files(env, dir),
@@ -283,7 +407,15 @@ fn services_of(command: &Command) -> String {
             action: EventsAction::Replay { service, .. },
         } => service.clone(),
         Command::Kpi { .. } => "kpi".into(),
-        Command::ListServices | Command::DevToken { .. } => "all".into(),
+        Command::ListServices
+        | Command::DevToken { .. }
+        | Command::Report { .. }
+        | Command::Case { .. }
+        | Command::Sla { .. }
+        | Command::Escalations { .. }
+        | Command::Events {
+            action: EventsAction::Tail { .. },
+        } => "all".into(),
     }
 }
 
