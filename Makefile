@@ -10,7 +10,7 @@ SHELL := /bin/bash
 DEVENV := python3 scripts/devenv.py
 CARGO ?= cargo
 
-.PHONY: dev test faults bench lint deploy-check fmt build check tools services-up services-down clean
+.PHONY: dev test faults bench lint deploy-check outside-in asyncapi fmt build check tools services-up services-down clean
 
 ## Run the whole platform in one process against real NATS and PostgreSQL.
 dev: build
@@ -24,7 +24,8 @@ dev: build
 	echo "              (in a browser: start with BALADIYA__KPI__DASHBOARD_REQUIRES_TOKEN=false)"; \
 	exec ./target/debug/baladiya run --services all
 
-## Lint, the offline deployment checks, then every test, against real NATS and PostgreSQL.
+## Lint, the offline deployment checks, then every test, against real NATS and
+## PostgreSQL: the cargo tests, then the outside-in suite (tests/python).
 test: lint deploy-check
 	$(CARGO) build --locked --workspace --tests --bins
 	@eval "$$($(DEVENV) up)"; \
@@ -35,6 +36,24 @@ test: lint deploy-check
 	else \
 	  $(CARGO) test --locked --workspace --no-fail-fast; \
 	fi
+	$(OUTSIDE_IN)
+
+## The outside-in suite alone (pytest, tests/python): docs/asyncapi.yaml valid
+## (@asyncapi/parser) and complete against the code, docs/analysts.md in step
+## with it, the analyst example and the published events against the built
+## binary. Tools from `devenv.py outside-in-tools` (.venv, .dev/npm).
+OUTSIDE_IN = @tools="$$($(DEVENV) outside-in-tools)"; \
+	eval "$$($(DEVENV) up)"; \
+	BALADIYA_OUTSIDE_IN_TOOLS="$$tools" .venv/bin/python -m pytest -q -p no:cacheprovider tests/python
+
+outside-in: build
+	$(OUTSIDE_IN)
+
+## docs/asyncapi.yaml and the events table of docs/analysts.md, from
+## scripts/asyncapi_gen.py's event list and proto/.
+asyncapi:
+	@$(DEVENV) outside-in-tools >/dev/null
+	.venv/bin/python scripts/asyncapi_gen.py
 
 ## Fault injection, long form: NATS and PostgreSQL down 30 s, 8 callers, the
 ## table printed (make test runs the short form: 3 s, 2 callers).

