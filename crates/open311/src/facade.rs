@@ -452,6 +452,14 @@ fn reply(format: Format, status: StatusCode, doc: &Doc) -> Response {
         .into_response()
 }
 
+/// The document with `status`, or the failure's errors, in `format`.
+fn respond(format: Format, status: StatusCode, answer: Result<Doc, Failure>) -> Response {
+    match answer {
+        Ok(doc) => reply(format, status, &doc),
+        Err(failure) => failure.render(format),
+    }
+}
+
 /// The arguments of a query string or a form body, in order.
 fn pairs(text: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(text).into_owned().collect()
@@ -546,10 +554,7 @@ async fn get_collection(
             "{other}: no such resource; see discovery"
         ))),
     };
-    match answer {
-        Ok(doc) => reply(format, StatusCode::OK, &doc),
-        Err(failure) => failure.render(format),
-    }
+    respond(format, StatusCode::OK, answer)
 }
 
 async fn services(facade: &Facade, lang: Lang) -> Result<Doc, Failure> {
@@ -612,10 +617,7 @@ async fn get_service(State(facade): State<Facade>, Path(resource): Path<String>)
                 ))
             })
     };
-    match answer.await {
-        Ok(doc) => reply(format, StatusCode::OK, &doc),
-        Err(failure) => failure.render(format),
-    }
+    respond(format, StatusCode::OK, answer.await)
 }
 
 async fn get_request(
@@ -634,10 +636,7 @@ async fn get_request(
         let categories = facade.categories().await?;
         Ok::<_, Failure>(request_list(&[report], &categories, lang(&headers)))
     };
-    match answer.await {
-        Ok(doc) => reply(format, StatusCode::OK, &doc),
-        Err(failure) => failure.render(format),
-    }
+    respond(format, StatusCode::OK, answer.await)
 }
 
 async fn get_token(State(facade): State<Facade>, Path(resource): Path<String>) -> Response {
@@ -653,10 +652,7 @@ async fn get_token(State(facade): State<Facade>, Path(resource): Path<String>) -
         let report = facade.report(token).await?.ok_or_else(unknown)?;
         Ok(georeport::token(&report, token))
     };
-    match answer.await {
-        Ok(doc) => reply(format, StatusCode::OK, &doc),
-        Err(failure) => failure.render(format),
-    }
+    respond(format, StatusCode::OK, answer.await)
 }
 
 async fn post_requests(
@@ -700,8 +696,5 @@ async fn post_requests(
             response.linked_as_duplicate,
         ))
     };
-    match answer.await {
-        Ok(doc) => reply(format, StatusCode::CREATED, &doc),
-        Err(failure) => failure.render(format),
-    }
+    respond(format, StatusCode::CREATED, answer.await)
 }

@@ -678,26 +678,27 @@ mod tests {
             .collect()
     }
 
+    /// A form from the client `app` on the Open311 channel.
+    fn from_app(pairs: &[(&str, &str)]) -> Result<NewRequest, Vec<ErrorItem>> {
+        new_request(&form(pairs), "app", pb::Channel::Open311)
+    }
+
     #[test]
     fn a_form_with_coordinates_becomes_an_open311_report() {
-        let new = new_request(
-            &form(&[
-                ("api_key", "k"),
-                ("jurisdiction_id", "RIYADH"),
-                ("service_code", "POTHOLE"),
-                ("lat", "24.7136"),
-                ("long", "46.6753"),
-                ("description", "حفرة"),
-                ("first_name", "Sara"),
-                ("last_name", "Ali"),
-                ("phone", "+966501234567"),
-                ("attribute[observed_at]", "2026-11-30T08:15:00+03:00"),
-                ("attribute[priority_hint]", "high"),
-                ("account_id", "a-1"),
-            ]),
-            "app",
-            pb::Channel::Open311,
-        )
+        let new = from_app(&[
+            ("api_key", "k"),
+            ("jurisdiction_id", "RIYADH"),
+            ("service_code", "POTHOLE"),
+            ("lat", "24.7136"),
+            ("long", "46.6753"),
+            ("description", "حفرة"),
+            ("first_name", "Sara"),
+            ("last_name", "Ali"),
+            ("phone", "+966501234567"),
+            ("attribute[observed_at]", "2026-11-30T08:15:00+03:00"),
+            ("attribute[priority_hint]", "high"),
+            ("account_id", "a-1"),
+        ])
         .expect("valid");
         let s = &new.submit;
         assert_eq!(s.channel, pb::Channel::Open311 as i32);
@@ -741,14 +742,10 @@ mod tests {
 
     #[test]
     fn a_short_code_is_found_in_an_address_string() {
-        let new = new_request(
-            &form(&[
-                ("service_code", "POTHOLE"),
-                ("address_string", "RRRD2929, King Fahd Road"),
-            ]),
-            "app",
-            pb::Channel::Open311,
-        )
+        let new = from_app(&[
+            ("service_code", "POTHOLE"),
+            ("address_string", "RRRD2929, King Fahd Road"),
+        ])
         .expect("valid");
         assert_eq!(
             new.submit
@@ -763,16 +760,12 @@ mod tests {
 
     #[test]
     fn every_bad_parameter_is_named_at_once() {
-        let errors = new_request(
-            &form(&[
-                ("lat", "north"),
-                ("address_string", "King Fahd Road"),
-                ("attribute[colour]", "red"),
-                ("attribute[observed_at]", "yesterday"),
-            ]),
-            "app",
-            pb::Channel::Open311,
-        )
+        let errors = from_app(&[
+            ("lat", "north"),
+            ("address_string", "King Fahd Road"),
+            ("attribute[colour]", "red"),
+            ("attribute[observed_at]", "yesterday"),
+        ])
         .expect_err("invalid");
         let text: Vec<&str> = errors.iter().map(|e| e.description.as_str()).collect();
         for expected in [
@@ -787,25 +780,16 @@ mod tests {
             );
         }
         assert!(errors.iter().all(|e| e.code == 400));
-        let none = new_request(
-            &form(&[("service_code", "POTHOLE")]),
-            "app",
-            pb::Channel::Open311,
-        )
-        .expect_err("no location");
+        let none = from_app(&[("service_code", "POTHOLE")]).expect_err("no location");
         assert!(
             none[0]
                 .description
                 .starts_with("lat: a location is required")
         );
-        let street = new_request(
-            &form(&[
-                ("service_code", "POTHOLE"),
-                ("address_string", "King Fahd Road"),
-            ]),
-            "app",
-            pb::Channel::Open311,
-        )
+        let street = from_app(&[
+            ("service_code", "POTHOLE"),
+            ("address_string", "King Fahd Road"),
+        ])
         .expect_err("cannot be located");
         assert!(street[0].description.starts_with("address_string:"));
     }

@@ -185,6 +185,25 @@ impl Remote {
     }
 }
 
+/// Reads pages (each call gets the previous page's token) until `limit`
+/// items or the last page; returns the items and the token of what is left.
+async fn pages<T>(
+    limit: usize,
+    mut page: impl AsyncFnMut(String) -> Result<(Vec<T>, String), Failure>,
+) -> Result<(Vec<T>, String), Failure> {
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (items, next) = page(token).await?;
+        all.extend(items);
+        if all.len() >= limit || next.is_empty() {
+            all.truncate(limit);
+            return Ok((all, next));
+        }
+        token = next;
+    }
+}
+
 /// Parses an enum flag given as its short word (`in_progress`) or full name.
 fn enum_flag<E>(
     flag: &str,
@@ -417,28 +436,29 @@ pub async fn report(remote: &Remote, command: ReportCommand) -> Result<(), Failu
                 )? as i32,
                 None => 0,
             };
-            let mut request = intake::ListReportsRequest {
+            let request = intake::ListReportsRequest {
                 page_size: limit.clamp(1, 500) as i32,
                 municipality_code: municipality.unwrap_or_default(),
                 category_code: category.unwrap_or_default(),
                 status,
                 ..Default::default()
             };
-            let mut all = intake::ListReportsResponse::default();
-            loop {
+            let (reports, next_page_token) = pages(limit, async |page_token| {
                 let page = client
-                    .list_reports(remote.request(request.clone())?)
+                    .list_reports(remote.request(intake::ListReportsRequest {
+                        page_token,
+                        ..request.clone()
+                    })?)
                     .await
                     .map_err(remote.failed("listing reports"))?
                     .into_inner();
-                all.reports.extend(page.reports);
-                if all.reports.len() >= limit || page.next_page_token.is_empty() {
-                    all.next_page_token = page.next_page_token;
-                    break;
-                }
-                request.page_token = page.next_page_token;
-            }
-            all.reports.truncate(limit);
+                Ok((page.reports, page.next_page_token))
+            })
+            .await?;
+            let all = intake::ListReportsResponse {
+                reports,
+                next_page_token,
+            };
             remote.print(&all, |r| report_table(&r.reports));
         }
     }
@@ -559,7 +579,7 @@ pub async fn case(remote: &Remote, command: CaseCommand) -> Result<(), Failure> 
                 )? as i32,
                 None => 0,
             };
-            let mut request = routing::ListCasesRequest {
+            let request = routing::ListCasesRequest {
                 page_size: limit.clamp(1, 500) as i32,
                 status,
                 municipality_code: municipality.unwrap_or_default(),
@@ -568,21 +588,22 @@ pub async fn case(remote: &Remote, command: CaseCommand) -> Result<(), Failure> 
                 assignee_code: assignee.unwrap_or_default(),
                 ..Default::default()
             };
-            let mut all = routing::ListCasesResponse::default();
-            loop {
+            let (cases, next_page_token) = pages(limit, async |page_token| {
                 let page = client
-                    .list_cases(remote.request(request.clone())?)
+                    .list_cases(remote.request(routing::ListCasesRequest {
+                        page_token,
+                        ..request.clone()
+                    })?)
                     .await
                     .map_err(remote.failed("listing cases"))?
                     .into_inner();
-                all.cases.extend(page.cases);
-                if all.cases.len() >= limit || page.next_page_token.is_empty() {
-                    all.next_page_token = page.next_page_token;
-                    break;
-                }
-                request.page_token = page.next_page_token;
-            }
-            all.cases.truncate(limit);
+                Ok((page.cases, page.next_page_token))
+            })
+            .await?;
+            let all = routing::ListCasesResponse {
+                cases,
+                next_page_token,
+            };
             remote.print(&all, |r| case_table(&r.cases));
             return Ok(());
         }
@@ -699,28 +720,29 @@ pub async fn escalations(remote: &Remote, command: EscalationsCommand) -> Result
         )? as i32,
         None => 0,
     };
-    let mut request = sla::ListEscalationsRequest {
+    let request = sla::ListEscalationsRequest {
         partner_code: partner.unwrap_or_default(),
         level: level.unwrap_or_default(),
         state,
         page_size: limit.clamp(1, 500) as i32,
         page_token: String::new(),
     };
-    let mut all = sla::ListEscalationsResponse::default();
-    loop {
+    let (escalations, next_page_token) = pages(limit, async |page_token| {
         let page = client
-            .list_escalations(remote.request(request.clone())?)
+            .list_escalations(remote.request(sla::ListEscalationsRequest {
+                page_token,
+                ..request.clone()
+            })?)
             .await
             .map_err(remote.failed("listing escalations"))?
             .into_inner();
-        all.escalations.extend(page.escalations);
-        if all.escalations.len() >= limit || page.next_page_token.is_empty() {
-            all.next_page_token = page.next_page_token;
-            break;
-        }
-        request.page_token = page.next_page_token;
-    }
-    all.escalations.truncate(limit);
+        Ok((page.escalations, page.next_page_token))
+    })
+    .await?;
+    let all = sla::ListEscalationsResponse {
+        escalations,
+        next_page_token,
+    };
     remote.print(&all, |r| {
         let mut t = Table::new(&[
             "id",
