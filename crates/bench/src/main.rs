@@ -95,6 +95,11 @@ enum Command {
         grpc: SocketAddr,
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+        /// The platform's HTTP address: when given, `GetReport` starts only
+        /// once the submitted reports' events are all applied, so a profile
+        /// of it sees reads alone.
+        #[arg(long)]
+        http: Option<SocketAddr>,
     },
 }
 
@@ -641,13 +646,22 @@ fn report(
     Ok(())
 }
 
-async fn load(grpc: SocketAddr, concurrency: usize, seconds: u64) -> anyhow::Result<()> {
+async fn load(
+    grpc: SocketAddr,
+    http: Option<SocketAddr>,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<()> {
     let (submitter, reader) = (dev_token(Role::Channel)?, dev_token(Role::Operator)?);
     let pool = channels(grpc, concurrency).await?;
     let (submitted, ids) = submit_closed_loop(pool.clone(), concurrency, seconds, &submitter).await;
     println!("SubmitReport c={concurrency}: {}", submitted.summary());
     let ids = Arc::new(ids);
     anyhow::ensure!(!ids.is_empty(), "no report was submitted");
+    if let Some(http) = http {
+        let waited = quiesce(http).await?;
+        println!("caught up {:.1} s after the last submit", waited.as_secs_f64());
+    }
     let read = get_closed_loop(pool, concurrency, seconds, ids, &reader).await;
     println!("GetReport c={concurrency}: {}", read.summary());
     Ok(())
@@ -937,9 +951,11 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         Some(Command::Echo { addr }) => runtime.block_on(echo(addr)),
-        Some(Command::Load { grpc, concurrency }) => {
-            runtime.block_on(load(grpc, concurrency, cli.seconds))
-        }
+        Some(Command::Load {
+            grpc,
+            concurrency,
+            http,
+        }) => runtime.block_on(load(grpc, http, concurrency, cli.seconds)),
         None => runtime.block_on(run(cli)),
     }
 }

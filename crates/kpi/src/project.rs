@@ -457,15 +457,19 @@ async fn link_states(conn: &mut PgConnection, facts: &FactColumns<'_>) -> Result
     .bind(pick(&facts.value, &rows))
     .execute(&mut *conn)
     .await?;
+    // Each touched subject's states are read through `states_by_subject`
+    // (the window keeps the lateral subquery from being flattened into a
+    // join over the whole table, which a planner picks while it is small
+    // and then pays for on every batch as it grows).
     sqlx::query(
         "UPDATE states s SET until = n.next
-           FROM (SELECT o.event_id, o.kind,
-                        lead(o.occurred_at) OVER (PARTITION BY o.subject, o.kind
-                                                  ORDER BY o.occurred_at, o.event_id) AS next
+           FROM (SELECT DISTINCT subject, kind
+                   FROM UNNEST($1::text[], $2::text[]) AS t(subject, kind)) t
+          CROSS JOIN LATERAL (
+                 SELECT o.event_id, o.kind,
+                        lead(o.occurred_at) OVER (ORDER BY o.occurred_at, o.event_id) AS next
                    FROM states o
-                   JOIN (SELECT DISTINCT subject, kind
-                           FROM UNNEST($1::text[], $2::text[]) AS t(subject, kind)) t
-                     ON o.subject = t.subject AND o.kind = t.kind) n
+                  WHERE o.subject = t.subject AND o.kind = t.kind) n
           WHERE s.event_id = n.event_id AND s.kind = n.kind AND s.until IS DISTINCT FROM n.next",
     )
     .bind(&subjects)

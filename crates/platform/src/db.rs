@@ -75,6 +75,13 @@ pub fn schema_pool(config: &DatabaseConfig, schema: &str) -> Result<PgPool, DbEr
         .options([
             ("search_path", schema),
             ("statement_timeout", statement_timeout.as_str()),
+            // Every query here is short (a request, a batch, one indicator
+            // over an index): compiling it with LLVM costs more than it
+            // saves, and the platform runs its queries side by side already
+            // (a scorecard's indicators, concurrent requests), so parallel
+            // workers would only take cores from the queries beside them.
+            ("jit", "off"),
+            ("max_parallel_workers_per_gather", "0"),
         ])
         .application_name(&format!("baladiya-{schema}"));
     Ok(PgPoolOptions::new()
