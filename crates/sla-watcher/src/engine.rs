@@ -430,28 +430,25 @@ async fn store_computed(
     store::put_clock(conn, &row).await?;
     let wanted = wanted_timers(&computed);
     let have = store::timers_of(conn, row.id).await?;
-    for t in have.iter().filter(|t| t.fired_at.is_none()) {
-        if !wanted.iter().any(|(k, _, _)| *k == t.kind) {
-            store::drop_timer(conn, row.id, &t.kind).await?;
-        }
-    }
-    for (kind, seq, due) in wanted {
-        let current = have.iter().find(|t| t.kind == kind);
-        if current.is_some_and(|t| t.fired_at.is_some() || t.due_at == due) {
-            continue;
-        }
-        store::put_timer(
-            conn,
-            &TimerRow {
-                clock_id: row.id,
-                kind,
-                seq,
-                due_at: due,
-                fired_at: None,
-            },
-        )
-        .await?;
-    }
+    let unwanted: Vec<&str> = have
+        .iter()
+        .filter(|t| t.fired_at.is_none() && !wanted.iter().any(|(k, _, _)| *k == t.kind))
+        .map(|t| t.kind.as_str())
+        .collect();
+    store::drop_timers(conn, row.id, &unwanted).await?;
+    let changed: Vec<&(String, i32, DateTime<Utc>)> = wanted
+        .iter()
+        .filter(|(kind, _, due)| {
+            !have
+                .iter()
+                .find(|t| t.kind == *kind)
+                .is_some_and(|t| t.fired_at.is_some() || t.due_at == *due)
+        })
+        .collect();
+    let kinds: Vec<&str> = changed.iter().map(|(k, _, _)| k.as_str()).collect();
+    let seqs: Vec<i32> = changed.iter().map(|(_, s, _)| *s).collect();
+    let due: Vec<DateTime<Utc>> = changed.iter().map(|(_, _, d)| *d).collect();
+    store::put_timers(conn, row.id, &kinds, &seqs, &due).await?;
     emit_changes(conn, old, &row, &computed, working_day).await
 }
 

@@ -485,28 +485,44 @@ pub async fn timers_of(
     .collect()
 }
 
-pub async fn put_timer(conn: &mut PgConnection, t: &TimerRow) -> Result<(), sqlx::Error> {
+/// Schedules (or moves) a clock's unfired timers `kinds[i]` (number
+/// `seqs[i]`) to `due[i]`, in one statement: a clock has up to six.
+pub async fn put_timers(
+    conn: &mut PgConnection,
+    clock_id: Uuid,
+    kinds: &[&str],
+    seqs: &[i32],
+    due: &[DateTime<Utc>],
+) -> Result<(), sqlx::Error> {
+    if kinds.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "INSERT INTO timers (clock_id, kind, seq, due_at) VALUES ($1, $2, $3, $4)
+        "INSERT INTO timers (clock_id, kind, seq, due_at)
+         SELECT $1, * FROM UNNEST($2::text[], $3::int4[], $4::timestamptz[])
          ON CONFLICT (clock_id, kind) DO UPDATE SET due_at = EXCLUDED.due_at WHERE timers.fired_at IS NULL",
     )
-    .bind(t.clock_id)
-    .bind(&t.kind)
-    .bind(t.seq)
-    .bind(t.due_at)
+    .bind(clock_id)
+    .bind(kinds)
+    .bind(seqs)
+    .bind(due)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-pub async fn drop_timer(
+/// Drops a clock's unfired timers of these kinds, in one statement.
+pub async fn drop_timers(
     conn: &mut PgConnection,
     clock_id: Uuid,
-    kind: &str,
+    kinds: &[&str],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM timers WHERE clock_id = $1 AND kind = $2 AND fired_at IS NULL")
+    if kinds.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM timers WHERE clock_id = $1 AND kind = ANY($2) AND fired_at IS NULL")
         .bind(clock_id)
-        .bind(kind)
+        .bind(kinds)
         .execute(&mut *conn)
         .await?;
     Ok(())
