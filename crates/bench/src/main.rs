@@ -660,7 +660,10 @@ async fn load(
     anyhow::ensure!(!ids.is_empty(), "no report was submitted");
     if let Some(http) = http {
         let waited = quiesce(http).await?;
-        println!("caught up {:.1} s after the last submit", waited.as_secs_f64());
+        println!(
+            "caught up {:.1} s after the last submit",
+            waited.as_secs_f64()
+        );
     }
     let read = get_closed_loop(pool, concurrency, seconds, ids, &reader).await;
     println!("GetReport c={concurrency}: {}", read.summary());

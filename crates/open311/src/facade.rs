@@ -672,12 +672,7 @@ async fn post_requests(
     // The key may come in the form (as the specification says) or the query.
     let mut form = pairs(query.unwrap_or_default().as_bytes());
     form.extend(pairs(&body));
-    let api_key = form
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "api_key")
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_default();
+    let api_key = georeport::arg(&form, "api_key");
     let answer = async {
         let client = facade.client(&api_key)?;
         let new = georeport::new_request(&form, &client.name, client.channel)

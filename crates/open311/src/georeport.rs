@@ -203,6 +203,16 @@ pub fn service_definition(c: &pb::Category) -> Doc {
     )
 }
 
+/// The value of argument `name` (the last one given), trimmed; empty when
+/// absent, which the specification treats the same as empty.
+pub fn arg(args: &[(String, String)], name: &str) -> String {
+    args.iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// A `POST /requests` form, mapped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewRequest {
@@ -222,13 +232,7 @@ pub fn new_request(
     channel: pb::Channel,
 ) -> Result<NewRequest, Vec<ErrorItem>> {
     let mut errors = Vec::new();
-    let value = |name: &str| -> String {
-        form.iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default()
-    };
+    let value = |name: &str| arg(form, name);
     let service_code = value("service_code");
     if service_code.is_empty() {
         errors.push(bad("service_code: is required"));
@@ -431,13 +435,7 @@ fn statuses(word: &str) -> Option<&'static [pb::ReportStatus]> {
 /// Maps `GET /requests` arguments, with the specification's defaults: the
 /// last 90 days, at most 90 days between `start_date` and `end_date`.
 pub fn list_query(args: &[(String, String)], now: DateTime<Utc>) -> Result<Query, Vec<ErrorItem>> {
-    let value = |name: &str| -> String {
-        args.iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default()
-    };
+    let value = |name: &str| arg(args, name);
     let csv = |text: String| -> Vec<String> {
         text.split(',')
             .map(str::trim)
