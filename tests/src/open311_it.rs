@@ -114,6 +114,26 @@ async fn open311_clients_create_and_follow_requests_in_json_and_xml() -> anyhow:
     assert!(descriptions(&body)[0].starts_with("service_code:"));
     let (status, _) = call(http, "GET", "/open311/v2/services.html", "").await;
     assert_eq!(status, 404);
+    for path in [
+        "/open311/v2/services.json?jurisdiction_id=NOWHERE",
+        "/open311/v2/services/POTHOLE.json?jurisdiction_id=NOWHERE",
+        "/open311/v2/requests.json?jurisdiction_id=NOWHERE",
+    ] {
+        let (status, body) = call(http, "GET", path, "").await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(
+            descriptions(&body)[0].starts_with("jurisdiction_id:"),
+            "{body}"
+        );
+    }
+    let (status, body) = call(
+        http,
+        "GET",
+        "/open311/v2/services.json?jurisdiction_id=RIYADH",
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
 
     // Creating: the key is checked first, then every parameter at once.
     let valid = [

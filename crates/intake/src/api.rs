@@ -598,6 +598,15 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
         }
         let mut v = Violations::new();
         v.check(
+            req.municipality_code.is_empty()
+                || self.catalogue.get().area(&req.municipality_code).is_some(),
+            "municipality_code",
+            &format!(
+                "'{}' is not a municipality this platform serves",
+                req.municipality_code
+            ),
+        );
+        v.check(
             req.status == 0 || status_name(req.status).is_some(),
             "status",
             "is not a report status",

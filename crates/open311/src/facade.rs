@@ -266,6 +266,29 @@ impl Facade {
             .categories)
     }
 
+    /// Refuses an unknown `jurisdiction_id` (404, as the specification
+    /// asks) by asking intake for one report of that municipality.
+    async fn check_jurisdiction(&self, args: &[(String, String)]) -> Result<(), Failure> {
+        let municipality_code = georeport::arg(args, "jurisdiction_id");
+        if municipality_code.is_empty() {
+            return Ok(());
+        }
+        let request = self.request(
+            pb::ListReportsRequest {
+                page_size: 1,
+                municipality_code,
+                ..Default::default()
+            },
+            &self.0.reader,
+        )?;
+        let mut intake = self.0.intake.clone();
+        intake
+            .list_reports(request)
+            .await
+            .map_err(|s| Failure::from_status(&s, Call::Read))?;
+        Ok(())
+    }
+
     /// A report by tracking number or id, as the feed may show it.
     async fn report(&self, key: &str) -> Result<Option<pb::Report>, Failure> {
         let key = match key.parse::<uuid::Uuid>() {
@@ -547,7 +570,7 @@ async fn get_collection(
     };
     let args = pairs(query.unwrap_or_default().as_bytes());
     let answer = match name {
-        "services" => services(&facade, lang(&headers)).await,
+        "services" => services(&facade, &args, lang(&headers)).await,
         "requests" => requests(&facade, &args, lang(&headers)).await,
         "discovery" => return discovery_doc(&facade, format, &headers),
         other => Err(Failure::not_found(format!(
@@ -557,7 +580,8 @@ async fn get_collection(
     respond(format, StatusCode::OK, answer)
 }
 
-async fn services(facade: &Facade, lang: Lang) -> Result<Doc, Failure> {
+async fn services(facade: &Facade, args: &[(String, String)], lang: Lang) -> Result<Doc, Failure> {
+    facade.check_jurisdiction(args).await?;
     Ok(georeport::service_list(&facade.categories().await?, lang))
 }
 
@@ -600,12 +624,18 @@ fn request_list(reports: &[pb::Report], categories: &[pb::Category], lang: Lang)
     )
 }
 
-async fn get_service(State(facade): State<Facade>, Path(resource): Path<String>) -> Response {
+async fn get_service(
+    State(facade): State<Facade>,
+    Path(resource): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let (code, format) = match Format::split(&resource) {
         Some(split) => split,
         None => return unknown_format(&resource),
     };
+    let args = pairs(query.unwrap_or_default().as_bytes());
     let answer = async {
+        facade.check_jurisdiction(&args).await?;
         let categories = facade.categories().await?;
         categories
             .iter()

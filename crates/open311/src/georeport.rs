@@ -650,8 +650,8 @@ pub fn parameter_of(field: &str, message: &str) -> (&'static str, u16) {
     match field {
         "category_code" if unknown => ("service_code", 404),
         "category_code" => ("service_code", 400),
-        "location.municipality_code" if unknown => ("jurisdiction_id", 404),
-        "location.municipality_code" => ("jurisdiction_id", 400),
+        "location.municipality_code" | "municipality_code" if unknown => ("jurisdiction_id", 404),
+        "location.municipality_code" | "municipality_code" => ("jurisdiction_id", 400),
         "location.latitude" => ("lat", 400),
         "location.longitude" => ("long", 400),
         "location.national_address_short" => ("address_id", 400),
@@ -915,5 +915,12 @@ mod tests {
             ("jurisdiction_id", 404)
         );
         assert_eq!(parameter_of("location.latitude", "must be"), ("lat", 400));
+        assert_eq!(
+            parameter_of(
+                "municipality_code",
+                "'X' is not a municipality this platform serves"
+            ),
+            ("jurisdiction_id", 404)
+        );
     }
 }
