@@ -415,19 +415,23 @@ pub enum Query {
     Filter(pb::ListReportsRequest),
 }
 
+/// The statuses Open311 calls `open`: everything before a resolution.
+const OPEN: &[pb::ReportStatus] = &[
+    pb::ReportStatus::Received,
+    pb::ReportStatus::Routed,
+    pb::ReportStatus::Acknowledged,
+    pb::ReportStatus::InProgress,
+    pb::ReportStatus::OnHold,
+    pb::ReportStatus::Reopened,
+];
+/// The statuses Open311 calls `closed`.
+const CLOSED: &[pb::ReportStatus] = &[pb::ReportStatus::Resolved, pb::ReportStatus::Closed];
+
 /// The statuses an Open311 status word stands for.
 fn statuses(word: &str) -> Option<&'static [pb::ReportStatus]> {
-    use pb::ReportStatus as S;
     match word {
-        "open" => Some(&[
-            S::Received,
-            S::Routed,
-            S::Acknowledged,
-            S::InProgress,
-            S::OnHold,
-            S::Reopened,
-        ]),
-        "closed" => Some(&[S::Resolved, S::Closed]),
+        "open" => Some(OPEN),
+        "closed" => Some(CLOSED),
         _ => None,
     }
 }
@@ -500,10 +504,10 @@ pub fn list_query(args: &[(String, String)], now: DateTime<Utc>) -> Result<Query
 
 /// Open311's word for a report's status.
 pub fn status_word(status: i32) -> &'static str {
-    use pb::ReportStatus as S;
-    match pb::ReportStatus::try_from(status) {
-        Ok(S::Resolved | S::Closed) => "closed",
-        _ => "open",
+    if CLOSED.iter().any(|s| *s as i32 == status) {
+        "closed"
+    } else {
+        "open"
     }
 }
 
@@ -864,19 +868,16 @@ mod tests {
 
     #[test]
     fn open_until_resolved_or_closed() {
-        use pb::ReportStatus as S;
-        for s in [
-            S::Received,
-            S::Routed,
-            S::Acknowledged,
-            S::InProgress,
-            S::OnHold,
-            S::Reopened,
-        ] {
-            assert_eq!(status_word(s as i32), "open");
+        for s in OPEN {
+            assert_eq!(status_word(*s as i32), "open");
         }
-        assert_eq!(status_word(S::Resolved as i32), "closed");
-        assert_eq!(status_word(S::Closed as i32), "closed");
+        for s in CLOSED {
+            assert_eq!(status_word(*s as i32), "closed");
+        }
+        // Every status the API has is exactly one of the two.
+        for s in (1..).map_while(|n| pb::ReportStatus::try_from(n).ok()) {
+            assert!(OPEN.contains(&s) != CLOSED.contains(&s), "{s:?}");
+        }
     }
 
     #[test]
