@@ -98,6 +98,27 @@ async fn operators_and_scripts_work_the_platform_from_a_terminal() -> anyhow::Re
     assert_eq!(submitted["report"]["channel"], "CHANNEL_CALL_CENTER_940");
     let again = cli.json(&submit, &channel).await;
     assert_eq!(again["report"]["tracking_number"], tracking.as_str());
+    // An operator at the 940 desk submits too, as the README shows.
+    let desk = cli
+        .json(
+            &[
+                "report",
+                "submit",
+                "--category",
+                "STREET_LIGHTING",
+                "--description",
+                "Street light out",
+                "--lat",
+                "24.7100",
+                "--lon",
+                "46.7000",
+                "--channel",
+                "CHANNEL_CALL_CENTER_940",
+            ],
+            &operator,
+        )
+        .await;
+    assert!(desk["report"]["tracking_number"].is_string(), "{desk}");
 
     // Read it as a table and as JSON.
     let out = cli.run(&["report", "get", &tracking], Some(&channel)).await;
@@ -110,7 +131,12 @@ async fn operators_and_scripts_work_the_platform_from_a_terminal() -> anyhow::Re
     let listed = cli
         .json(&["report", "list", "--municipality", "RIYADH"], &operator)
         .await;
-    assert_eq!(listed["reports"][0]["tracking_number"], tracking.as_str());
+    assert_eq!(
+        listed["reports"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+    assert_eq!(listed["reports"][1]["tracking_number"], tracking.as_str());
 
     // Work the case.
     let case = eventually(30, "the report is routed", || async {
@@ -205,6 +231,31 @@ async fn operators_and_scripts_work_the_platform_from_a_terminal() -> anyhow::Re
         "{}",
         stdout(&out)
     );
+    assert!(
+        !stderr(&out).contains("no indicator has data"),
+        "{}",
+        stderr(&out)
+    );
+    // A code the platform does not know reads as no data, and says so.
+    let out = cli
+        .run(
+            &[
+                "kpi",
+                "scorecard",
+                "--municipality",
+                "RUH",
+                "--period",
+                "2026-03",
+            ],
+            Some(&operator),
+        )
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is the code right"),
+        "{}",
+        stderr(&out)
+    );
 
     // The routing stream, decoded.
     let out = cli
@@ -216,7 +267,7 @@ async fn operators_and_scripts_work_the_platform_from_a_terminal() -> anyhow::Re
                 "--since",
                 "1h",
                 "--count",
-                "2",
+                "4",
                 "--output",
                 "json",
             ],
@@ -228,13 +279,22 @@ async fn operators_and_scripts_work_the_platform_from_a_terminal() -> anyhow::Re
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();
-    assert_eq!(lines.len(), 2, "{}", stdout(&out));
-    assert_eq!(lines[0]["type"], "sa.baladiya.routing.case.routed.v1");
+    // Two reports routed, then ours acknowledged and resolved.
+    assert_eq!(lines.len(), 4, "{}", stdout(&out));
+    let ours: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["data"]["case"]["tracking_number"] == tracking.as_str())
+        .map(|l| l["type"].as_str().unwrap_or_default())
+        .collect();
     assert_eq!(
-        lines[0]["data"]["case"]["tracking_number"],
-        tracking.as_str()
+        ours[..2],
+        [
+            "sa.baladiya.routing.case.routed.v1",
+            "sa.baladiya.routing.case.acknowledged.v1"
+        ],
+        "{}",
+        stdout(&out)
     );
-    assert_eq!(lines[1]["type"], "sa.baladiya.routing.case.acknowledged.v1");
     assert!(
         stderr(&out).contains("replay"),
         "progress on stderr: {}",

@@ -877,6 +877,15 @@ pub async fn scorecard(
         .await
         .map_err(remote.failed("reading the scorecard"))?
         .into_inner();
+    if card
+        .indicators
+        .iter()
+        .all(|i| i.measurement.unwrap_or_default().sample_size == 0)
+    {
+        eprintln!(
+            "note: no indicator has data for this period; is the code right? (municipality codes are like RIYADH, partner codes like MOTLS)"
+        );
+    }
     remote.print(&card, scorecard_table);
     Ok(())
 }

@@ -477,6 +477,11 @@ async fn serve_command(
             },
         } => {
             let module = modules.first().context("no service selected")?;
+            anyhow::ensure!(
+                module.stores_data(),
+                "{} keeps no data and parks no events; name the service whose consumer parked them (see `baladiya events parked`)",
+                module.name()
+            );
             let pool = db::schema_pool(&config.database, module.schema())?;
             let marked = consumer::request_replay(&pool, &name, id).await?;
             println!("{marked} parked event(s) marked for replay by consumer {name}");
