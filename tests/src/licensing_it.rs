@@ -51,6 +51,9 @@ impl Licensing {
             ],
         )
         .await?;
+        // Applications arriving before the watcher holds the seeded
+        // calendars and agreements would use up their quick test retries.
+        crate::sla_watcher_has_the_seed(&env).await?;
         let client = LicensingServiceClient::new(platform.channel().await?);
         let officer = platform.token(Role::Operator);
         let applicant = platform.token(Role::Channel);
