@@ -860,3 +860,164 @@ async fn listing_pages_with_tamper_checked_tokens() -> anyhow::Result<()> {
     }
     intake.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submits_are_written_together_and_a_failing_one_fails_alone()
+-> anyhow::Result<()> {
+    let mut intake = Intake::start().await?;
+    let db = sqlx::PgPool::connect(&intake.env.database_url()).await?;
+    // A submit the database refuses, as a broken row would be.
+    sqlx::raw_sql(
+        "CREATE FUNCTION intake.refuse_marked() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.description = 'بلاغ يرفضه الاختبار' THEN RAISE EXCEPTION 'refused by the test'; END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_marked BEFORE INSERT ON intake.reports
+           FOR EACH ROW EXECUTE FUNCTION intake.refuse_marked();",
+    )
+    .execute(&db)
+    .await?;
+    let refused = request("STREET_LIGHTING", OLAYA, "بلاغ يرفضه الاختبار");
+    let mut requests: Vec<pb::SubmitReportRequest> = (1..40)
+        .map(|i| {
+            request(
+                "STREET_LIGHTING",
+                north(OLAYA, 150.0 * f64::from(i)),
+                "عمود إنارة مطفأ",
+            )
+        })
+        .collect();
+    requests.insert(17, refused.clone());
+    let channel = intake.platform.channel().await?;
+    let calls = requests.iter().map(|req| {
+        let mut client = IntakeServiceClient::new(channel.clone());
+        let req = authorized(req.clone(), &intake.channel_token);
+        tokio::spawn(async move { client.submit_report(req).await.map(|r| r.into_inner()) })
+    });
+    let mut tracking = std::collections::HashSet::new();
+    let mut failed = Vec::new();
+    for (at, call) in futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        match call? {
+            Ok(r) => {
+                let report = r.report.expect("report");
+                assert!(!r.linked_as_duplicate, "submit {at} is 150 m from the next");
+                tracking.insert(report.tracking_number);
+            }
+            Err(status) => failed.push((at, status.code())),
+        }
+    }
+    assert_eq!(failed.len(), 1, "only the refused submit fails: {failed:?}");
+    assert_eq!(failed[0].0, 17);
+    assert_eq!(tracking.len(), 39, "each stored report has its own number");
+    for (sql, what) in [
+        ("SELECT count(*) FROM reports", "reports"),
+        ("SELECT count(*) FROM outbox", "received events"),
+        (
+            "SELECT count(*) FROM audit_events WHERE rpc = '/baladiya.intake.v1.IntakeService/SubmitReport'",
+            "audit rows",
+        ),
+        (
+            "SELECT count(*) FROM idempotency_keys WHERE method = 'SubmitReport'",
+            "request id claims",
+        ),
+    ] {
+        assert_eq!(
+            intake.count(sql).await?,
+            39,
+            "{what}: one per stored submit"
+        );
+    }
+
+    // Nothing of the refused submit was kept: once the database takes it,
+    // its retry stores it.
+    sqlx::raw_sql("DROP TRIGGER refuse_marked ON intake.reports")
+        .execute(&db)
+        .await?;
+    db.close().await;
+    let retried = intake.submit(refused).await?;
+    assert!(retried.report.is_some());
+    assert_eq!(intake.count("SELECT count(*) FROM reports").await?, 40);
+    intake.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_report_is_not_served_from_memory() -> anyhow::Result<()> {
+    let mut intake = Intake::start().await?;
+    let report = intake
+        .submit(request("POTHOLE", OLAYA, "حفرة عميقة في الطريق"))
+        .await?
+        .report
+        .expect("report");
+    // Read twice: the second answer may come from memory.
+    assert_eq!(
+        intake.get(&report.id).await?.description,
+        report.description
+    );
+    assert_eq!(
+        intake.get(&report.id).await?.description,
+        report.description
+    );
+
+    let db = sqlx::PgPool::connect(&intake.env.database_url()).await?;
+    let change = |text: &'static str| {
+        let (db, id) = (db.clone(), report.id.clone());
+        async move {
+            sqlx::query("UPDATE intake.reports SET description = $2 WHERE id = $1::uuid")
+                .bind(id)
+                .bind(text)
+                .execute(&db)
+                .await
+        }
+    };
+    let shows = |text: &'static str| {
+        let intake = &intake;
+        let id = report.id.clone();
+        eventually(10, text, move || {
+            let id = id.clone();
+            async move {
+                let now = intake.get(&id).await?;
+                Ok((now.description == text).then_some(()))
+            }
+        })
+    };
+    // A change made outside intake's code is heard, and the next read has it.
+    change("تغير الوصف").await?;
+    shows("تغير الوصف").await?;
+    assert_eq!(intake.get(&report.id).await?.description, "تغير الوصف");
+
+    // Changes made while intake cannot hear them are not missed: losing the
+    // listening connection forgets everything until it listens again.
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .execute(&db)
+    .await?;
+    change("تغير مرة ثانية").await?;
+    shows("تغير مرة ثانية").await?;
+    intake.get(&report.id).await?;
+    // And it listens again.
+    eventually(10, "listening again", || {
+        let db = db.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+            )
+            .fetch_one(&db)
+            .await?;
+            Ok((n > 0).then_some(()))
+        }
+    })
+    .await?;
+    intake.get(&report.id).await?;
+    change("تغير مرة ثالثة").await?;
+    shows("تغير مرة ثالثة").await?;
+    db.close().await;
+    intake.stop().await
+}

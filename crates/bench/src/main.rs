@@ -4,14 +4,16 @@
 //!
 //! Measured here:
 //! - `baladiya run --services all`: start to ready, and idle resident memory;
-//! - `SubmitReport` over gRPC at 1, 8 and 32 concurrent callers, beside
-//!   pgbench running one transaction of two inserts (a row and an outbox row)
-//!   on the same PostgreSQL at the same concurrency;
+//! - `SubmitReport` over gRPC at 1, 8 and 32 concurrent callers to intake in
+//!   a process of its own (`run --services intake`, its relay publishing each
+//!   report's event), beside pgbench running one transaction of two inserts
+//!   (a row and an outbox row) on the same PostgreSQL at the same concurrency;
 //! - `GetReport` at 64 callers, beside a bare tonic server answering
 //!   `grpc.health.v1.Health/Check` (this binary's `echo` command, its own
 //!   process like the platform) at the same concurrency;
 //! - the pipeline, from `SubmitReport` to the case routed and its SLA clocks
-//!   started, at half the most reports per second it carried ([`pipeline`]);
+//!   started, at half the most reports per second the whole platform carried
+//!   (32 callers submitting, then every event applied) ([`pipeline`]);
 //! - the SLA watcher alone with 1,000,000 open clocks: its memory, and how
 //!   late breaches are published while 10,000 deadlines fall due in a minute
 //!   ([`sla`]);
@@ -481,28 +483,41 @@ async fn pgbench(database_url: &str, clients: usize, seconds: u64) -> anyhow::Re
         .context("no tps in pgbench's output")
 }
 
-/// The next free place on a grid of 60,000 points 0.003° (over 300 m)
-/// apart inside Riyadh's service area, from a per-process starting point:
-/// reports a run submits are farther apart than any category's duplicate
+/// Categories of normal priority whose duplicate radius is at most 250 m:
+/// each has its own duplicate search, so each multiplies the places.
+const CATEGORIES: [&str; 4] = [
+    "POTHOLE",
+    "WASTE_COLLECTION",
+    "CONSTRUCTION_DEBRIS",
+    "ROAD_WORKS_DAMAGE",
+];
+
+/// The next free place, with its category, on a grid of 60,000 points
+/// 0.003° (over 300 m) apart inside Riyadh's service area, once per category
+/// of [`CATEGORIES`] (240,000 in all), from a per-process starting point:
+/// reports a run submits are farther apart than their category's duplicate
 /// radius, so none is linked as a duplicate (a different, heavier request).
-fn next_place() -> (f64, f64) {
+fn next_place() -> (f64, f64, &'static str) {
     const ROWS: u64 = 240;
     const PLACES: u64 = ROWS * 250;
+    const ALL: u64 = PLACES * CATEGORIES.len() as u64;
     static NEXT: std::sync::LazyLock<AtomicU64> =
-        std::sync::LazyLock::new(|| AtomicU64::new(u64::from(std::process::id()) * 7_919 % PLACES));
-    let n = NEXT.fetch_add(1, Ordering::Relaxed) % PLACES;
+        std::sync::LazyLock::new(|| AtomicU64::new(u64::from(std::process::id()) * 7_919 % ALL));
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % ALL;
+    let (category, n) = (CATEGORIES[(n / PLACES) as usize], n % PLACES);
     (
         24.36 + (n % ROWS) as f64 * 0.003,
         46.36 + (n / ROWS) as f64 * 0.003,
+        category,
     )
 }
 
 fn submit_request() -> intake::SubmitReportRequest {
-    let (latitude, longitude) = next_place();
+    let (latitude, longitude, category) = next_place();
     intake::SubmitReportRequest {
         request_id: uuid::Uuid::now_v7().to_string(),
         channel: intake::Channel::CallCenter940 as i32,
-        category_code: "POTHOLE".into(),
+        category_code: category.into(),
         description: "حفرة في الطريق".into(),
         location: Some(Location {
             latitude,
@@ -824,36 +839,64 @@ async fn platform_phases(
         .execute(&mut pg)
         .await?;
     }
-    let mut report_ids = Vec::new();
-    // The most reports per second the whole pipeline carried: a phase's
-    // reports over its time plus the time to finish their events after it.
-    let mut sustained: f64 = 0.0;
+    // How many reports per second the whole platform carries: 32 callers
+    // submit for the phase's time, then it finishes their events. These
+    // reports are also what GetReport reads below.
     let caught_up = platform.quiesce().await?;
     details.insert(
         "catch_up_after_start_s".into(),
         serde_json::json!(caught_up.as_secs_f64()),
     );
+    eprintln!(
+        "pipeline capacity: 32 callers for {} s on the whole platform…",
+        env.seconds
+    );
+    let (loaded, report_ids) =
+        submit_closed_loop(channels(grpc, 32).await?, 32, env.seconds, &token).await;
+    let drained = platform.quiesce().await?;
+    let sustained = loaded.latencies.len() as f64 / (loaded.elapsed + drained).as_secs_f64();
+    details.insert(
+        "pipeline_capacity".into(),
+        serde_json::json!({
+            "submit_rps_all_in_one_c32": loaded.rps(), "submit_p99_ms": ms(loaded.percentile(99.0)),
+            "errors": loaded.errors, "catch_up_s": drained.as_secs_f64(),
+            "reports_per_s": sustained,
+        }),
+    );
+
+    // SubmitReport against intake in a process of its own (as deployed:
+    // the downstream services run elsewhere, and on these two cores they
+    // would be measured instead), with its relay publishing every event.
+    let intake_name = format!("bench_intake_{}", env.stamp);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {intake_name}"
+    )))
+    .execute(&mut *admin)
+    .await?;
+    let intake = Platform::start(
+        env,
+        "intake",
+        &with_database(&env.base, &intake_name),
+        &intake_name,
+    )
+    .await?;
+    intake.quiesce().await?;
     for concurrency in [1usize, 8, 32] {
         eprintln!(
-            "submit: {concurrency} callers for {} s, then pgbench…",
+            "submit: {concurrency} callers for {} s to intake, then pgbench…",
             env.seconds
         );
-        let pool = channels(grpc, concurrency).await?;
-        let (submitted, ids) = submit_closed_loop(pool, concurrency, env.seconds, &token).await;
-        report_ids.extend(ids);
-        // pgbench runs once the platform is idle again, as it was for the submits.
-        let drained = platform.quiesce().await?;
-        let carried =
-            submitted.latencies.len() as f64 / (submitted.elapsed + drained).as_secs_f64();
-        sustained = sustained.max(carried);
+        let pool = channels(intake.grpc, concurrency).await?;
+        let (submitted, _) = submit_closed_loop(pool, concurrency, env.seconds, &token).await;
+        // pgbench runs once intake's relay has published everything.
+        let drained = intake.quiesce().await?;
         let tps = pgbench(&pg_url, concurrency, env.seconds).await?;
         details.insert(
             format!("submit_report_c{concurrency}"),
             serde_json::json!({
                 "rps": submitted.rps(), "p50_ms": ms(submitted.percentile(50.0)),
                 "p99_ms": ms(submitted.percentile(99.0)), "errors": submitted.errors,
-                "pgbench_tps": tps, "pipeline_catch_up_s": drained.as_secs_f64(),
-                "pipeline_reports_per_s": carried,
+                "pgbench_tps": tps, "relay_catch_up_s": drained.as_secs_f64(),
             }),
         );
         figures.push(Figure {
@@ -867,6 +910,14 @@ async fn platform_phases(
             lower_is_better: false,
         });
     }
+    intake.stop().await;
+    delete_streams(env, &intake_name).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {intake_name} WITH (FORCE)"
+    )))
+    .execute(&mut *admin)
+    .await
+    .ok();
 
     // The pipeline at half the most it carried.
     eprintln!(

@@ -22,9 +22,11 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::CatalogueCache;
+use crate::batch::SubmitWriter;
+use crate::cache::ReportCache;
 use crate::domain::{self, AttachmentRef, Category, Priority, Submission, ValidReport};
 use crate::pii::Vault;
-use crate::store::{self, DuplicateSearch, Inserted, NewReport, ReportFilter, ReportRow};
+use crate::store::{self, DuplicateSearch, Inserted, NewReport, ReportFilter, ReportRow, Submit};
 
 const SERVICE: &str = "intake";
 pub const REPORT_RECEIVED: EventType = EventType::new("intake", "report", "received");
@@ -206,6 +208,8 @@ pub struct IntakeApi {
     tokens: PageTokens,
     /// The next tracking sequence number and the end of the reserved block.
     tracking: Mutex<(i64, i64)>,
+    writer: SubmitWriter,
+    cache: Arc<ReportCache>,
 }
 
 impl std::fmt::Debug for IntakeApi {
@@ -224,14 +228,17 @@ impl IntakeApi {
         vault: Vault,
         catalogue: Arc<CatalogueCache>,
         tokens: PageTokens,
+        cache: Arc<ReportCache>,
     ) -> Self {
         Self {
-            pool,
             clock,
             vault,
             catalogue,
-            tokens,
+            writer: SubmitWriter::start(pool.clone()),
+            pool,
             tracking: Mutex::new((0, 0)),
+            tokens,
+            cache,
         }
     }
 
@@ -318,21 +325,21 @@ impl IntakeApi {
 
         let new = NewReport {
             id,
-            tracking_number: &tracking,
-            request_id: &req.request_id,
-            municipality_code: &valid.municipality_code,
-            category_code: &valid.category.code,
+            tracking_number: tracking.clone(),
+            request_id: req.request_id.clone(),
+            municipality_code: valid.municipality_code.clone(),
+            category_code: valid.category.code.clone(),
             priority: valid.priority,
-            priority_reason: &valid.priority_reason,
+            priority_reason: valid.priority_reason.clone(),
             channel: valid.channel,
-            description: &valid.description,
+            description: valid.description.clone(),
             point: valid.point,
-            national_address_short: valid.national_address_short.as_deref(),
+            national_address_short: valid.national_address_short.clone(),
             observed_at: valid.observed_at,
             created_at: now,
-            attachments: &valid.attachments,
-            reporter_key: reporter_key.as_deref(),
-            reporter: sealed.as_ref(),
+            attachments: valid.attachments.clone(),
+            reporter_key: reporter_key.clone(),
+            reporter: sealed,
         };
         let response = |duplicate_of: Option<Uuid>, status: &str| pb::SubmitReportResponse {
             report: Some(report_proto(&ReportRow {
@@ -363,40 +370,37 @@ impl IntakeApi {
             })),
             linked_as_duplicate: duplicate_of.is_some(),
         };
-        let search = DuplicateSearch {
-            category_code: &valid.category.code,
-            since: now - chrono::Duration::hours(i64::from(valid.category.duplicate_window_hours)),
-            point: valid.point,
-            radius_m: f64::from(valid.category.duplicate_radius_meters),
-            national_address_short: valid.national_address_short.as_deref(),
-        };
         let fresh = response(None, "received");
-        let received =
-            self.received_event(&valid, id, &tracking, now, reporter_key.as_deref(), None);
-        let mut conn = self.pool.acquire().await?;
-        let outcome = store::insert_unless_duplicate(
-            &mut conn,
-            &search,
-            &new,
-            &digest,
-            &fresh.encode_to_vec(),
-            &received,
-            audit,
-        )
-        .await?;
+        let submit = Submit {
+            search: DuplicateSearch {
+                category_code: valid.category.code.clone(),
+                since: now
+                    - chrono::Duration::hours(i64::from(valid.category.duplicate_window_hours)),
+                point: valid.point,
+                radius_m: f64::from(valid.category.duplicate_radius_meters),
+                national_address_short: valid.national_address_short.clone(),
+            },
+            request_digest: digest.clone(),
+            response: fresh.encode_to_vec(),
+            event: self.received_event(&valid, id, &tracking, now, reporter_key.as_deref(), None),
+            audit: audit.clone(),
+            report: new,
+        };
+        let (outcome, submit) = self.writer.write(submit).await?;
+        let new = submit.report;
         match outcome {
             Inserted::New => {
                 outbox::committed(crate::SCHEMA);
                 Ok(fresh)
             }
             Inserted::SeenBefore => {
+                let mut conn = self.pool.acquire().await?;
                 Ok(
                     idempotency::replay(&mut conn, "SubmitReport", &req.request_id, &digest)
                         .await?,
                 )
             }
             Inserted::Duplicate { master, distance_m } => {
-                drop(conn);
                 let mut tx = self.pool.begin().await?;
                 let claim = idempotency::claim::<pb::SubmitReportResponse>(
                     &mut tx,
@@ -451,6 +455,8 @@ impl IntakeApi {
                 audit.record(&mut tx, now, &id.to_string()).await?;
                 tx.commit().await?;
                 outbox::committed(crate::SCHEMA);
+                // Its master gained a supporter.
+                self.cache.forget(&master);
                 Ok(linked)
             }
         }
@@ -553,10 +559,20 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
                 .into());
             }
         };
-        let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
-        let row = store::report(&mut conn, id, tracking.as_deref())
-            .await
-            .map_err(ApiError::from)?;
+        let row = match self.cache.get(id, tracking.as_deref()) {
+            Some(kept) => Some(kept),
+            None => {
+                let epoch = self.cache.epoch();
+                let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
+                let row = store::report(&mut conn, id, tracking.as_deref())
+                    .await
+                    .map_err(ApiError::from)?;
+                if let Some(r) = &row {
+                    self.cache.keep(epoch, r);
+                }
+                row.map(Arc::new)
+            }
+        };
         // Whether a report exists is not revealed to those who may not see it.
         let row = match row {
             Some(r) if sees(&who, &r.municipality_code, &r.channel) => r,
@@ -747,6 +763,7 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
         audit.record(&mut tx, now, &id.to_string()).await?;
         tx.commit().await.map_err(ApiError::from)?;
         outbox::committed(crate::SCHEMA);
+        self.cache.forget(&id);
         Ok(Response::new(report_proto(&rated)))
     }
 

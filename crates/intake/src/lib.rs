@@ -12,6 +12,8 @@
 //! data.
 
 pub mod api;
+pub mod batch;
+pub mod cache;
 pub mod domain;
 pub mod pii;
 pub mod seed;
@@ -234,12 +236,14 @@ impl ServiceModule for IntakeService {
                 .ok_or_else(|| start_error("intake keys are invalid"))?;
             let catalogue = Arc::new(CatalogueCache::default());
             catalogue.reload(&ctx.pool).await.map_err(start_error)?;
+            let reports = Arc::new(cache::ReportCache::default());
             let api = api::IntakeApi::new(
                 ctx.pool.clone(),
                 ctx.clock.clone(),
                 vault,
                 catalogue.clone(),
                 ctx.config.server.page_tokens(),
+                reports.clone(),
             );
             mounted.add(
                 ctx.protect(
@@ -262,8 +266,17 @@ impl ServiceModule for IntakeService {
                     }
                 }
             });
+            let pool = ctx.pool.clone();
+            let mut stop = ctx.background_shutdown();
+            let follow: BackgroundTask = Box::pin(async move {
+                tokio::select! {
+                    _ = stop.wait() => {}
+                    _ = reports.follow(pool) => {}
+                }
+            });
             Ok(vec![
                 reload,
+                follow,
                 ctx.consumer(status::consumer_spec(), status::StatusFromCases),
                 ctx.consumer(status::deadline_consumer_spec(), status::DeadlineFromClocks),
             ])

@@ -71,7 +71,9 @@ pub fn connect_options(config: &DatabaseConfig) -> Result<PgConnectOptions, DbEr
 pub fn schema_pool(config: &DatabaseConfig, schema: &str) -> Result<PgPool, DbError> {
     valid_schema(schema)?;
     let statement_timeout = config.statement_timeout_ms.to_string();
-    let options = connect_options(config)?
+    let options = connect_options(config)?;
+    nodelay::PORT.store(options.get_port(), std::sync::atomic::Ordering::Relaxed);
+    let options = options
         .options([
             ("search_path", schema),
             ("statement_timeout", statement_timeout.as_str()),
@@ -84,14 +86,79 @@ pub fn schema_pool(config: &DatabaseConfig, schema: &str) -> Result<PgPool, DbEr
             ("max_parallel_workers_per_gather", "0"),
         ])
         .application_name(&format!("baladiya-{schema}"));
-    Ok(PgPoolOptions::new()
-        .max_connections(config.max_connections)
+    Ok(pool_options(config.max_connections)
         .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+        .connect_lazy_with(options))
+}
+
+fn pool_options(max: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max)
         // No ping before every use: it doubles the round trips of a short
         // request. A connection PostgreSQL dropped fails its next statement
         // (UNAVAILABLE to the caller, who retries) and is closed, not reused.
         .test_before_acquire(false)
-        .connect_lazy_with(options))
+        .after_connect(|_conn, _meta| {
+            Box::pin(async {
+                nodelay::on_postgres_sockets();
+                Ok(())
+            })
+        })
+}
+
+/// Nagle's algorithm off on the process's TCP sockets to PostgreSQL.
+///
+/// sqlx 0.9.0 no longer sets `TCP_NODELAY` on the sockets it opens
+/// (launchbadge/sqlx#4335). A statement whose Bind message spans more than
+/// one segment (a batch of submits, a long row) then waits for the server's
+/// delayed ACK before its last segment leaves: 40 ms and more, with the cores
+/// idle. libpq and every other driver turn Nagle off; until sqlx does again,
+/// each new pool connection turns it off here. sqlx does not hand out its
+/// socket, so this looks the sockets up by descriptor: every TCP socket of
+/// the process whose peer is a PostgreSQL port (`database.url`'s, or 5432)
+/// gets `TCP_NODELAY`, which is harmless to set twice. Without `/proc` (not
+/// Linux) it does nothing.
+#[allow(unsafe_code)]
+mod nodelay {
+    use std::os::fd::{BorrowedFd, RawFd};
+    use std::sync::atomic::{AtomicU16, Ordering};
+
+    /// The PostgreSQL port the pools connect to.
+    pub static PORT: AtomicU16 = AtomicU16::new(5432);
+
+    pub fn on_postgres_sockets() {
+        let port = PORT.load(Ordering::Relaxed);
+        let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(fd) = entry.file_name().to_string_lossy().parse::<RawFd>() else {
+                continue;
+            };
+            // Only sockets: the link of a socket descriptor reads `socket:[inode]`.
+            let is_socket = std::fs::read_link(entry.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+            if !is_socket {
+                continue;
+            }
+            // SAFETY: `fd` was open in this process a moment ago and is only
+            // borrowed for the two calls below. Should another thread close
+            // it in between, the calls fail (EBADF, ENOTSOCK) or, if the
+            // number was reused for another socket, ask that socket its peer;
+            // neither touches memory, and TCP_NODELAY is only set on a TCP
+            // socket whose peer is PostgreSQL's port.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            let socket = socket2::SockRef::from(&fd);
+            let to_postgres = socket
+                .peer_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .is_some_and(|a| a.port() == port);
+            if to_postgres && let Err(e) = socket.set_tcp_nodelay(true) {
+                tracing::debug!(error = %e, "could not turn Nagle off on a PostgreSQL socket");
+            }
+        }
+    }
 }
 
 /// Creates the database named in `database.url` if it does not exist yet

@@ -1,0 +1,140 @@
+//! Submits that arrive together are written together.
+//!
+//! A submit's own work (checking it, its tracking number, sealing the
+//! reporter) runs in its request's task; what must reach the database queues
+//! here. A writer takes everything queued the moment it has a slot and writes
+//! it with one statement ([`store::insert_unless_duplicate`]): one round trip,
+//! one plan, one commit and one WAL flush for the lot. Under a single caller a
+//! batch is one submit and costs what a lone insert did; under many callers
+//! the database does its per-statement and per-commit work once per batch
+//! instead of once per report, which is what lets intake accept reports faster
+//! than PostgreSQL commits separate transactions.
+//!
+//! Nothing is acknowledged before its batch commits. A batch that fails is
+//! written again one submit at a time, so a submit that cannot be written
+//! fails alone and the others still land.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use baladiya_platform::error::ApiError;
+use sqlx::PgPool;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::store::{self, Inserted, Submit};
+
+/// The most submits one statement carries.
+const MAX_BATCH: usize = 64;
+/// Batches written at once, each on its own connection: while one commits,
+/// the next one's submits gather.
+const BATCHES_AT_ONCE: usize = 3;
+/// Submits that may wait for a slot before callers wait to queue.
+const QUEUE: usize = 1024;
+
+/// What became of a submit, and the submit, handed back.
+type Answer = (Result<Inserted, sqlx::Error>, Submit);
+
+struct Queued {
+    submit: Submit,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// The queue in front of the batch writers.
+#[derive(Debug, Clone)]
+pub struct SubmitWriter {
+    queue: mpsc::Sender<Queued>,
+}
+
+impl SubmitWriter {
+    /// Starts the writers on `pool`; they stop when the last handle drops.
+    ///
+    /// The statement is planned for each batch: a generic plan, made once,
+    /// cannot see how many submits a batch holds nor where they are, and
+    /// picks joins and indexes that cost more than the planning saves.
+    pub fn start(pool: PgPool) -> Self {
+        let (queue, waiting) = mpsc::channel(QUEUE);
+        tokio::spawn(write_batches(pool, waiting));
+        Self { queue }
+    }
+
+    /// Writes `submit` with whatever else is waiting; answers, with the
+    /// submit handed back, once that is committed.
+    pub async fn write(&self, submit: Submit) -> Result<(Inserted, Submit), ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Queued { submit, reply })
+            .await
+            .map_err(|_| ApiError::unavailable(&"intake is shutting down"))?;
+        let (inserted, submit) = answer
+            .await
+            .map_err(|_| ApiError::unavailable(&"intake is shutting down"))?;
+        Ok((inserted?, submit))
+    }
+}
+
+async fn write_batches(pool: PgPool, mut waiting: mpsc::Receiver<Queued>) {
+    let slots = Arc::new(Semaphore::new(BATCHES_AT_ONCE));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = waiting.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match waiting.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            write_batch(&pool, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Writes `batch` in rounds whose `request_id`s differ (a retry that came
+/// with its original goes in the next round, where it finds the claim).
+async fn write_batch(pool: &PgPool, mut batch: Vec<Queued>) {
+    while !batch.is_empty() {
+        let mut seen = HashSet::new();
+        let (round, later): (Vec<Queued>, Vec<Queued>) = batch
+            .into_iter()
+            .partition(|q| seen.insert(q.submit.report.request_id.clone()));
+        let answers = write_round(pool, &round).await;
+        match answers {
+            Ok(answers) => {
+                for (queued, answer) in round.into_iter().zip(answers) {
+                    queued.reply.send((Ok(answer), queued.submit)).ok();
+                }
+            }
+            Err(e) if round.len() == 1 => {
+                if let Some(queued) = round.into_iter().next() {
+                    queued.reply.send((Err(e), queued.submit)).ok();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(submits = round.len(), error = %e, "a batch of submits failed; writing them one by one");
+                for queued in round {
+                    let answer = write_round(pool, std::slice::from_ref(&queued))
+                        .await
+                        .and_then(|mut a| {
+                            a.pop()
+                                .ok_or_else(|| sqlx::Error::Protocol("no answer".into()))
+                        });
+                    queued.reply.send((answer, queued.submit)).ok();
+                }
+            }
+        }
+        batch = later;
+    }
+}
+
+async fn write_round(pool: &PgPool, round: &[Queued]) -> Result<Vec<Inserted>, sqlx::Error> {
+    let submits: Vec<&Submit> = round.iter().map(|q| &q.submit).collect();
+    let mut conn = pool.acquire().await?;
+    store::insert_unless_duplicate(&mut conn, &submits).await
+}
