@@ -1384,6 +1384,29 @@ async fn scorecard(
     Ok((figure, details))
 }
 
+/// `municipality`'s scorecard for the month of `date` in a closed loop at
+/// `concurrency` callers for `seconds`, against the KPI service at `grpc`.
+pub async fn scorecard_load(
+    grpc: std::net::SocketAddr,
+    municipality: &str,
+    date: &str,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<Run> {
+    let token = crate::dev_token(Role::Analyst)?;
+    let request = kpi_pb::GetScorecardRequest {
+        subject: Some(kpi_pb::get_scorecard_request::Subject::MunicipalityCode(
+            municipality.into(),
+        )),
+        period: Some(kpi_pb::Period {
+            granularity: kpi_pb::Granularity::Month as i32,
+            date: date.into(),
+        }),
+    };
+    let pool = crate::channels(grpc, concurrency).await?;
+    Ok(scorecards(&pool, &token, &request, concurrency, seconds).await)
+}
+
 /// `request` in a closed loop at `concurrency` callers for `seconds`.
 async fn scorecards(
     pool: &[tonic::transport::Channel],

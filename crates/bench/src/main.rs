@@ -103,6 +103,21 @@ enum Command {
         #[arg(long)]
         http: Option<SocketAddr>,
     },
+    /// Call `GetScorecard` for a municipality's month in a closed loop
+    /// against a running KPI service (one a `--keep` run left loaded), to
+    /// profile it.
+    Scorecards {
+        /// The KPI service's gRPC address.
+        #[arg(long)]
+        grpc: SocketAddr,
+        #[arg(long, default_value = "RIYADH")]
+        municipality: String,
+        /// A day of the month to read, `YYYY-MM-DD`.
+        #[arg(long)]
+        date: String,
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+    },
 }
 
 /// Latencies and errors of one closed-loop run.
@@ -1010,6 +1025,17 @@ fn main() -> anyhow::Result<()> {
             concurrency,
             http,
         }) => runtime.block_on(load(grpc, http, concurrency, cli.seconds)),
+        Some(Command::Scorecards {
+            grpc,
+            municipality,
+            date,
+            concurrency,
+        }) => runtime.block_on(async {
+            let run =
+                kpi::scorecard_load(grpc, &municipality, &date, concurrency, cli.seconds).await?;
+            println!("GetScorecard c={concurrency}: {}", run.summary());
+            Ok(())
+        }),
         None => runtime.block_on(run(cli)),
     }
 }

@@ -642,9 +642,13 @@ fn push_filters(q: &mut QueryBuilder<Postgres>, indicator: &Indicator, filters: 
         q.push(")");
     }
     if let Some(other) = indicator.only_subjects_with {
-        q.push(" AND EXISTS (SELECT 1 FROM facts g WHERE g.subject = f.subject AND g.kind = ");
-        q.push_bind(other.as_str());
-        q.push(")");
+        // The kind is written into the statement, not bound: a partial index
+        // on one kind's subjects (facts_license_issued_subjects) serves only
+        // a plan that knows the kind. It is the name of a `Fact`, never input.
+        q.push(format!(
+            " AND EXISTS (SELECT 1 FROM facts g WHERE g.subject = f.subject AND g.kind = '{}')",
+            other.as_str()
+        ));
     }
 }
 

@@ -450,10 +450,11 @@ pub async fn run(
         let mut stop = background.clone();
         let health = health_service.clone();
         tasks.push(Box::pin(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             if let Err(e) = tonic::transport::Server::builder()
                 .add_service(health)
-                .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
+                .serve_with_incoming_shutdown(crate::grpc::nodelay(listener), async move {
+                    stop.wait().await
+                })
                 .await
             {
                 tracing::error!(error = %e, "the plaintext health port failed");

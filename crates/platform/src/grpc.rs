@@ -204,11 +204,25 @@ pub async fn serve(
             .serve_with_incoming_shutdown(crate::tls::incoming(listener, acceptor), shutdown)
             .await
     } else {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         router
-            .serve_with_incoming_shutdown(incoming, shutdown)
+            .serve_with_incoming_shutdown(nodelay(listener), shutdown)
             .await
     }
+}
+
+/// The connections `listener` accepts, with Nagle off: tonic sets
+/// `TCP_NODELAY` only on sockets it accepts itself, and a reply of more than
+/// one segment (a scorecard, a page of reports) would otherwise wait for the
+/// caller's delayed ACK, 40 ms, before its last segment leaves.
+pub fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|tcp| {
+            tcp.set_nodelay(true).ok();
+        })
+    })
 }
 
 /// Records RED metrics for every RPC, and tells the auth interceptor which

@@ -98,6 +98,12 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Nagle off: a reply of more than one segment (`/metrics`, an Open311
+    // list) would otherwise wait for the caller's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        tcp.set_nodelay(true).ok();
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

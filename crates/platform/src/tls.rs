@@ -191,6 +191,10 @@ pub fn incoming(
                     continue;
                 }
             };
+            // Nagle off, as tonic does on sockets it accepts itself: a reply
+            // of more than one segment would otherwise wait for the caller's
+            // delayed ACK (40 ms) before its last segment leaves.
+            tcp.set_nodelay(true).ok();
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
