@@ -109,7 +109,7 @@ fn pool_options(max: u32) -> PgPoolOptions {
 /// Nagle's algorithm off on the process's TCP sockets to PostgreSQL.
 ///
 /// sqlx 0.9.0 no longer sets `TCP_NODELAY` on the sockets it opens
-/// (launchbadge/sqlx#4335). A statement whose Bind message spans more than
+/// (transact-rs/sqlx#4335). A statement whose Bind message spans more than
 /// one segment (a batch of submits, a long row) then waits for the server's
 /// delayed ACK before its last segment leaves: 40 ms and more, with the cores
 /// idle. libpq and every other driver turn Nagle off; until sqlx does again,
