@@ -72,7 +72,7 @@ pub fn schema_pool(config: &DatabaseConfig, schema: &str) -> Result<PgPool, DbEr
     valid_schema(schema)?;
     let statement_timeout = config.statement_timeout_ms.to_string();
     let options = connect_options(config)?;
-    nodelay::PORT.store(options.get_port(), std::sync::atomic::Ordering::Relaxed);
+    let port = options.get_port();
     let options = options
         .options([
             ("search_path", schema),
@@ -86,24 +86,20 @@ pub fn schema_pool(config: &DatabaseConfig, schema: &str) -> Result<PgPool, DbEr
             ("max_parallel_workers_per_gather", "0"),
         ])
         .application_name(&format!("baladiya-{schema}"));
-    Ok(pool_options(config.max_connections)
+    Ok(PgPoolOptions::new()
+        .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
-        .connect_lazy_with(options))
-}
-
-fn pool_options(max: u32) -> PgPoolOptions {
-    PgPoolOptions::new()
-        .max_connections(max)
         // No ping before every use: it doubles the round trips of a short
         // request. A connection PostgreSQL dropped fails its next statement
         // (UNAVAILABLE to the caller, who retries) and is closed, not reused.
         .test_before_acquire(false)
-        .after_connect(|_conn, _meta| {
-            Box::pin(async {
-                nodelay::on_postgres_sockets();
+        .after_connect(move |_conn, _meta| {
+            Box::pin(async move {
+                nodelay::on_postgres_sockets(port);
                 Ok(())
             })
         })
+        .connect_lazy_with(options))
 }
 
 /// Nagle's algorithm off on the process's TCP sockets to PostgreSQL.
@@ -115,19 +111,14 @@ fn pool_options(max: u32) -> PgPoolOptions {
 /// idle. libpq and every other driver turn Nagle off; until sqlx does again,
 /// each new pool connection turns it off here. sqlx does not hand out its
 /// socket, so this looks the sockets up by descriptor: every TCP socket of
-/// the process whose peer is a PostgreSQL port (`database.url`'s, or 5432)
-/// gets `TCP_NODELAY`, which is harmless to set twice. Without `/proc` (not
+/// the process whose peer is `database.url`'s port gets `TCP_NODELAY`, which is harmless to set twice. Without `/proc` (not
 /// Linux) it does nothing.
 #[allow(unsafe_code)]
 mod nodelay {
     use std::os::fd::{BorrowedFd, RawFd};
-    use std::sync::atomic::{AtomicU16, Ordering};
 
-    /// The PostgreSQL port the pools connect to.
-    pub static PORT: AtomicU16 = AtomicU16::new(5432);
-
-    pub fn on_postgres_sockets() {
-        let port = PORT.load(Ordering::Relaxed);
+    /// Sets `TCP_NODELAY` on every TCP socket whose peer's port is `port`.
+    pub fn on_postgres_sockets(port: u16) {
         let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
             return;
         };
