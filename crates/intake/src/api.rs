@@ -567,10 +567,11 @@ impl pb::intake_service_server::IntakeService for IntakeApi {
                 let row = store::report(&mut conn, id, tracking.as_deref())
                     .await
                     .map_err(ApiError::from)?;
+                let row = row.map(Arc::new);
                 if let Some(r) = &row {
-                    self.cache.keep(epoch, r);
+                    self.cache.keep(epoch, r.clone());
                 }
-                row.map(Arc::new)
+                row
             }
         };
         // Whether a report exists is not revealed to those who may not see it.

@@ -87,7 +87,7 @@ impl ReportCache {
     /// Keeps `row`, read from the database after [`Self::epoch`] returned
     /// `epoch`, unless something was forgotten since (it may be older than
     /// that change) or changes are not being heard.
-    pub fn keep(&self, epoch: u64, row: &ReportRow) {
+    pub fn keep(&self, epoch: u64, row: Arc<ReportRow>) {
         let mut inner = self.lock();
         if !inner.listening || inner.epoch != epoch {
             return;
@@ -98,12 +98,11 @@ impl ReportCache {
             };
             inner.forget(&oldest);
         }
-        inner.forget(&row.id);
-        inner
-            .by_tracking
-            .insert(row.tracking_number.clone(), row.id);
-        inner.by_id.insert(row.id, Arc::new(row.clone()));
-        inner.order.push_back(row.id);
+        let id = row.id;
+        inner.forget(&id);
+        inner.by_tracking.insert(row.tracking_number.clone(), id);
+        inner.by_id.insert(id, row);
+        inner.order.push_back(id);
         // Reports kept, forgotten and kept again leave stale places behind.
         if inner.order.len() > 2 * CAPACITY {
             let Inner { by_id, order, .. } = &mut *inner;
@@ -202,10 +201,10 @@ mod tests {
     fn keeps_only_while_listening_and_finds_by_either_key() {
         let cache = ReportCache::default();
         let r = row(1);
-        cache.keep(cache.epoch(), &r);
+        cache.keep(cache.epoch(), Arc::new(r.clone()));
         assert!(cache.get(Some(r.id), None).is_none(), "kept while deaf");
         cache.set_listening(true);
-        cache.keep(cache.epoch(), &r);
+        cache.keep(cache.epoch(), Arc::new(r.clone()));
         assert_eq!(cache.get(Some(r.id), None).as_deref(), Some(&r));
         assert_eq!(
             cache.get(None, Some(&r.tracking_number)).as_deref(),
@@ -225,9 +224,9 @@ mod tests {
         let r = row(2);
         let before = cache.epoch();
         cache.forget(&Uuid::from_u128(99)); // any change, while r was read
-        cache.keep(before, &r);
+        cache.keep(before, Arc::new(r.clone()));
         assert!(cache.get(Some(r.id), None).is_none());
-        cache.keep(cache.epoch(), &r);
+        cache.keep(cache.epoch(), Arc::new(r.clone()));
         cache.forget(&r.id);
         assert!(cache.get(Some(r.id), None).is_none());
         assert!(cache.get(None, Some(&r.tracking_number)).is_none());
@@ -238,7 +237,7 @@ mod tests {
         let cache = ReportCache::default();
         cache.set_listening(true);
         for n in 0..(CAPACITY as u128 + 10) {
-            cache.keep(cache.epoch(), &row(n));
+            cache.keep(cache.epoch(), Arc::new(row(n)));
         }
         let inner = cache.lock();
         assert_eq!(inner.by_id.len(), CAPACITY);

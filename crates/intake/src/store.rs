@@ -185,7 +185,7 @@ pub struct NewReport {
 
 /// One submit for [`insert_unless_duplicate`]: the report, where its
 /// duplicate would be, what a retry of it gets back, its event and its audit.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Submit {
     pub report: NewReport,
     pub search: DuplicateSearch,
