@@ -234,7 +234,7 @@ impl IntakeApi {
             clock,
             vault,
             catalogue,
-            writer: SubmitWriter::start(pool.clone()),
+            writer: SubmitWriter::start(&pool),
             pool,
             tracking: Mutex::new((0, 0)),
             tokens,

@@ -71,9 +71,7 @@ pub fn connect_options(config: &DatabaseConfig) -> Result<PgConnectOptions, DbEr
 pub fn schema_pool(config: &DatabaseConfig, schema: &str) -> Result<PgPool, DbError> {
     valid_schema(schema)?;
     let statement_timeout = config.statement_timeout_ms.to_string();
-    let options = connect_options(config)?;
-    let port = options.get_port();
-    let options = options
+    let options = connect_options(config)?
         .options([
             ("search_path", schema),
             ("statement_timeout", statement_timeout.as_str()),
@@ -86,9 +84,28 @@ pub fn schema_pool(config: &DatabaseConfig, schema: &str) -> Result<PgPool, DbEr
             ("max_parallel_workers_per_gather", "0"),
         ])
         .application_name(&format!("baladiya-{schema}"));
-    Ok(PgPoolOptions::new()
-        .max_connections(config.max_connections)
-        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+    Ok(lazy_pool(
+        options,
+        config.max_connections,
+        Duration::from_millis(config.acquire_timeout_ms),
+    ))
+}
+
+/// A pool of `connections` more to `pool`'s database and schema whose
+/// sessions also carry `settings`: for a writer whose one statement is
+/// planned differently from the service's other queries.
+pub fn sibling_pool(pool: &PgPool, connections: u32, settings: &[(&str, &str)]) -> PgPool {
+    let options = (*pool.connect_options())
+        .clone()
+        .options(settings.iter().copied());
+    lazy_pool(options, connections, pool.options().get_acquire_timeout())
+}
+
+fn lazy_pool(options: PgConnectOptions, connections: u32, acquire_timeout: Duration) -> PgPool {
+    let port = options.get_port();
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(acquire_timeout)
         // No ping before every use: it doubles the round trips of a short
         // request. A connection PostgreSQL dropped fails its next statement
         // (UNAVAILABLE to the caller, who retries) and is closed, not reused.
@@ -99,7 +116,7 @@ pub fn schema_pool(config: &DatabaseConfig, schema: &str) -> Result<PgPool, DbEr
                 Ok(())
             })
         })
-        .connect_lazy_with(options))
+        .connect_lazy_with(options)
 }
 
 /// Nagle's algorithm off on the process's TCP sockets to PostgreSQL.
