@@ -945,6 +945,38 @@ async fn concurrent_submits_are_written_together_and_a_failing_one_fails_alone()
     intake.stop().await
 }
 
+/// Reports keep their category without a foreign key (its per-row lock on
+/// the category cost every submit): categories are deactivated, never
+/// deleted or renamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_category_is_deactivated_never_deleted_or_renamed() -> anyhow::Result<()> {
+    let mut intake = Intake::start().await?;
+    intake
+        .submit(request("STREET_LIGHTING", OLAYA, "عمود إنارة مطفأ"))
+        .await?;
+    let db = sqlx::PgPool::connect(&intake.env.database_url()).await?;
+    for sql in [
+        "DELETE FROM intake.categories WHERE code = 'STREET_LIGHTING'",
+        "UPDATE intake.categories SET code = 'LIGHTS' WHERE code = 'STREET_LIGHTING'",
+    ] {
+        let err = sqlx::query(sql).execute(&db).await.expect_err(sql);
+        let code = err.as_database_error().and_then(|e| e.code());
+        assert_eq!(code.as_deref(), Some("23001"), "{sql}: {err}");
+    }
+    sqlx::query("UPDATE intake.categories SET active = false WHERE code = 'STREET_LIGHTING'")
+        .execute(&db)
+        .await?;
+    db.close().await;
+    assert_eq!(
+        intake
+            .count("SELECT count(*) FROM reports r JOIN categories c ON c.code = r.category_code")
+            .await?,
+        1,
+        "the report still finds its category"
+    );
+    intake.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_report_is_not_served_from_memory() -> anyhow::Result<()> {
     let mut intake = Intake::start().await?;
