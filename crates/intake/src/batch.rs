@@ -39,8 +39,8 @@ const QUEUE: usize = 1024;
 ///
 /// Its custom plan took longer to make (1.5 ms: 42 arrays, six CTEs, two
 /// duplicate searches over reports' indexes) than a batch of ten took to
-/// run. A generic plan is made once for the connection and kept, so it must not
-/// depend on how big `reports` was when it was made: with scans off, the
+/// run. A generic plan is made once for the connection and kept, so it must
+/// not depend on how big `reports` was when it was made: with scans off, the
 /// only plan for each duplicate search is its own index (GiST for a point,
 /// B-tree for an address), the right one at a hundred reports or ten
 /// million; a plan made while the table held twenty rows would otherwise
@@ -60,19 +60,15 @@ struct Queued {
     reply: oneshot::Sender<Answer>,
 }
 
-/// The queue in front of the batch writers.
+/// The queue in front of the batch writer.
 #[derive(Debug, Clone)]
 pub struct SubmitWriter {
     queue: mpsc::Sender<Queued>,
 }
 
 impl SubmitWriter {
-    /// Starts the writers on `pool`; they stop when the last handle drops.
-    ///
-    /// The statement is planned for each batch (about 1.2 ms): a generic
-    /// plan, made once per connection, was measured slower under concurrent
-    /// callers than the planning it saves (c=8: 700 submits per second
-    /// against 1,100), so PostgreSQL is left to plan with the batch in hand.
+    /// Starts the writer on a connection of its own to `pool`'s database,
+    /// with [`PLANNED_ONCE`]'s settings; it stops when the last handle drops.
     pub fn start(pool: &PgPool) -> Self {
         let (queue, waiting) = mpsc::channel(QUEUE);
         let pool = db::sibling_pool(pool, 1, &PLANNED_ONCE);
