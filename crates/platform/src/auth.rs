@@ -264,41 +264,56 @@ pub struct Authenticator {
 /// until `exp` (plus the leeway); a key rotation empties the cache, so a
 /// token signed by a key taken out of the JWKS is refused from then on.
 #[derive(Debug, Default)]
-struct VerifiedTokens(std::sync::Mutex<std::collections::HashMap<String, (CallerIdentity, i64)>>);
+struct VerifiedTokens(std::sync::Mutex<HeldTokens>);
+
+/// The verified tokens, and how many times they were emptied: a check that
+/// began before a key rotation is not kept after it.
+#[derive(Debug, Default)]
+struct HeldTokens {
+    generation: u64,
+    tokens: std::collections::HashMap<String, (CallerIdentity, i64)>,
+}
 
 impl VerifiedTokens {
     /// Tokens held at most; when full, the expired go, and if none has, all.
     const CAPACITY: usize = 4096;
 
-    fn get(&self, token: &str, now: i64) -> Option<CallerIdentity> {
-        let held = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        held.get(token)
-            .filter(|(_, until)| now <= *until)
-            .map(|(caller, _)| caller.clone())
-    }
-
-    fn keep(&self, token: &str, caller: &CallerIdentity, until: i64, now: i64) {
-        let mut held = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if held.len() >= Self::CAPACITY {
-            held.retain(|_, (_, until)| now <= *until);
-            if held.len() >= Self::CAPACITY {
-                held.clear();
-            }
-        }
-        held.insert(token.to_string(), (caller.clone(), until));
-    }
-
-    fn clear(&self) {
+    fn held(&self) -> std::sync::MutexGuard<'_, HeldTokens> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
+    }
+
+    /// Who `token` names, if it was verified and has not expired at `now`,
+    /// else the generation a check of it must be kept under.
+    fn get(&self, token: &str, now: i64) -> Result<CallerIdentity, u64> {
+        let held = self.held();
+        held.tokens
+            .get(token)
+            .filter(|(_, until)| now <= *until)
+            .map(|(caller, _)| caller.clone())
+            .ok_or(held.generation)
+    }
+
+    fn keep(&self, generation: u64, token: &str, caller: &CallerIdentity, until: i64, now: i64) {
+        let mut held = self.held();
+        if held.generation != generation {
+            return;
+        }
+        if held.tokens.len() >= Self::CAPACITY {
+            held.tokens.retain(|_, (_, until)| now <= *until);
+            if held.tokens.len() >= Self::CAPACITY {
+                held.tokens.clear();
+            }
+        }
+        held.tokens
+            .insert(token.to_string(), (caller.clone(), until));
+    }
+
+    fn clear(&self) {
+        let mut held = self.held();
+        held.generation += 1;
+        held.tokens.clear();
     }
 }
 
@@ -399,11 +414,13 @@ impl Authenticator {
     /// Verifies a token and returns who it names.
     pub fn verify(&self, token: &str) -> Result<CallerIdentity, AuthError> {
         let now = chrono::Utc::now().timestamp();
-        if let Some(caller) = self.verified.get(token, now) {
-            return Ok(caller);
-        }
+        let generation = match self.verified.get(token, now) {
+            Ok(caller) => return Ok(caller),
+            Err(generation) => generation,
+        };
         let (caller, expires) = self.check_signature(token)?;
         self.verified.keep(
+            generation,
             token,
             &caller,
             expires.saturating_add(i64::try_from(self.leeway).unwrap_or(i64::MAX)),
@@ -864,24 +881,29 @@ mod tests {
             municipality: None,
             channel: Some("940".into()),
         };
-        tokens.keep("t", &caller, 100, 50);
-        assert_eq!(tokens.get("t", 100), Some(caller.clone()));
-        assert_eq!(tokens.get("t", 101), None, "expired");
-        assert_eq!(tokens.get("u", 50), None, "never verified");
+        tokens.keep(0, "t", &caller, 100, 50);
+        assert_eq!(tokens.get("t", 100), Ok(caller.clone()));
+        assert_eq!(tokens.get("t", 101), Err(0), "expired");
+        assert_eq!(tokens.get("u", 50), Err(0), "never verified");
         // Full: the expired make room, and the rest stay.
         for n in 1..VerifiedTokens::CAPACITY {
             tokens.keep(
+                0,
                 &n.to_string(),
                 &caller,
                 if n % 2 == 0 { 100 } else { 300 },
                 50,
             );
         }
-        tokens.keep("fresh", &caller, 300, 200);
-        assert_eq!(tokens.get("fresh", 200), Some(caller.clone()));
-        assert_eq!(tokens.get("1", 200), Some(caller.clone()));
-        assert_eq!(tokens.get("2", 200), None);
-        assert!(tokens.0.lock().expect("lock").len() < VerifiedTokens::CAPACITY);
+        tokens.keep(0, "fresh", &caller, 300, 200);
+        assert_eq!(tokens.get("fresh", 200), Ok(caller.clone()));
+        assert_eq!(tokens.get("1", 200), Ok(caller.clone()));
+        assert_eq!(tokens.get("2", 200), Err(0));
+        assert!(tokens.held().tokens.len() < VerifiedTokens::CAPACITY);
+        // A check that began before the keys changed is not kept after.
+        tokens.clear();
+        tokens.keep(0, "late", &caller, 300, 200);
+        assert_eq!(tokens.get("late", 200), Err(1));
     }
 
     #[test]
