@@ -103,6 +103,22 @@ enum Command {
         #[arg(long)]
         http: Option<SocketAddr>,
     },
+    /// Submit open-loop at `rate` per second to a running platform (all
+    /// services, stream namespace `namespace`) and time each report to its
+    /// case routed and clocks started, hop by hop, to profile the pipeline.
+    Pipeline {
+        /// The platform's gRPC address.
+        #[arg(long)]
+        grpc: SocketAddr,
+        /// Its NATS server.
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+        /// Its `events.namespace`.
+        #[arg(long)]
+        namespace: String,
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+    },
     /// Call `GetScorecard` for a municipality's month in a closed loop
     /// against a running KPI service (one a `--keep` run left loaded), to
     /// profile it.
@@ -940,7 +956,7 @@ async fn platform_phases(
         sustained / 2.0,
         env.seconds
     );
-    let phase = pipeline::measure(env, &platform, name, &token, sustained / 2.0).await?;
+    let phase = pipeline::measure(env, platform.grpc, name, &token, sustained / 2.0).await?;
     figures.extend(phase.figures);
     details.extend(phase.details);
 
@@ -1025,6 +1041,25 @@ fn main() -> anyhow::Result<()> {
             concurrency,
             http,
         }) => runtime.block_on(load(grpc, http, concurrency, cli.seconds)),
+        Some(Command::Pipeline {
+            grpc,
+            nats,
+            namespace,
+            rate,
+        }) => runtime.block_on(async {
+            let env = Env {
+                base: String::new(),
+                nats,
+                baladiya: cli.baladiya,
+                seconds: cli.seconds,
+                stamp: String::new(),
+                keep: false,
+            };
+            let token = dev_token(Role::Channel)?;
+            let phase = pipeline::measure(&env, grpc, &namespace, &token, rate).await?;
+            println!("{}", serde_json::to_string_pretty(&phase.details)?);
+            Ok(())
+        }),
         Some(Command::Scorecards {
             grpc,
             municipality,

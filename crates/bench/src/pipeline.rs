@@ -9,34 +9,40 @@
 //! routed and its clocks started is when `baladiya.routing.case.routed` and
 //! the first `baladiya.sla.clock.started` of its case reach a plain NATS
 //! subscriber here: the moment an analyst or a partner system could have
-//! seen them.
+//! seen them. Each hop is timed too (`intake.report.received` seen, then
+//! routed, then clocks), so a slow figure names the step that made it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use std::net::SocketAddr;
+
+use baladiya_proto::intake::events::v1::ReportReceived;
 use baladiya_proto::routing::events::v1::CaseRouted;
 use baladiya_proto::sla::events::v1::ClockStarted;
 use futures::StreamExt;
 use prost::Message;
 
-use crate::{Env, Figure, Phase, Platform, channels, ms, percentile, submit};
+use crate::{Env, Figure, Phase, channels, ms, percentile, submit};
 
 /// When each step was seen, by report id (and case id → report id).
 #[derive(Default)]
 struct Seen {
     submitted: HashMap<String, Instant>,
+    received: HashMap<String, Instant>,
     routed: HashMap<String, Instant>,
     case_report: HashMap<String, String>,
     clocks: HashMap<String, Instant>,
 }
 
 /// Submits at `rate` per second for `env.seconds` and times each report
-/// through routing and the SLA watcher of `platform` (namespace `namespace`).
+/// through routing and the SLA watcher of the platform serving gRPC on `grpc`
+/// (namespace `namespace`).
 pub async fn measure(
     env: &Env,
-    platform: &Platform,
+    grpc: SocketAddr,
     namespace: &str,
     token: &str,
     rate: f64,
@@ -45,6 +51,9 @@ pub async fn measure(
         .await
         .context("connecting to NATS")?;
     let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut received = nats
+        .subscribe(format!("{namespace}.baladiya.intake.report.received.>"))
+        .await?;
     let mut routed = nats
         .subscribe(format!("{namespace}.baladiya.routing.case.routed.>"))
         .await?;
@@ -56,6 +65,14 @@ pub async fn measure(
         tokio::spawn(async move {
             loop {
                 tokio::select! {
+                    Some(m) = received.next() => {
+                        let at = Instant::now();
+                        if let Ok(event) = ReportReceived::decode(m.payload)
+                            && let Ok(mut seen) = seen.lock()
+                        {
+                            seen.received.entry(event.report_id).or_insert(at);
+                        }
+                    }
                     Some(m) = routed.next() => {
                         let at = Instant::now();
                         if let Ok(event) = CaseRouted::decode(m.payload)
@@ -83,7 +100,7 @@ pub async fn measure(
     };
     nats.flush().await?;
 
-    let pool = channels(platform.grpc, 8).await?;
+    let pool = channels(grpc, 8).await?;
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -129,18 +146,35 @@ pub async fn measure(
     listener.abort();
 
     let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-    let mut to_routed = Vec::new();
-    let mut to_clocks = Vec::new();
+    let (mut to_routed, mut to_clocks) = (Vec::new(), Vec::new());
+    // Each hop alone: submit → received seen, received → routed seen,
+    // routed → first clock seen.
+    let (mut hop_received, mut hop_routed, mut hop_clocks) = (Vec::new(), Vec::new(), Vec::new());
     for (case, report) in &seen.case_report {
         let Some(at) = seen.submitted.get(report) else {
             continue;
         };
-        if let Some(r) = seen.routed.get(report) {
+        let received = seen.received.get(report);
+        let routed = seen.routed.get(report);
+        let clocks = seen.clocks.get(case);
+        if let Some(r) = routed {
             to_routed.push(r.saturating_duration_since(*at));
         }
-        if let Some(c) = seen.clocks.get(case) {
+        if let Some(c) = clocks {
             to_clocks.push(c.saturating_duration_since(*at));
         }
+        if let Some(received) = received {
+            hop_received.push(received.saturating_duration_since(*at));
+            if let Some(r) = routed {
+                hop_routed.push(r.saturating_duration_since(*received));
+            }
+        }
+        if let (Some(r), Some(c)) = (routed, clocks) {
+            hop_clocks.push(c.saturating_duration_since(*r));
+        }
+    }
+    for hop in [&mut hop_received, &mut hop_routed, &mut hop_clocks] {
+        hop.sort_unstable();
     }
     // A report that never reached its clocks counts as the whole wait, not
     // as nothing: the p99 of the others alone would flatter a lossy run.
@@ -160,6 +194,12 @@ pub async fn measure(
             "clocks_p50_ms": ms(percentile(&to_clocks, 50.0)),
             "clocks_p99_ms": ms(p99),
             "never_reached_clocks": incomplete,
+            "hop_submit_to_received_p50_ms": ms(percentile(&hop_received, 50.0)),
+            "hop_submit_to_received_p99_ms": ms(percentile(&hop_received, 99.0)),
+            "hop_received_to_routed_p50_ms": ms(percentile(&hop_routed, 50.0)),
+            "hop_received_to_routed_p99_ms": ms(percentile(&hop_routed, 99.0)),
+            "hop_routed_to_clocks_p50_ms": ms(percentile(&hop_clocks, 50.0)),
+            "hop_routed_to_clocks_p99_ms": ms(percentile(&hop_clocks, 99.0)),
             "never_reached_counted_as_ms": ms(waited),
         }),
     );
