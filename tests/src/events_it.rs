@@ -333,3 +333,27 @@ async fn failures_are_retried_poison_is_parked_and_replay_applies_it_once() -> a
     env.cleanup().await;
     Ok(())
 }
+
+/// A consumer wakes its schema's relay after a commit only if the handler
+/// enqueued an event: `noting_enqueues` tells work that did from work that
+/// did not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noting_enqueues_tells_work_that_enqueued_from_work_that_did_not() -> anyhow::Result<()> {
+    let env = TestEnv::new();
+    let config = env.config();
+    let pool = probe_pool(&config).await?;
+    let clock = baladiya_platform::app::clock_from_config(&config.clock)?;
+    let mut tx = pool.begin().await?;
+    let (written, enqueued) =
+        outbox::noting_enqueues(probe::write_note(&mut tx, &clock, "noted")).await;
+    written?;
+    assert!(enqueued, "writing a note enqueues its event");
+    let (read, enqueued) = outbox::noting_enqueues(
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&mut *tx),
+    )
+    .await;
+    assert_eq!(read?, 1);
+    assert!(!enqueued, "reading enqueues nothing");
+    tx.rollback().await?;
+    Ok(())
+}

@@ -165,7 +165,8 @@ impl Outcome {
 
 impl<H: EventHandler> Consumer<H> {
     /// A consumer applying events through `handler` in `pool`'s schema,
-    /// named `schema` (whose outbox relay it wakes after each commit).
+    /// named `schema` (whose outbox relay it wakes after a commit that
+    /// enqueued events).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         spec: ConsumerSpec,
@@ -527,12 +528,15 @@ impl<H: EventHandler> Consumer<H> {
                 .map(|(event, _)| event.clone())
                 .collect()
         };
-        AssertUnwindSafe(self.handler.handle_batch(&mut tx, &new))
-            .catch_unwind()
-            .await
-            .map_err(|_| HandlerError::Retry("handler panicked".into()))??;
+        let (handled, enqueued) = super::outbox::noting_enqueues(
+            AssertUnwindSafe(self.handler.handle_batch(&mut tx, &new)).catch_unwind(),
+        )
+        .await;
+        handled.map_err(|_| HandlerError::Retry("handler panicked".into()))??;
         tx.commit().await?;
-        super::outbox::committed(&self.schema);
+        if enqueued {
+            super::outbox::committed(&self.schema);
+        }
         self.handler.committed();
         Ok(applied)
     }

@@ -37,9 +37,30 @@ pub fn committed(schema: &str) {
     crate::wake::signal(&wake_topic(schema));
 }
 
+tokio::task_local! {
+    /// Set by [`enqueue`] inside [`noting_enqueues`].
+    static ENQUEUED: std::cell::Cell<bool>;
+}
+
+/// Runs `work` and tells whether it [`enqueue`]d an event: a consumer wakes
+/// its schema's relay after a commit only if it did, since a relay woken for
+/// nothing still spends a transaction finding the outbox empty (at a few
+/// events per report, most consumer commits enqueue nothing).
+pub async fn noting_enqueues<F: std::future::Future>(work: F) -> (F::Output, bool) {
+    ENQUEUED
+        .scope(std::cell::Cell::new(false), async {
+            let output = work.await;
+            (output, ENQUEUED.with(std::cell::Cell::get))
+        })
+        .await
+}
+
 /// Writes `event` to the outbox of the connection's schema, inside the
 /// caller's transaction; call [`committed`] after the commit.
 pub async fn enqueue(conn: &mut PgConnection, event: &OutboundEvent) -> Result<(), EventError> {
+    // Noted before the insert: an insert that fails leaves nothing to relay,
+    // but a wake-up too many is harmless and one too few is not.
+    let _ = ENQUEUED.try_with(|enqueued| enqueued.set(true));
     sqlx::query(
         "INSERT INTO outbox (event_id, subject, ce_type, ce_source, ce_subject, dataschema, occurred_at, traceparent, payload)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
