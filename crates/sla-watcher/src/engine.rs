@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use baladiya_partners::convert::priority_from_proto;
+use baladiya_partners::domain::AgreementBody;
 use baladiya_platform::clock::Clock;
 use baladiya_platform::events::consumer::HandlerError;
 use baladiya_platform::events::{EventType, OutboundEvent, outbox};
@@ -44,23 +45,50 @@ fn retry(e: impl std::fmt::Display) -> HandlerError {
     HandlerError::Retry(e.to_string())
 }
 
-/// Calendars read from the replica and built once per recomputation (a
-/// calendar change recomputes every open subject on it).
+/// What a recomputation reads from the partner replica, read once: calendars
+/// (built once; a calendar change recomputes every open subject on it) and
+/// the agreements in force (a case's clocks mostly share one).
 #[derive(Default)]
-struct Calendars(HashMap<String, Calendar>);
+struct Replica {
+    calendars: HashMap<String, Calendar>,
+    /// By (partner, instant): the version and body in force then, if any.
+    agreements: HashMap<(String, DateTime<Utc>), Option<Agreement>>,
+}
 
-impl Calendars {
-    async fn get(&mut self, conn: &mut PgConnection, id: &str) -> Result<&Calendar, HandlerError> {
-        if !self.0.contains_key(id) {
+/// An agreement's version and body.
+type Agreement = (i64, AgreementBody);
+
+impl Replica {
+    async fn calendar(
+        &mut self,
+        conn: &mut PgConnection,
+        id: &str,
+    ) -> Result<&Calendar, HandlerError> {
+        if !self.calendars.contains_key(id) {
             let spec = store::calendar(conn, id)
                 .await?
                 .ok_or_else(|| retry(format!("calendar {id} is not in the replica yet")))?;
             let built = spec
                 .build()
                 .map_err(|v| HandlerError::Reject(format!("calendar {id} is invalid: {v:?}")))?;
-            self.0.insert(id.to_string(), built);
+            self.calendars.insert(id.to_string(), built);
         }
-        Ok(&self.0[id])
+        Ok(&self.calendars[id])
+    }
+
+    /// The version and body of `partner`'s agreement in force at `at`.
+    async fn agreement_at(
+        &mut self,
+        conn: &mut PgConnection,
+        partner: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<&Agreement>, HandlerError> {
+        let key = (partner.to_string(), at);
+        if !self.agreements.contains_key(&key) {
+            let found = store::agreement_at(conn, partner, at).await?;
+            self.agreements.insert(key.clone(), found);
+        }
+        Ok(self.agreements[&key].as_ref())
     }
 }
 
@@ -83,7 +111,7 @@ type NewClock = (String, i64, String, Terms, Vec<StoredLevel>);
 /// no terms for it (no clock is kept then).
 async fn new_clock(
     conn: &mut PgConnection,
-    calendars: &mut Calendars,
+    replica: &mut Replica,
     config: &SlaConfig,
     spec: &derive::ClockSpec,
     facts: &store::SubjectFacts,
@@ -93,7 +121,7 @@ async fn new_clock(
     if matches!(spec.metric, Metric::EndToEnd | Metric::Decision) {
         // The municipality's own promise, on its government calendar.
         let calendar_id = config.end_to_end_calendar_of(&facts.municipality_code);
-        let cal = calendars.get(conn, &calendar_id).await?;
+        let cal = replica.calendar(conn, &calendar_id).await?;
         let days = if spec.metric == Metric::Decision {
             facts.target_days.max(1) as u32
         } else {
@@ -113,8 +141,10 @@ async fn new_clock(
             Vec::new(),
         )));
     }
-    let (version, body) = store::agreement_at(conn, &spec.partner, start)
+    let (version, body) = replica
+        .agreement_at(conn, &spec.partner, start)
         .await?
+        .cloned()
         .ok_or_else(|| {
             retry(format!(
                 "no agreement of {} in force at {start} in the replica yet",
@@ -143,7 +173,7 @@ async fn new_clock(
         };
         (target, terms.calendar_id.clone(), terms.warn_at.clone())
     };
-    let cal = calendars.get(conn, &calendar_id).await?;
+    let cal = replica.calendar(conn, &calendar_id).await?;
     let ladder: Vec<StoredLevel> = body
         .ladder
         .iter()
@@ -337,12 +367,12 @@ pub async fn recompute_subject(
     kind: &str,
     id: Uuid,
 ) -> Result<(), HandlerError> {
-    recompute_subject_with(conn, &mut Calendars::default(), clock, config, kind, id).await
+    recompute_subject_with(conn, &mut Replica::default(), clock, config, kind, id).await
 }
 
 async fn recompute_subject_with(
     conn: &mut PgConnection,
-    calendars: &mut Calendars,
+    replica: &mut Replica,
     clock: &Clock,
     config: &SlaConfig,
     kind: &str,
@@ -365,7 +395,7 @@ async fn recompute_subject_with(
             Some(o) => o.clone(),
             None => {
                 let Some((partner, version, calendar_id, terms, ladder)) =
-                    new_clock(conn, calendars, config, &spec, &facts, start).await?
+                    new_clock(conn, replica, config, &spec, &facts, start).await?
                 else {
                     continue;
                 };
@@ -401,7 +431,7 @@ async fn recompute_subject_with(
             .iter()
             .map(|i| (i.kind.as_str().to_string(), i.at))
             .collect();
-        store_computed(conn, calendars, clock, old, row).await?;
+        store_computed(conn, replica, clock, old, row).await?;
     }
     Ok(())
 }
@@ -410,13 +440,13 @@ async fn recompute_subject_with(
 /// timers and emits what changed.
 async fn store_computed(
     conn: &mut PgConnection,
-    calendars: &mut Calendars,
+    replica: &mut Replica,
     clock: &Clock,
     old: Option<&ClockRow>,
     mut row: ClockRow,
 ) -> Result<(), HandlerError> {
     let now = clock.now();
-    let calendar = calendars.get(conn, &row.calendar_id).await?;
+    let calendar = replica.calendar(conn, &row.calendar_id).await?;
     let working_day = calendar.working_day();
     let computed = clock::compute(calendar, &terms_of(&row), &row.engine_inputs(), now);
     row.state = computed.state.as_str().into();
@@ -429,7 +459,11 @@ async fn store_computed(
     row.updated_at = now;
     store::put_clock(conn, &row).await?;
     let wanted = wanted_timers(&computed);
-    let have = store::timers_of(conn, row.id).await?;
+    // A clock stored for the first time has no timers to lock or compare.
+    let have = match old {
+        Some(_) => store::timers_of(conn, row.id).await?,
+        None => Vec::new(),
+    };
     let unwanted: Vec<&str> = have
         .iter()
         .filter(|t| t.fired_at.is_none() && !wanted.iter().any(|(k, _, _)| *k == t.kind))
@@ -460,9 +494,9 @@ pub async fn recompute_calendar(
     calendar_id: &str,
 ) -> Result<usize, HandlerError> {
     let subjects = store::subjects_on_calendar(conn, calendar_id).await?;
-    let mut calendars = Calendars::default();
+    let mut replica = Replica::default();
     for (kind, id) in &subjects {
-        recompute_subject_with(conn, &mut calendars, clock, config, kind, *id).await?;
+        recompute_subject_with(conn, &mut replica, clock, config, kind, *id).await?;
     }
     Ok(subjects.len())
 }
