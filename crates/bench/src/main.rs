@@ -116,6 +116,7 @@ enum Command {
         /// Its `events.namespace`.
         #[arg(long)]
         namespace: String,
+        /// Reports submitted per second.
         #[arg(long, default_value_t = 50.0)]
         rate: f64,
     },
@@ -956,7 +957,15 @@ async fn platform_phases(
         sustained / 2.0,
         env.seconds
     );
-    let phase = pipeline::measure(env, platform.grpc, name, &token, sustained / 2.0).await?;
+    let phase = pipeline::measure(
+        &env.nats,
+        env.seconds,
+        platform.grpc,
+        name,
+        &token,
+        sustained / 2.0,
+    )
+    .await?;
     figures.extend(phase.figures);
     details.extend(phase.details);
 
@@ -1047,16 +1056,17 @@ fn main() -> anyhow::Result<()> {
             namespace,
             rate,
         }) => runtime.block_on(async {
-            let env = Env {
-                base: String::new(),
-                nats,
-                baladiya: cli.baladiya,
-                seconds: cli.seconds,
-                stamp: String::new(),
-                keep: false,
-            };
+            anyhow::ensure!(
+                rate.is_finite() && rate > 0.0,
+                "--rate: must be a positive number of reports per second, got {rate}"
+            );
+            eprintln!(
+                "pipeline: {rate:.0} reports/s for {} s, then waiting for their clocks…",
+                cli.seconds
+            );
             let token = dev_token(Role::Channel)?;
-            let phase = pipeline::measure(&env, grpc, &namespace, &token, rate).await?;
+            let phase =
+                pipeline::measure(&nats, cli.seconds, grpc, &namespace, &token, rate).await?;
             println!("{}", serde_json::to_string_pretty(&phase.details)?);
             Ok(())
         }),

@@ -13,19 +13,18 @@
 //! routed, then clocks), so a slow figure names the step that made it.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use std::net::SocketAddr;
-
 use baladiya_proto::intake::events::v1::ReportReceived;
 use baladiya_proto::routing::events::v1::CaseRouted;
 use baladiya_proto::sla::events::v1::ClockStarted;
 use futures::StreamExt;
 use prost::Message;
 
-use crate::{Env, Figure, Phase, channels, ms, percentile, submit};
+use crate::{Figure, Phase, channels, ms, percentile, submit};
 
 /// When each step was seen, by report id (and case id → report id).
 #[derive(Default)]
@@ -37,17 +36,18 @@ struct Seen {
     clocks: HashMap<String, Instant>,
 }
 
-/// Submits at `rate` per second for `env.seconds` and times each report
-/// through routing and the SLA watcher of the platform serving gRPC on `grpc`
-/// (namespace `namespace`).
+/// Submits at `rate` per second for `seconds` and times each report through
+/// routing and the SLA watcher of the platform serving gRPC on `grpc`, whose
+/// events go to the NATS server at `nats_url` (namespace `namespace`).
 pub async fn measure(
-    env: &Env,
+    nats_url: &str,
+    seconds: u64,
     grpc: SocketAddr,
     namespace: &str,
     token: &str,
     rate: f64,
 ) -> anyhow::Result<Phase> {
-    let nats = async_nats::connect(&env.nats)
+    let nats = async_nats::connect(nats_url)
         .await
         .context("connecting to NATS")?;
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -104,7 +104,7 @@ pub async fn measure(
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let until = Instant::now() + Duration::from_secs(env.seconds);
+    let until = Instant::now() + Duration::from_secs(seconds);
     let mut calls = Vec::new();
     let mut n: u64 = 1_000_000;
     while Instant::now() < until {
@@ -179,7 +179,7 @@ pub async fn measure(
     // A report that never reached its clocks counts as the whole wait, not
     // as nothing: the p99 of the others alone would flatter a lossy run.
     let incomplete = seen.submitted.len().saturating_sub(to_clocks.len());
-    let waited = waiting.elapsed() + Duration::from_secs(env.seconds);
+    let waited = waiting.elapsed() + Duration::from_secs(seconds);
     to_clocks.extend(std::iter::repeat_n(waited, incomplete));
     to_routed.sort_unstable();
     to_clocks.sort_unstable();
