@@ -143,8 +143,26 @@ pub fn holiday_from_proto(h: &pb::Holiday, path: &str, v: &mut Violations) -> Op
     })
 }
 
+/// Days of the week from the API: an unknown or unset value is recorded
+/// against `path[j]` and left out.
+fn days_from_proto(days: &[i32], path: &str, v: &mut Violations) -> Vec<Day> {
+    days.iter()
+        .enumerate()
+        .filter_map(|(j, d)| {
+            let day = day_from_proto(*d);
+            v.check(
+                day.is_some(),
+                &format!("{path}[{j}]"),
+                "is not a day of the week",
+            );
+            day
+        })
+        .collect()
+}
+
 /// An hours override from the API; field paths start with `path`. `None`
-/// (with the violations recorded) when a date does not parse.
+/// (with the violations recorded) when a date does not parse. Duplicate days
+/// and days without weekly hours are refused when the calendar is built.
 pub fn override_from_proto(
     o: &pb::HoursOverride,
     path: &str,
@@ -152,11 +170,13 @@ pub fn override_from_proto(
 ) -> Option<HoursOverride> {
     let from = date(&o.start_date, &format!("{path}.start_date"), v);
     let to = date(&o.end_date, &format!("{path}.end_date"), v);
+    let days = days_from_proto(&o.days, &format!("{path}.days"), v);
     Some(HoursOverride {
         name: o.name.clone(),
         from: from?,
         to: to?,
         windows: windows(&o.windows),
+        days,
     })
 }
 
@@ -175,20 +195,7 @@ pub fn calendar_from_proto(c: &pb::Calendar, v: &mut Violations) -> CalendarReco
         .iter()
         .enumerate()
         .map(|(i, w)| WeeklyHours {
-            days: w
-                .days
-                .iter()
-                .enumerate()
-                .filter_map(|(j, d)| {
-                    let day = day_from_proto(*d);
-                    v.check(
-                        day.is_some(),
-                        &format!("calendar.weekly[{i}].days[{j}]"),
-                        "is not a day of the week",
-                    );
-                    day
-                })
-                .collect(),
+            days: days_from_proto(&w.days, &format!("calendar.weekly[{i}].days"), v),
             windows: windows(&w.windows),
         })
         .collect();
@@ -267,6 +274,7 @@ pub fn calendar_to_proto(
                 start_date: o.from.to_string(),
                 end_date: o.to.to_string(),
                 windows: windows_to_proto(&o.windows),
+                days: o.days.iter().map(|d| day_to_proto(*d)).collect(),
             })
             .collect(),
         holidays: s
@@ -427,5 +435,117 @@ pub fn agreement_to_proto(a: &Agreement) -> pb::Agreement {
             .collect(),
         publish_time: Some(timestamp(a.published_at)),
         published_by: a.published_by.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(start: &str, end: &str) -> pb::TimeWindow {
+        pb::TimeWindow {
+            start: start.into(),
+            end: end.into(),
+        }
+    }
+
+    fn ramadan(days: Vec<i32>) -> pb::Calendar {
+        pb::Calendar {
+            id: "sa-gov".into(),
+            name: "Saudi government".into(),
+            time_zone: "Asia/Riyadh".into(),
+            weekly: vec![pb::WeeklyHours {
+                days: (1..=5).collect(),
+                windows: vec![window("07:30", "14:30")],
+            }],
+            overrides: vec![pb::HoursOverride {
+                name: "Ramadan 1447 hours".into(),
+                start_date: "2026-02-18".into(),
+                end_date: "2026-03-18".into(),
+                windows: vec![window("10:00", "15:00")],
+                days,
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn problems(c: &pb::Calendar) -> Vec<String> {
+        let mut v = Violations::new();
+        let record = calendar_from_proto(c, &mut v);
+        record.check("calendar.", &mut v);
+        match v.finish() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.violations.into_iter().map(|f| f.field).collect(),
+        }
+    }
+
+    #[test]
+    fn override_days_survive_the_proto_round_trip() {
+        let sent = ramadan(vec![
+            pb::DayOfWeek::Sunday as i32,
+            pb::DayOfWeek::Monday as i32,
+        ]);
+        let mut v = Violations::new();
+        let record = calendar_from_proto(&sent, &mut v);
+        assert!(v.is_empty());
+        assert_eq!(record.spec.overrides[0].days, [Day::Sunday, Day::Monday]);
+        record.spec.build().expect("valid");
+        let back = calendar_to_proto(&record, 1, Utc::now());
+        assert_eq!(back.overrides, sent.overrides);
+        // No days: every working weekday, and none sent back.
+        let record = calendar_from_proto(&ramadan(vec![]), &mut v);
+        assert!(record.spec.overrides[0].days.is_empty());
+        assert!(
+            calendar_to_proto(&record, 1, Utc::now()).overrides[0]
+                .days
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn unknown_duplicate_and_weekend_override_days_are_refused_by_path() {
+        assert_eq!(
+            problems(&ramadan(vec![pb::DayOfWeek::Sunday as i32, 0, 42])),
+            [
+                "calendar.overrides[0].days[1]",
+                "calendar.overrides[0].days[2]"
+            ]
+        );
+        assert_eq!(
+            problems(&ramadan(vec![
+                pb::DayOfWeek::Sunday as i32,
+                pb::DayOfWeek::Sunday as i32,
+                pb::DayOfWeek::Friday as i32,
+            ])),
+            [
+                "calendar.overrides[0].days[1]",
+                "calendar.overrides[0].days[2]"
+            ]
+        );
+    }
+
+    #[test]
+    fn calendar_dates_outside_the_measured_span_are_refused() {
+        let mut c = ramadan(vec![]);
+        c.overrides[0].start_date = "0001-01-01".into();
+        c.holidays.push(pb::Holiday {
+            name: "far".into(),
+            start_date: "9999-12-31".into(),
+            end_date: "9999-12-31".into(),
+        });
+        c.substitutions.push(pb::HolidaySubstitution {
+            falls_on: pb::DayOfWeek::Friday as i32,
+            observed_on: pb::DayOfWeek::Thursday as i32,
+        });
+        // In worktime's terms here; ops renames from/to to start_date/end_date.
+        assert_eq!(
+            problems(&c),
+            [
+                "calendar.overrides[0].from",
+                "calendar.overrides[0].to",
+                "calendar.holidays[0].from",
+                "calendar.holidays[0].to",
+            ]
+        );
     }
 }

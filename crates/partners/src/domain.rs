@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use baladiya_platform::error::Violations;
-use baladiya_worktime::{CalendarSpec, WorkingDuration};
+use baladiya_worktime::{CalendarSpec, MAX_DELAY, MAX_TARGET, WorkingDuration};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -184,9 +184,10 @@ pub fn changed_range(
         .chain(nh.iter().filter(|h| !oh.contains(h)))
     {
         // A substituted single day may move the observed day by up to 3 days.
+        // Checked: a calendar stored before dates were bounded may hold any.
         ranges.push((
-            h.0 - chrono::Duration::days(3),
-            h.1 + chrono::Duration::days(3),
+            h.0.checked_sub_days(chrono::Days::new(3)).unwrap_or(h.0),
+            h.1.checked_add_days(chrono::Days::new(3)).unwrap_or(h.1),
         ));
     }
     for o in old
@@ -273,6 +274,15 @@ pub struct Agreement {
     pub published_by: String,
 }
 
+/// A target or delay: positive and within `limit` (worktime's bounds, so a
+/// live clock never computes past the measured span).
+fn check_duration(d: WorkingDuration, limit: WorkingDuration, path: &str, v: &mut Violations) {
+    v.check(!d.is_zero(), path, "must be a positive working duration");
+    for (part, why) in d.excess(limit) {
+        v.add(format!("{path}.{part}"), why);
+    }
+}
+
 fn check_warn_at(warn_at: &[f64], path: &str, v: &mut Violations) {
     for (i, f) in warn_at.iter().enumerate() {
         v.check(
@@ -300,15 +310,17 @@ impl AgreementBody {
         let mut keys = HashSet::new();
         for (i, t) in self.terms.iter().enumerate() {
             let path = format!("{prefix}terms[{i}]");
-            v.check(
-                !t.acknowledge_within.is_zero(),
+            check_duration(
+                t.acknowledge_within,
+                MAX_TARGET,
                 &format!("{path}.acknowledge_within"),
-                "must be a positive working duration",
+                v,
             );
-            v.check(
-                !t.resolve_within.is_zero(),
+            check_duration(
+                t.resolve_within,
+                MAX_TARGET,
                 &format!("{path}.resolve_within"),
-                "must be a positive working duration",
+                v,
             );
             v.check(
                 calendar_known(&t.calendar_id),
@@ -347,6 +359,10 @@ impl AgreementBody {
                 &format!("{path}.nats_subject"),
                 "must be a concrete subject under baladiya.",
             );
+            // Level 1 may fire at the breach itself: a zero delay is fine.
+            for (part, why) in l.delay_after_breach.excess(MAX_DELAY) {
+                v.add(format!("{path}.delay_after_breach.{part}"), why);
+            }
             if i > 0 && self.ladder[i - 1].delay_after_breach >= l.delay_after_breach {
                 v.add(
                     format!("{path}.delay_after_breach"),
@@ -362,11 +378,7 @@ impl AgreementBody {
                 &format!("{path}.license_type_code"),
                 "is required",
             );
-            v.check(
-                !c.within.is_zero(),
-                &format!("{path}.within"),
-                "must be a positive working duration",
-            );
+            check_duration(c.within, MAX_TARGET, &format!("{path}.within"), v);
             v.check(
                 calendar_known(&c.calendar_id),
                 &format!("{path}.calendar_id"),

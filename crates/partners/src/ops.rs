@@ -154,9 +154,10 @@ pub async fn add_calendar_exception(
         v.finish()?;
     }
     let range = if matches!(path, "holiday") {
+        // A substituted single day may move the observed day by up to 3 days.
         (
-            Some(from - chrono::Duration::days(3)),
-            Some(to + chrono::Duration::days(3)),
+            from.checked_sub_days(chrono::Days::new(3)),
+            to.checked_add_days(chrono::Days::new(3)),
         )
     } else {
         (Some(from), Some(to))
@@ -211,6 +212,14 @@ pub async fn publish_agreement(
         "agreement.effective_from",
         "is required",
     );
+    if let Some(from) = effective_from
+        && !baladiya_worktime::instant_in_range(from)
+    {
+        v.add(
+            "agreement.effective_from",
+            baladiya_worktime::instant_range_message(),
+        );
+    }
     let known = store::calendar_ids(conn).await?;
     body.check("agreement.", &|id| known.contains(id), &mut v);
     if !store::lock_partner(conn, partner_code).await? {

@@ -125,3 +125,59 @@ pub async fn load(pool: &PgPool, clock: &Clock, seed_dir: &Path) -> Result<Strin
         dir.display()
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use chrono::{NaiveDateTime, TimeZone};
+
+    use super::*;
+
+    fn shipped() -> Vec<CalendarRecord> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/seed/partners");
+        let file: CalendarsFile = read(&dir, "calendars.toml").expect("seed calendars");
+        file.calendar
+    }
+
+    fn local<Z: TimeZone>(tz: &Z, text: &str) -> DateTime<Utc> {
+        let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M").expect("instant");
+        tz.from_local_datetime(&naive)
+            .single()
+            .expect("unambiguous")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn shipped_ramadan_hours_keep_the_weekend() {
+        let calendars = shipped();
+        let build = |id: &str| {
+            calendars
+                .iter()
+                .find(|c| c.id == id)
+                .expect("shipped")
+                .spec
+                .build()
+                .expect("valid")
+        };
+        let four_hours = Duration::from_secs(4 * 3600);
+        // Thursday 19 February 2026 14:00 in Ramadan: an hour on Thursday
+        // (10:00-15:00), Friday and Saturday weekend, Sunday 22 February
+        // Founding Day, three hours from Monday 10:00.
+        let sa = build("sa-gov");
+        let riyadh = sa.time_zone();
+        assert_eq!(
+            sa.add_working(local(&riyadh, "2026-02-19 14:00"), four_hours),
+            Some(local(&riyadh, "2026-02-23 13:00"))
+        );
+        // Muscat's Ramadan hours end at 14:00 and Oman has no Founding Day:
+        // four hours from Sunday 09:00.
+        let om = build("om-gov");
+        let muscat = om.time_zone();
+        assert_eq!(
+            om.add_working(local(&muscat, "2026-02-19 14:00"), four_hours),
+            Some(local(&muscat, "2026-02-22 13:00"))
+        );
+    }
+}

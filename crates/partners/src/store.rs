@@ -17,6 +17,17 @@ pub struct StoredCalendar {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A calendar row. `spec` is `worktime::CalendarSpec` as JSON, here and in
+/// the SLA watcher's replica (`sla.calendars.spec`).
+///
+/// No SQL migration came with the weekdays of hours overrides: an override
+/// stored before `days` existed has no `days` key, which deserializes (serde
+/// default) as "every working weekday of the calendar", exactly the meaning
+/// Saudi and Omani offices give Ramadan hours, and the corrected one. Writing
+/// `days` into old rows would change nothing and would make a rollback read a
+/// key it ignores anyway. Clocks computed before the correction are
+/// recomputed by the watcher when the calendar next changes (see
+/// docs/operations.md, "Upgrade, with migrations").
 fn calendar_row(row: &sqlx::postgres::PgRow) -> Result<StoredCalendar, sqlx::Error> {
     let Json(spec) = row.try_get("spec")?;
     Ok(StoredCalendar {

@@ -188,7 +188,7 @@ impl Segments {
         for &(from, to, end) in &self.closed {
             let worked = calendar.working_between(from, to);
             if acc + worked >= x {
-                let due = calendar.add_working(from, x - acc);
+                let due = calendar.add_working(from, x - acc)?;
                 let counts = match end {
                     End::Pause => due <= to,
                     End::Stop => due < to,
@@ -197,7 +197,10 @@ impl Segments {
             }
             acc += worked;
         }
-        self.open.map(|from| calendar.add_working(from, x - acc))
+        // `None` past the end of measured time (worktime::LATEST_INSTANT):
+        // the API's bounds keep live clocks far from it.
+        self.open
+            .and_then(|from| calendar.add_working(from, x - acc))
     }
 
     fn elapsed(&self, calendar: &Calendar, as_of: DateTime<Utc>) -> Duration {
@@ -253,7 +256,7 @@ pub fn compute(
             s.closed
                 .last()
                 .filter(|seg| seg.2 == End::Stop)
-                .map(|&(from, _, _)| {
+                .and_then(|&(from, _, _)| {
                     calendar.add_working(from, terms.target.saturating_sub(before))
                 })
         }
@@ -280,7 +283,7 @@ pub fn compute(
         ended_at: s.ended_at,
         elapsed: s.elapsed(calendar, as_of),
         deadline,
-        original_deadline: Some(calendar.add_working(started_at, terms.target)),
+        original_deadline: calendar.add_working(started_at, terms.target),
         warnings: terms
             .warn_at
             .iter()

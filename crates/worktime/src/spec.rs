@@ -8,7 +8,7 @@ use std::str::FromStr;
 use chrono::{NaiveDate, Weekday};
 use serde::{Deserialize, Serialize};
 
-use crate::{Calendar, Window};
+use crate::{Calendar, EARLIEST_DATE, LATEST_DATE, Override, Window};
 
 /// A day of the week, spelled out (`sunday` ... `saturday`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -52,6 +52,19 @@ impl Day {
     pub fn from_weekday(w: Weekday) -> Self {
         Day::ALL[w.num_days_from_sunday() as usize]
     }
+
+    /// The stored name: `sunday` ... `saturday`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Day::Sunday => "sunday",
+            Day::Monday => "monday",
+            Day::Tuesday => "tuesday",
+            Day::Wednesday => "wednesday",
+            Day::Thursday => "thursday",
+            Day::Friday => "friday",
+            Day::Saturday => "saturday",
+        }
+    }
 }
 
 /// A working window within one local day, `HH:MM` to `HH:MM` (end may be `24:00`).
@@ -78,8 +91,15 @@ pub struct WeeklyHours {
     pub windows: Vec<WindowSpec>,
 }
 
-/// Different hours for a date range (Ramadan hours, a one-day change). An
-/// empty `windows` closes those days.
+/// Different hours for a date range (Ramadan hours, a one-day change) on
+/// some weekdays. An empty `windows` closes those days.
+///
+/// Saudi and Omani offices keep Ramadan hours on their working days only: an
+/// override changes the hours of the calendar's working weekdays (those with
+/// weekly hours) and never turns a weekend into a working day. `days` names
+/// the weekdays it applies to; empty, or absent in stored JSON and TOML (the
+/// serde default, so calendars stored before the field existed keep their
+/// meaning), it applies to every working weekday.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoursOverride {
     pub name: String,
@@ -88,6 +108,9 @@ pub struct HoursOverride {
     pub to: NaiveDate,
     #[serde(default)]
     pub windows: Vec<WindowSpec>,
+    /// The weekdays it applies to, each a working weekday; empty for all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub days: Vec<Day>,
 }
 
 /// A holiday: one date or an inclusive date range.
@@ -200,6 +223,17 @@ fn windows(specs: &[WindowSpec], path: &str, violations: &mut Vec<Violation>) ->
 }
 
 fn check_range(from: NaiveDate, to: NaiveDate, path: &str, violations: &mut Vec<Violation>) {
+    // Working time is measured between EARLIEST_INSTANT and LATEST_INSTANT
+    // only; a date outside would never matter and could overflow date
+    // arithmetic (a substituted day, a changed range).
+    for (date, field) in [(from, "from"), (to, "to")] {
+        if !(EARLIEST_DATE..=LATEST_DATE).contains(&date) {
+            violations.push(Violation {
+                field: format!("{path}.{field}"),
+                message: format!("must be between {EARLIEST_DATE} and {LATEST_DATE}"),
+            });
+        }
+    }
     if to < from {
         violations.push(Violation {
             field: format!("{path}.to"),
@@ -269,19 +303,54 @@ impl CalendarSpec {
             });
         }
 
+        // An override applies to working weekdays only (bit `n` for the day
+        // `n` days from Sunday). Read from the spec, so that an invalid
+        // weekly window is not reported a second time through the overrides.
+        let working_days: u8 = self
+            .weekly
+            .iter()
+            .filter(|hours| !hours.windows.is_empty())
+            .flat_map(|hours| &hours.days)
+            .fold(0, |mask, day| {
+                mask | 1 << day.weekday().num_days_from_sunday()
+            });
         let mut overrides = Vec::new();
         for (i, o) in self.overrides.iter().enumerate() {
             let path = format!("overrides[{i}]");
             check_range(o.from, o.to, &path, &mut v);
             let ws = windows(&o.windows, &format!("{path}.windows"), &mut v);
-            overrides.push((o.from, o.to, ws, i));
+            let mut named: u8 = 0;
+            for (j, day) in o.days.iter().enumerate() {
+                let bit = 1u8 << day.weekday().num_days_from_sunday();
+                if named & bit != 0 {
+                    v.push(Violation {
+                        field: format!("{path}.days[{j}]"),
+                        message: format!("{} is named twice", day.name()),
+                    });
+                } else if !self.always_open && working_days & bit == 0 {
+                    v.push(Violation {
+                        field: format!("{path}.days[{j}]"),
+                        message: format!(
+                            "{} has no weekly hours: an override changes the hours of working days and never makes a weekend working",
+                            day.name()
+                        ),
+                    });
+                }
+                named |= bit;
+            }
+            let days = if o.days.is_empty() {
+                working_days
+            } else {
+                named & working_days
+            };
+            overrides.push((o.from, o.to, days, ws, i));
         }
         overrides.sort_by_key(|(from, ..)| *from);
         for pair in overrides.windows(2) {
             if pair[1].0 <= pair[0].1 {
                 v.push(Violation {
-                    field: format!("overrides[{}].from", pair[1].3),
-                    message: format!("overlaps overrides[{}]", pair[0].3),
+                    field: format!("overrides[{}].from", pair[1].4),
+                    message: format!("overlaps overrides[{}]", pair[0].4),
                 });
             }
         }
@@ -318,8 +387,12 @@ impl CalendarSpec {
                         - s.falls_on.weekday().num_days_from_sunday() as i64)
                         .rem_euclid(7);
                     let shift = if ahead <= 3 { ahead } else { ahead - 7 };
-                    let observed = date + chrono::Duration::days(shift);
-                    holidays.push((observed, observed));
+                    // Checked: an out-of-range date is reported above but
+                    // still walks through here.
+                    if let Some(observed) = date.checked_add_signed(chrono::TimeDelta::days(shift))
+                    {
+                        holidays.push((observed, observed));
+                    }
                 }
             }
         }
@@ -338,7 +411,12 @@ impl CalendarSpec {
                 weekly,
                 overrides
                     .into_iter()
-                    .map(|(from, to, ws, _)| (from, to, ws))
+                    .map(|(from, to, days, windows, _)| Override {
+                        from,
+                        to,
+                        days,
+                        windows,
+                    })
                     .collect(),
                 holidays,
                 self.working_day_minutes,
