@@ -1366,6 +1366,8 @@ async fn a_rebuild_from_the_streams_equals_the_live_projections_and_repeats_chan
         })
         .into(),
         traceparent: None,
+        recorded_at: None,
+        stream_sequence: 0,
     };
     baladiya_kpi::project::apply(&mut conn, &rating)
         .await
@@ -1418,6 +1420,8 @@ async fn a_rebuild_from_the_streams_equals_the_live_projections_and_repeats_chan
             dataschema,
             payload: payload.into(),
             traceparent: None,
+            recorded_at: None,
+            stream_sequence: 0,
         }
     };
     let routed = event(

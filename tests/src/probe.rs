@@ -46,6 +46,7 @@ static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 pub const STREAM: StreamSpec = StreamSpec {
     name: "PROBE",
     subjects: &["baladiya.probe.>"],
+    watermark: Some("baladiya.probe.watermark"),
 };
 /// The probe's one event.
 pub const NOTE_WRITTEN: EventType = EventType::new("probe", "note", "written");
@@ -109,7 +110,10 @@ pub fn consumer_spec() -> ConsumerSpec {
     ConsumerSpec {
         name: CONSUMER.into(),
         stream: STREAM,
-        subjects: vec!["baladiya.probe.note.>".into()],
+        subjects: vec![
+            "baladiya.probe.note.>".into(),
+            "baladiya.probe.watermark".into(),
+        ],
     }
 }
 

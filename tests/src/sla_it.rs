@@ -661,6 +661,14 @@ async fn two_replicas_fire_ten_thousand_timers_once_and_an_aborted_firing_loses_
     }
 
     let clock = baladiya_platform::clock::Clock::system();
+    // Everything up to now is known: the timers are all covered.
+    let rules = baladiya_sla_watcher::engine::FireRules {
+        known: baladiya_sla_watcher::store::Known {
+            cases: Some(clock.now()),
+            applications: Some(clock.now()),
+        },
+        max_hold: std::time::Duration::from_secs(600),
+    };
     let replicas = (0..2).map(|_| {
         let (pool, clock) = (pool.clone(), clock.clone());
         tokio::spawn(async move {
@@ -668,6 +676,8 @@ async fn two_replicas_fire_ten_thousand_timers_once_and_an_aborted_firing_loses_
                 &pool,
                 &clock,
                 &baladiya_platform::metrics::Metrics::new(),
+                rules,
+                &mut baladiya_sla_watcher::engine::Failing::default(),
             )
             .await
         })
@@ -696,7 +706,9 @@ async fn two_replicas_fire_ten_thousand_timers_once_and_an_aborted_firing_loses_
         baladiya_sla_watcher::engine::fire_due(
             &pool,
             &clock,
-            &baladiya_platform::metrics::Metrics::new()
+            &baladiya_platform::metrics::Metrics::new(),
+            rules,
+            &mut baladiya_sla_watcher::engine::Failing::default(),
         )
         .await?,
         0

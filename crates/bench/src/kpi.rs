@@ -505,6 +505,7 @@ impl Story {
                 clock,
                 fraction: 0.75,
                 deadline: Some(timestamp(deadline)),
+                provisional: false,
             }
         });
     }
@@ -520,6 +521,7 @@ impl Story {
                 partner_code: c.partner.into(),
                 deadline: Some(timestamp(deadline)),
                 clock,
+                provisional: false,
             }
         });
     }
@@ -539,6 +541,7 @@ impl Story {
                     nanos: 0,
                 }),
                 deadline: Some(timestamp(deadline)),
+                provisional: false,
             }
         });
     }
@@ -1053,6 +1056,8 @@ fn inbound(e: OutboundEvent) -> InboundEvent {
         dataschema: e.dataschema,
         payload: e.payload.into(),
         traceparent: e.traceparent,
+        recorded_at: e.recorded_at,
+        stream_sequence: 0,
     }
 }
 

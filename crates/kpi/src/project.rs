@@ -82,6 +82,8 @@ pub struct Projection {
     pub report_channel: Option<(String, String)>,
     /// (license type, target working days).
     pub license_target: Option<(String, i32)>,
+    /// The event a withdrawal retracts (an SLA breach or escalation).
+    pub withdrawn: Option<uuid::Uuid>,
 }
 
 fn channel_name(channel: i32) -> String {
@@ -124,6 +126,11 @@ fn hours(d: Option<&prost_types::Duration>) -> f64 {
     d.map_or(0.0, |d| {
         d.seconds as f64 / 3600.0 + f64::from(d.nanos) / 3.6e12
     })
+}
+
+fn event_id(text: &str, what: &str) -> Result<uuid::Uuid, HandlerError> {
+    text.parse()
+        .map_err(|_| HandlerError::Reject(format!("the event's {what} '{text}' is not a UUID")))
 }
 
 fn required<T>(value: Option<T>, what: &str) -> Result<T, HandlerError> {
@@ -228,6 +235,18 @@ pub fn facts_of(event: &InboundEvent) -> Result<Projection, HandlerError> {
             if clock.metric == "resolve" {
                 p.facts.push(clock_fact(Fact::ResolveOverdue, clock, 0.0));
             }
+        }
+        "sla.clock.breach_withdrawn" => {
+            let w: sla::ClockBreachWithdrawn = event.decode()?;
+            let clock = required(w.clock.as_ref(), "clock")?;
+            p.withdrawn = Some(event_id(&w.breach_event_id, "breach_event_id")?);
+            if clock.metric == "resolve" && !w.other_breaches {
+                p.facts.push(clock_fact(Fact::ResolveOverdue, clock, 0.0));
+            }
+        }
+        "sla.escalation.withdrawn" => {
+            let w: sla::EscalationWithdrawn = event.decode()?;
+            p.withdrawn = Some(event_id(&w.raised_event_id, "raised_event_id")?);
         }
         "sla.escalation.raised" => {
             let e: sla::EscalationRaised = event.decode()?;
@@ -334,13 +353,37 @@ pub async fn apply_all(
             channels.push(channel.as_str());
         }
     }
+    // Retractions first, so a withdrawn event in the same batch writes nothing.
+    let (withdrawn, withdrawn_by, withdrawn_at): (Vec<uuid::Uuid>, Vec<uuid::Uuid>, Vec<_>) = events
+        .iter()
+        .zip(&projections)
+        .filter_map(|(event, p)| p.withdrawn.map(|w| (w, event.id, event.occurred_at)))
+        .collect();
+    if !withdrawn.is_empty() {
+        sqlx::query(
+            "WITH kept AS (
+                 INSERT INTO withdrawn_events (event_id, withdrawn_by, withdrawn_at)
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[])
+                 ON CONFLICT (event_id) DO NOTHING),
+             states_gone AS (DELETE FROM states WHERE event_id = ANY($1))
+             DELETE FROM facts WHERE event_id = ANY($1)",
+        )
+        .bind(&withdrawn)
+        .bind(&withdrawn_by)
+        .bind(&withdrawn_at)
+        .execute(&mut *conn)
+        .await?;
+    }
     if !facts.event_id.is_empty() {
         sqlx::query(
             "INSERT INTO facts (event_id, kind, subject, occurred_at, municipality, partner, channel,
                                 category, license_type, activity, operator, level, value)
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
-                                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                                  $11::text[], $12::int4[], $13::float8[])
+             SELECT f.* FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
+                                    $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                                    $11::text[], $12::int4[], $13::float8[])
+                  AS f(event_id, kind, subject, occurred_at, municipality, partner, channel,
+                       category, license_type, activity, operator, level, value)
+             WHERE NOT EXISTS (SELECT 1 FROM withdrawn_events w WHERE w.event_id = f.event_id)
              ON CONFLICT (event_id, kind) DO NOTHING",
         )
         .bind(&facts.event_id)
@@ -443,8 +486,10 @@ async fn link_states(conn: &mut PgConnection, facts: &FactColumns<'_>) -> Result
     .await?;
     sqlx::query(
         "INSERT INTO states (event_id, kind, subject, occurred_at, municipality, partner, category, value)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
-                              $6::text[], $7::text[], $8::float8[])
+         SELECT s.* FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
+                                $6::text[], $7::text[], $8::float8[])
+              AS s(event_id, kind, subject, occurred_at, municipality, partner, category, value)
+         WHERE NOT EXISTS (SELECT 1 FROM withdrawn_events w WHERE w.event_id = s.event_id)
          ON CONFLICT (event_id, kind) DO NOTHING",
     )
     .bind(pick(&facts.event_id, &rows))

@@ -367,17 +367,18 @@ pub async fn run(
                 module.streams(),
                 background.clone(),
             )));
-            tasks.push(Box::pin(
-                Relay::new(
-                    pool.clone(),
-                    module.schema(),
-                    js.clone(),
-                    namespace.clone(),
-                    &config.events,
-                    metrics.clone(),
-                )
-                .run(background.clone(), grace),
-            ));
+            let mut relay = Relay::new(
+                pool.clone(),
+                module.schema(),
+                js.clone(),
+                namespace.clone(),
+                &config.events,
+                metrics.clone(),
+            );
+            if let Some(subject) = module.streams().iter().find_map(|s| s.watermark) {
+                relay = relay.with_watermarks(subject, clock.clone(), &config.events);
+            }
+            tasks.push(Box::pin(relay.run(background.clone(), grace)));
         }
         let ctx = ServiceContext {
             config: config.clone(),

@@ -275,6 +275,16 @@ pub struct EventsConfig {
     pub consumer_backoff_ms: u64,
     /// Longest redelivery delay, in milliseconds.
     pub consumer_backoff_max_ms: u64,
+    /// How often a relay of a stream with watermarks (routing, licensing)
+    /// publishes one when idle, in milliseconds: the SLA watcher fires a
+    /// timer only once the watermark passed it, so this bounds how late an
+    /// on-time breach goes out.
+    pub watermark_interval_ms: u64,
+    /// How far behind its own clock a relay puts its watermark, in
+    /// milliseconds: covers clock skew between replicas and the time a writer
+    /// takes from reading its clock to writing its event (see
+    /// `events/watermark.rs`).
+    pub watermark_margin_ms: u64,
 }
 
 impl Default for EventsConfig {
@@ -290,6 +300,8 @@ impl Default for EventsConfig {
             consumer_max_attempts: 5,
             consumer_backoff_ms: 500,
             consumer_backoff_max_ms: 60_000,
+            watermark_interval_ms: 200,
+            watermark_margin_ms: 100,
         }
     }
 }
@@ -728,6 +740,16 @@ impl Config {
             self.events.consumer_backoff_ms <= self.events.consumer_backoff_max_ms,
             "events.consumer_backoff_ms",
             "must not exceed events.consumer_backoff_max_ms",
+        );
+        check(
+            (10..=60_000).contains(&self.events.watermark_interval_ms),
+            "events.watermark_interval_ms",
+            "must be between 10 and 60000",
+        );
+        check(
+            self.events.watermark_margin_ms <= 60_000,
+            "events.watermark_margin_ms",
+            "must be at most 60000",
         );
         check(
             tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter).is_ok(),

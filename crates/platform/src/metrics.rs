@@ -37,6 +37,11 @@ pub struct Metrics {
     outbox_published: Family<Labels, Counter>,
     sla_timer_lag: Histogram,
     sla_oldest_due_timer: Gauge<f64, std::sync::atomic::AtomicU64>,
+    outbox_late: Family<Labels, Counter>,
+    watermark_age: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    sla_timers_held: Family<Labels, Gauge>,
+    sla_provisional: Family<Labels, Counter>,
+    sla_withdrawn: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -62,6 +67,11 @@ impl Metrics {
                 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
             ]),
             sla_oldest_due_timer: Gauge::default(),
+            outbox_late: Family::default(),
+            watermark_age: Family::default(),
+            sla_timers_held: Family::default(),
+            sla_provisional: Family::default(),
+            sla_withdrawn: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -113,6 +123,31 @@ impl Metrics {
             "sla_oldest_due_timer_seconds",
             "How long the oldest SLA timer that is due has waited to fire; 0 when none waits",
             m.sla_oldest_due_timer.clone(),
+        );
+        registry.register(
+            "outbox_late_events",
+            "Events a relay found recorded before a watermark it had already published (a writer slower than events.watermark_margin_ms), by schema",
+            m.outbox_late.clone(),
+        );
+        registry.register(
+            "watermark_age_seconds",
+            "How far a producer's effective watermark lags the consumer's clock, by consumer and producer",
+            m.watermark_age.clone(),
+        );
+        registry.register(
+            "sla_timers_held",
+            "Due SLA timers not fired because a producer's watermark has not passed them or their subject has an input parked, by producer",
+            m.sla_timers_held.clone(),
+        );
+        registry.register(
+            "sla_provisional_firings",
+            "SLA warnings, breaches and escalations fired past sla.max_hold without complete knowledge, by kind",
+            m.sla_provisional.clone(),
+        );
+        registry.register(
+            "sla_withdrawals",
+            "SLA warnings, breaches and escalations withdrawn after firing, by kind and reason",
+            m.sla_withdrawn.clone(),
         );
         Arc::new(Self { registry, ..m })
     }
@@ -183,6 +218,47 @@ impl Metrics {
     /// Sets how long the oldest due SLA timer has waited.
     pub fn set_oldest_due_timer(&self, waited: Duration) {
         self.sla_oldest_due_timer.set(waited.as_secs_f64());
+    }
+
+    /// Counts events a relay found recorded before a watermark it published.
+    pub fn add_outbox_late(&self, schema: &str, n: u64) {
+        self.outbox_late
+            .get_or_create(&vec![("schema", schema.to_string())])
+            .inc_by(n);
+    }
+
+    /// Sets how far `producer`'s effective watermark lags, as `consumer` sees it.
+    pub fn set_watermark_age(&self, consumer: &str, producer: &str, age: Duration) {
+        self.watermark_age
+            .get_or_create(&vec![
+                ("consumer", consumer.to_string()),
+                ("producer", producer.to_string()),
+            ])
+            .set(age.as_secs_f64());
+    }
+
+    /// Sets how many due SLA timers wait on `producer`.
+    pub fn set_sla_timers_held(&self, producer: &str, held: i64) {
+        self.sla_timers_held
+            .get_or_create(&vec![("producer", producer.to_string())])
+            .set(held);
+    }
+
+    /// Counts an SLA firing made without complete knowledge.
+    pub fn add_sla_provisional(&self, kind: &str) {
+        self.sla_provisional
+            .get_or_create(&vec![("kind", kind.to_string())])
+            .inc();
+    }
+
+    /// Counts an SLA firing withdrawn.
+    pub fn add_sla_withdrawn(&self, kind: &str, reason: &str) {
+        self.sla_withdrawn
+            .get_or_create(&vec![
+                ("kind", kind.to_string()),
+                ("reason", reason.to_string()),
+            ])
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -7,7 +7,7 @@ use baladiya_platform::events::{InboundEvent, streams};
 use baladiya_platform::geo::Point;
 use baladiya_proto::intake::events::v1::ReportReceived;
 use baladiya_proto::routing::events::v1 as ev;
-use baladiya_proto::sla::events::v1::ClockBreached;
+use baladiya_proto::sla::events::v1::{ClockBreachWithdrawn, ClockBreached};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -29,7 +29,10 @@ pub fn breaches_spec() -> ConsumerSpec {
     ConsumerSpec {
         name: "routing-breaches".into(),
         stream: streams::SLA,
-        subjects: vec!["baladiya.sla.clock.breached.>".into()],
+        subjects: vec![
+            "baladiya.sla.clock.breached.>".into(),
+            "baladiya.sla.clock.breach_withdrawn.>".into(),
+        ],
     }
 }
 
@@ -194,7 +197,9 @@ impl RouteReports {
     }
 }
 
-/// Marks a case overdue when a clock of its current assignee breaches.
+/// Marks a case overdue when a clock of its current assignee breaches, and
+/// clears the mark when the watcher withdraws that breach (it turned out
+/// wrong) and no other clock of the assignee stands breached.
 #[derive(Debug, Clone, Copy)]
 pub struct MarkOverdue;
 
@@ -204,6 +209,16 @@ impl EventHandler for MarkOverdue {
         conn: &mut PgConnection,
         event: &InboundEvent,
     ) -> Result<(), HandlerError> {
+        if event.ce_type == "sa.baladiya.sla.clock.breach_withdrawn.v1" {
+            let withdrawn: ClockBreachWithdrawn = event.decode()?;
+            let clock = withdrawn.clock.unwrap_or_default();
+            if clock.subject_kind != "case" || withdrawn.other_breaches {
+                return Ok(());
+            }
+            let case_id = uuid(&clock.subject_id, "clock.subject_id")?;
+            store::clear_overdue(conn, case_id, &clock.partner_code).await?;
+            return Ok(());
+        }
         let breach: ClockBreached = event.decode()?;
         if breach.subject_kind != "case" {
             return Ok(());

@@ -413,6 +413,24 @@ pub async fn quiet_resolved(
         .await
 }
 
+/// Clears a case's overdue mark if `partner` is still its assignee (the
+/// breach that set it was withdrawn).
+pub async fn clear_overdue(
+    conn: &mut PgConnection,
+    case_id: Uuid,
+    partner: &str,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE cases SET overdue_since = NULL
+         WHERE id = $1 AND assignee_code = $2 AND overdue_since IS NOT NULL",
+    )
+    .bind(case_id)
+    .bind(partner)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
+
 /// Marks a case overdue if `partner` is still its assignee and it is open.
 pub async fn mark_overdue(
     conn: &mut PgConnection,

@@ -7,7 +7,7 @@ use baladiya_platform::audit::Audit;
 use baladiya_platform::auth::{CallerIdentity, Role, caller};
 use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, ErrorKind, Violations};
-use baladiya_platform::events::{EventType, OutboundEvent, outbox};
+use baladiya_platform::events::{EventType, OutboundEvent, outbox, watermark};
 use baladiya_platform::paging::{PageTokens, page_size};
 use baladiya_proto::convert::{instant, timestamp};
 use baladiya_proto::events::v1::EventMeta;
@@ -29,6 +29,8 @@ pub struct SlaApi {
     pub pool: PgPool,
     pub clock: Clock,
     pub tokens: PageTokens,
+    /// `sla.max_hold_secs`: when a held firing goes out anyway.
+    pub max_hold: Duration,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -49,23 +51,65 @@ fn duration(secs: i64) -> Option<prost_types::Duration> {
     prost_types::Duration::try_from(Duration::from_secs(secs.max(0) as u64)).ok()
 }
 
-/// Clocks as the API shows them, with their fired warnings and escalations.
+/// How far the watcher knows its producers' streams, as last refreshed by
+/// its timer loop.
+pub async fn stored_knowledge(pool: &sqlx::PgPool) -> Result<store::Known, Status> {
+    let mut known = store::Known::default();
+    for (spec, slot) in [
+        (crate::consumers::cases_spec(), &mut known.cases),
+        (crate::consumers::applications_spec(), &mut known.applications),
+    ] {
+        *slot = watermark::known(pool, &spec.name)
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .into_iter()
+            .find_map(|k| k.complete_before);
+    }
+    Ok(known)
+}
+
+/// Clocks as the API shows them, with what they fired and what they wait for.
 async fn with_fired_counts(
     conn: &mut PgConnection,
     rows: &[ClockRow],
     now: DateTime<Utc>,
+    known: store::Known,
+    max_hold: Duration,
 ) -> Result<Vec<pb::Clock>, Status> {
     let ids: Vec<Uuid> = rows.iter().map(|c| c.id).collect();
     let fired = store::fired_counts(conn, &ids)
         .await
         .map_err(ApiError::from)?;
+    let held = store::held_timers(conn, &ids, now, known)
+        .await
+        .map_err(ApiError::from)?;
     Ok(rows
         .iter()
-        .map(|c| clock_proto(c, fired.get(&c.id).copied().unwrap_or_default(), now))
+        .map(|c| {
+            let mut clock = clock_proto(c, fired.get(&c.id).copied().unwrap_or_default(), now);
+            clock.held = held.get(&c.id).map(|(t, parked)| {
+                let (waiting_on, known_until) = if c.subject_kind == "application" {
+                    ("licensing", known.applications)
+                } else {
+                    ("routing", known.cases)
+                };
+                pb::HeldTimer {
+                    kind: t.kind.clone(),
+                    due_at: Some(timestamp(t.due_at)),
+                    waiting_on: waiting_on.into(),
+                    known_until: known_until.map(timestamp),
+                    input_parked: *parked,
+                    fires_by: chrono::TimeDelta::from_std(max_hold)
+                        .ok()
+                        .map(|hold| timestamp(t.due_at + hold)),
+                }
+            });
+            clock
+        })
         .collect())
 }
 
-fn clock_proto(c: &ClockRow, fired: (i64, i64), now: DateTime<Utc>) -> pb::Clock {
+fn clock_proto(c: &ClockRow, fired: store::Fired, now: DateTime<Utc>) -> pb::Clock {
     // A running clock past its deadline is breached even before the next recomputation.
     let state = match c.state.as_str() {
         "running" if c.breached_at.is_some_and(|b| b <= now) => "breached",
@@ -84,12 +128,15 @@ fn clock_proto(c: &ClockRow, fired: (i64, i64), now: DateTime<Utc>) -> pb::Clock
         elapsed: duration(c.elapsed_secs),
         deadline: c.deadline.map(timestamp),
         original_deadline: c.original_deadline.map(timestamp),
-        warnings_fired: fired.0.max(0) as u32,
-        escalation_levels_fired: fired.1.max(0) as u32,
+        warnings_fired: fired.warnings.max(0) as u32,
+        escalation_levels_fired: fired.escalations.max(0) as u32,
         started_at: c.started_at.map(timestamp),
         ended_at: c.ended_at.map(timestamp),
         tracking_number: c.tracking_number.clone(),
         breached_at: c.breached_at.filter(|b| *b <= now).map(timestamp),
+        held: None,
+        breach_provisional: fired.breach_provisional,
+        withdrawals: fired.withdrawals.max(0) as u32,
     }
 }
 
@@ -113,6 +160,9 @@ fn escalation_proto(e: &EscalationRow) -> pb::Escalation {
         metric: e.metric.clone(),
         webhook_state: e.webhook.as_ref().map(|w| w.0.clone()).unwrap_or_default(),
         webhook_attempts: e.webhook.as_ref().map_or(0, |w| w.1.max(0) as u32),
+        provisional: e.provisional,
+        withdrawn_at: e.withdrawn.as_ref().map(|w| timestamp(w.0)),
+        withdrawal_reason: e.withdrawn.as_ref().map(|w| w.1.clone()).unwrap_or_default(),
     }
 }
 
@@ -173,7 +223,8 @@ impl pb::sla_service_server::SlaService for SlaApi {
             .await
             .map_err(ApiError::from)?;
         rows.retain(|c| own.sees(&c.partner_code, &c.municipality_code));
-        let clocks = with_fired_counts(&mut conn, &rows, now).await?;
+        let known = stored_knowledge(&self.pool).await?;
+        let clocks = with_fired_counts(&mut conn, &rows, now, known, self.max_hold).await?;
         Ok(Response::new(pb::GetClocksResponse { clocks }))
     }
 
@@ -206,7 +257,8 @@ impl pb::sla_service_server::SlaService for SlaApi {
         let (page, next_page_token) = self.tokens.keyset_page(rows, limit, &filters, |c| {
             (c.breached_at.unwrap_or(now), c.id)
         });
-        let clocks = with_fired_counts(&mut conn, &page, now).await?;
+        let known = stored_knowledge(&self.pool).await?;
+        let clocks = with_fired_counts(&mut conn, &page, now, known, self.max_hold).await?;
         Ok(Response::new(pb::ListBreachesResponse {
             clocks,
             next_page_token,
@@ -225,17 +277,18 @@ impl pb::sla_service_server::SlaService for SlaApi {
             .or_else(|| Some(req.partner_code.clone()).filter(|p| !p.is_empty()));
         let municipality = own.municipality.as_deref();
         let limit = page_size(req.page_size)?;
-        let acknowledged = match pb::EscalationState::try_from(req.state) {
-            Ok(pb::EscalationState::Open) => Some(false),
-            Ok(pb::EscalationState::Acknowledged) => Some(true),
-            Ok(pb::EscalationState::Unspecified) => None,
+        let state = match pb::EscalationState::try_from(req.state) {
+            Ok(pb::EscalationState::Open) => store::EscalationFilter::Open,
+            Ok(pb::EscalationState::Acknowledged) => store::EscalationFilter::Acknowledged,
+            Ok(pb::EscalationState::Withdrawn) => store::EscalationFilter::Withdrawn,
+            Ok(pb::EscalationState::Unspecified) => store::EscalationFilter::Any,
             Err(_) => {
                 return Err(ApiError::invalid_field("state", "is not an escalation state").into());
             }
         };
         let level = (req.level > 0).then_some(req.level as i32);
         let filters = format!(
-            "partner={partner:?}&municipality={municipality:?}&level={level:?}&ack={acknowledged:?}"
+            "partner={partner:?}&municipality={municipality:?}&level={level:?}&state={state:?}"
         );
         let after = self.tokens.keyset(&req.page_token, &filters)?;
         let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
@@ -244,7 +297,7 @@ impl pb::sla_service_server::SlaService for SlaApi {
             partner.as_deref(),
             municipality,
             level,
-            acknowledged,
+            state,
             after,
             limit + 1,
         )
@@ -409,6 +462,11 @@ impl pb::sla_service_server::SlaService for SlaApi {
             "target",
             "must be a positive working duration",
         );
+        // The bounds every agreement and license type is held to, so a
+        // preview answers what a live clock could be asked.
+        for (part, why) in target.excess(baladiya_worktime::MAX_TARGET) {
+            v.add(format!("target.{part}"), why);
+        }
         for (i, f) in req.warn_at.iter().enumerate() {
             v.check(
                 f.is_finite() && *f > 0.0 && *f < 1.0,
@@ -431,6 +489,22 @@ impl pb::sla_service_server::SlaService for SlaApi {
             "escalation_delays",
             "must be strictly increasing",
         );
+        for (i, d) in delays.iter().enumerate() {
+            for (part, why) in d.excess(baladiya_worktime::MAX_DELAY) {
+                v.add(format!("escalation_delays[{i}].{part}"), why);
+            }
+        }
+        // Instants within the span working time is measured in (2000 to
+        // 2200 UTC): nothing outside it is a real clock, and every answer
+        // then fits a protobuf Timestamp.
+        let in_range = |at: DateTime<Utc>, field: &str, v: &mut Violations| {
+            if baladiya_worktime::instant_in_range(at) {
+                Some(at)
+            } else {
+                v.add(field, baladiya_worktime::instant_range_message());
+                None
+            }
+        };
         let mut parse =
             |t: &Option<prost_types::Timestamp>, field: &str| match t.as_ref().map(instant) {
                 None => None,
@@ -438,33 +512,46 @@ impl pb::sla_service_server::SlaService for SlaApi {
                     v.add(field, "is not a valid timestamp");
                     None
                 }
-                Some(Some(at)) => Some(at),
+                Some(Some(at)) => in_range(at, field, &mut v),
             };
         let start = parse(&req.start, "start");
         let stop = parse(&req.stop, "stop");
-        let as_of = parse(&req.as_of, "as_of").unwrap_or_else(|| self.clock.now());
+        let as_of = match req.as_of {
+            Some(_) => parse(&req.as_of, "as_of"),
+            None => Some(self.clock.now()),
+        };
         v.check(req.start.is_some(), "start", "is required");
         let mut inputs: Vec<Input> = Vec::new();
         for (i, t) in req.pauses.iter().enumerate() {
+            let field = format!("pauses[{i}]");
             match instant(t) {
-                Some(at) => inputs.push(Input {
-                    at,
-                    kind: InputKind::Pause,
-                }),
-                None => v.add(format!("pauses[{i}]"), "is not a valid timestamp"),
+                Some(at) => {
+                    if let Some(at) = in_range(at, &field, &mut v) {
+                        inputs.push(Input {
+                            at,
+                            kind: InputKind::Pause,
+                        })
+                    }
+                }
+                None => v.add(field, "is not a valid timestamp"),
             }
         }
         for (i, t) in req.resumes.iter().enumerate() {
+            let field = format!("resumes[{i}]");
             match instant(t) {
-                Some(at) => inputs.push(Input {
-                    at,
-                    kind: InputKind::Resume,
-                }),
-                None => v.add(format!("resumes[{i}]"), "is not a valid timestamp"),
+                Some(at) => {
+                    if let Some(at) = in_range(at, &field, &mut v) {
+                        inputs.push(Input {
+                            at,
+                            kind: InputKind::Resume,
+                        })
+                    }
+                }
+                None => v.add(field, "is not a valid timestamp"),
             }
         }
         v.finish()?;
-        let (Some(calendar), Some(start)) = (calendar, start) else {
+        let (Some(calendar), Some(start), Some(as_of)) = (calendar, start, as_of) else {
             return Err(ApiError::invalid_field("calendar", "is required").into());
         };
         inputs.push(Input {
@@ -482,7 +569,32 @@ impl pb::sla_service_server::SlaService for SlaApi {
             warn_at: req.warn_at.clone(),
             ladder: delays.iter().map(|d| calendar.duration(*d)).collect(),
         };
+        // Within the bounds, a calendar open a few minutes a week can still
+        // push a deadline past the measured span; say so rather than answer
+        // a clock with no deadline.
+        let mut v = Violations::new();
+        let beyond = format!(
+            "the deadline would fall after {}, the end of measured working time, on this calendar",
+            baladiya_worktime::LATEST_INSTANT.to_rfc3339()
+        );
+        v.check(
+            calendar.add_working(start, terms.target).is_some(),
+            "target",
+            &beyond,
+        );
+        for (i, delay) in terms.ladder.iter().enumerate() {
+            v.check(
+                calendar.add_working(start, terms.target + *delay).is_some(),
+                &format!("escalation_delays[{i}]"),
+                &beyond,
+            );
+        }
+        v.finish()?;
         let c = clock::compute(&calendar, &terms, &inputs, as_of);
+        if c.state == State::Running && c.deadline.is_none() {
+            // Pauses moved a reachable deadline past the span.
+            return Err(ApiError::invalid_field("resumes", beyond).into());
+        }
         let state = match c.state {
             State::Pending => pb::ClockState::Unspecified,
             State::Running => pb::ClockState::Running,

@@ -26,7 +26,10 @@ pub fn cases_spec() -> ConsumerSpec {
     ConsumerSpec {
         name: "sla-cases".into(),
         stream: streams::ROUTING,
-        subjects: vec!["baladiya.routing.case.>".into()],
+        subjects: vec![
+            "baladiya.routing.case.>".into(),
+            "baladiya.routing.watermark".into(),
+        ],
     }
 }
 
@@ -187,6 +190,7 @@ pub fn applications_spec() -> ConsumerSpec {
         subjects: vec![
             "baladiya.licensing.application.>".into(),
             "baladiya.licensing.license.issued.>".into(),
+            "baladiya.licensing.watermark".into(),
         ],
     }
 }

@@ -252,7 +252,7 @@ async fn emit<M: prost::Message + prost::Name>(
     c: &ClockRow,
     at: DateTime<Utc>,
     payload: impl FnOnce(Option<EventMeta>) -> M,
-) -> Result<(), HandlerError> {
+) -> Result<Uuid, HandlerError> {
     let id = Uuid::now_v7();
     let message = payload(meta(id, c.id, at));
     let partner = if c.partner_code.is_empty() {
@@ -269,7 +269,8 @@ async fn emit<M: prost::Message + prost::Name>(
         at,
         &message,
     );
-    outbox::enqueue(conn, &out).await.map_err(retry)
+    outbox::enqueue(conn, &out).await.map_err(retry)?;
+    Ok(id)
 }
 
 /// Lifecycle events for a change of state.
@@ -367,7 +368,16 @@ pub async fn recompute_subject(
     kind: &str,
     id: Uuid,
 ) -> Result<(), HandlerError> {
-    recompute_subject_with(conn, &mut Replica::default(), clock, config, kind, id).await
+    recompute_subject_with(
+        conn,
+        &mut Replica::default(),
+        clock,
+        config,
+        kind,
+        id,
+        Cause::SubjectEvent,
+    )
+    .await
 }
 
 async fn recompute_subject_with(
@@ -377,6 +387,7 @@ async fn recompute_subject_with(
     config: &SlaConfig,
     kind: &str,
     id: Uuid,
+    cause: Cause,
 ) -> Result<(), HandlerError> {
     let existing = store::clocks_of(conn, kind, id, true).await?;
     let (specs, facts) = if kind == "application" {
@@ -431,7 +442,7 @@ async fn recompute_subject_with(
             .iter()
             .map(|i| (i.kind.as_str().to_string(), i.at))
             .collect();
-        store_computed(conn, replica, clock, old, row).await?;
+        store_computed(conn, replica, clock, old, row, cause).await?;
     }
     Ok(())
 }
@@ -444,6 +455,7 @@ async fn store_computed(
     clock: &Clock,
     old: Option<&ClockRow>,
     mut row: ClockRow,
+    cause: Cause,
 ) -> Result<(), HandlerError> {
     let now = clock.now();
     let calendar = replica.calendar(conn, &row.calendar_id).await?;
@@ -460,10 +472,19 @@ async fn store_computed(
     store::put_clock(conn, &row).await?;
     let wanted = wanted_timers(&computed);
     // A clock stored for the first time has no timers to lock or compare.
-    let have = match old {
+    let mut have = match old {
         Some(_) => store::timers_of(conn, row.id).await?,
         None => Vec::new(),
     };
+    // What fired and is no longer wanted at the instant it fired for is
+    // withdrawn, and then counts as not fired: if the clock still wants it
+    // at a corrected instant, it fires again there, once.
+    for t in have.iter_mut().filter(|t| t.fired_at.is_some()) {
+        if !wanted.iter().any(|(k, _, due)| *k == t.kind && *due == t.due_at) {
+            withdraw(conn, &row, &computed, t, cause, now).await?;
+            t.fired_at = None;
+        }
+    }
     let unwanted: Vec<&str> = have
         .iter()
         .filter(|t| t.fired_at.is_none() && !wanted.iter().any(|(k, _, _)| *k == t.kind))
@@ -486,6 +507,113 @@ async fn store_computed(
     emit_changes(conn, old, &row, &computed, working_day).await
 }
 
+/// What made a recomputation: the reason a firing it finds wrong is withdrawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// An event of the subject (one that arrived after something fired).
+    SubjectEvent,
+    /// A change of the calendar the clock runs on.
+    CalendarChanged,
+}
+
+impl Cause {
+    fn reason(self) -> ev::WithdrawalReason {
+        match self {
+            Self::SubjectEvent => ev::WithdrawalReason::LateEvent,
+            Self::CalendarChanged => ev::WithdrawalReason::CalendarChanged,
+        }
+    }
+
+    /// The stored and metric name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SubjectEvent => "late_event",
+            Self::CalendarChanged => "calendar_changed",
+        }
+    }
+}
+
+/// Withdraws what timer `t` of clock `c` fired, which the clock as now
+/// computed no longer wants at that instant: the withdrawal event, and for
+/// an escalation its row marked and the partner told (see
+/// [`crate::webhook::withdraw`]). The caller counts the timer as not fired.
+async fn withdraw(
+    conn: &mut PgConnection,
+    c: &ClockRow,
+    computed: &Computed,
+    t: &TimerRow,
+    cause: Cause,
+    now: DateTime<Utc>,
+) -> Result<(), HandlerError> {
+    let reason = cause.reason() as i32;
+    let fired_event = t.event_id.map(|id| id.to_string()).unwrap_or_default();
+    if let Some(i) = t.kind.strip_prefix("warning:") {
+        let fraction = i
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| c.warn_at.get(i))
+            .copied()
+            .unwrap_or_default();
+        emit(conn, "clock", "warning_withdrawn", c, now, |meta| {
+            ev::ClockWarningWithdrawn {
+                meta,
+                clock: clock_ref(c),
+                warning_event_id: fired_event,
+                fraction,
+                reason,
+            }
+        })
+        .await?;
+    } else if t.kind == "breach" {
+        let other_breaches = store::other_breach_stands(conn, c).await?;
+        emit(conn, "clock", "breach_withdrawn", c, now, |meta| {
+            ev::ClockBreachWithdrawn {
+                meta,
+                clock: clock_ref(c),
+                breach_event_id: fired_event,
+                withdrawn_deadline: Some(timestamp(t.due_at)),
+                deadline: computed.deadline.map(timestamp),
+                reason,
+                other_breaches,
+            }
+        })
+        .await?;
+    } else if let Some(level) = t
+        .kind
+        .strip_prefix("escalation:")
+        .and_then(|l| l.parse::<i32>().ok())
+    {
+        if let Some(e) = store::withdraw_escalation(conn, c.id, level, cause.as_str(), now).await? {
+            let body = escalation_body(
+                "escalation.withdrawn",
+                c,
+                &e,
+                c.original_deadline.unwrap_or(t.due_at),
+                serde_json::json!({
+                    "withdrawn_at": now.to_rfc3339(),
+                    "reason": cause.as_str(),
+                }),
+            );
+            crate::webhook::withdraw(conn, e.id, &body).await?;
+            emit(conn, "escalation", "withdrawn", c, now, |meta| {
+                ev::EscalationWithdrawn {
+                    meta,
+                    escalation_id: e.id.to_string(),
+                    clock: clock_ref(c),
+                    level: level as u32,
+                    contact: e.contact.clone(),
+                    reason,
+                    raised_event_id: fired_event,
+                }
+            })
+            .await?;
+        }
+    }
+    store::unfire(conn, t).await?;
+    tracing::info!(clock = %c.id, kind = %t.kind, due = %t.due_at, reason = cause.as_str(), "withdrew a firing that turned out wrong");
+    Ok(())
+}
+
 /// Recomputes every open clock on a calendar after it changed.
 pub async fn recompute_calendar(
     conn: &mut PgConnection,
@@ -496,40 +624,144 @@ pub async fn recompute_calendar(
     let subjects = store::subjects_on_calendar(conn, calendar_id).await?;
     let mut replica = Replica::default();
     for (kind, id) in &subjects {
-        recompute_subject_with(conn, &mut replica, clock, config, kind, *id).await?;
+        recompute_subject_with(
+            conn,
+            &mut replica,
+            clock,
+            config,
+            kind,
+            *id,
+            Cause::CalendarChanged,
+        )
+        .await?;
     }
     Ok(subjects.len())
 }
 
-/// Fires every timer due by the clock's now, earliest first, in batches, and
-/// records in `metrics` how late each fired. Returns how many fired.
+/// What the timer loop needs to decide what may fire.
+#[derive(Debug, Clone, Copy)]
+pub struct FireRules {
+    /// How far each producer's stream is known to be complete.
+    pub known: store::Known,
+    /// How long a due timer waits for complete knowledge before it fires
+    /// anyway, marked provisional (`sla.max_hold_secs`).
+    pub max_hold: Duration,
+}
+
+/// Timers that failed to fire lately, kept out of the next rounds for a
+/// while so one that keeps failing does not hold back the others.
+#[derive(Debug, Default)]
+pub struct Failing {
+    until: HashMap<(Uuid, String), std::time::Instant>,
+    attempts: HashMap<(Uuid, String), u32>,
+}
+
+impl Failing {
+    fn skipped(&mut self) -> Vec<(Uuid, String)> {
+        let now = std::time::Instant::now();
+        self.until.retain(|_, until| *until > now);
+        self.until.keys().cloned().collect()
+    }
+
+    fn failed(&mut self, t: &TimerRow) {
+        let key = (t.clock_id, t.kind.clone());
+        let attempts = self.attempts.entry(key.clone()).or_default();
+        *attempts = attempts.saturating_add(1);
+        let wait = Duration::from_millis(250u64 << (*attempts).min(8));
+        self.until
+            .insert(key, std::time::Instant::now() + wait.min(Duration::from_secs(60)));
+    }
+
+    fn fired(&mut self, t: &TimerRow) {
+        let key = (t.clock_id, t.kind.clone());
+        self.attempts.remove(&key);
+        self.until.remove(&key);
+    }
+}
+
+/// Fires every timer due by the clock's now that may fire (see
+/// [`store::claim_due`]), earliest first, in batches, each in a savepoint of
+/// its own so one that fails waits (see [`Failing`]) while the others fire.
+/// Records in `metrics` how late each fired. Returns how many fired.
 pub async fn fire_due(
     pool: &sqlx::PgPool,
     clock: &Clock,
     metrics: &Metrics,
+    rules: FireRules,
+    failing: &mut Failing,
 ) -> Result<usize, sqlx::Error> {
     let mut total = 0;
     loop {
         let now = clock.now();
+        let held_until = now
+            - chrono::TimeDelta::from_std(rules.max_hold).unwrap_or(chrono::TimeDelta::MAX);
         let mut tx = pool.begin().await?;
-        let due = store::claim_due(&mut tx, now, 50).await?;
+        let due =
+            store::claim_due(&mut tx, now, 50, rules.known, held_until, &failing.skipped()).await?;
         if due.is_empty() {
             return Ok(total);
         }
+        let mut fired = Vec::with_capacity(due.len());
         for timer in &due {
-            if let Err(e) = fire(&mut tx, timer, now).await {
-                tracing::error!(clock = %timer.clock_id, kind = %timer.kind, error = %e, "timer could not fire; it stays due");
-                return Err(sqlx::Error::Protocol(e.to_string()));
+            let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
+            match fire(&mut savepoint, timer, now).await {
+                Ok(()) => {
+                    savepoint.commit().await?;
+                    failing.fired(timer);
+                    fired.push(timer);
+                }
+                Err(e) => {
+                    savepoint.rollback().await?;
+                    tracing::error!(clock = %timer.clock_id, kind = %timer.kind, error = %e, "timer could not fire; it waits and the others go on");
+                    failing.failed(timer);
+                }
             }
         }
         tx.commit().await?;
         baladiya_platform::events::outbox::committed(crate::SCHEMA);
         let committed = clock.now();
-        for timer in &due {
+        for timer in &fired {
             metrics.record_timer_lag((committed - timer.due_at).to_std().unwrap_or_default());
+            if timer.provisional {
+                metrics.add_sla_provisional(timer_family(&timer.kind));
+            }
         }
-        total += due.len();
+        total += fired.len();
     }
+}
+
+/// `warning`, `breach` or `escalation`: a timer kind without its number.
+fn timer_family(kind: &str) -> &str {
+    kind.split(':').next().unwrap_or(kind)
+}
+
+/// The webhook body of an escalation's event.
+fn escalation_body(
+    kind: &str,
+    c: &ClockRow,
+    e: &EscalationRow,
+    deadline: DateTime<Utc>,
+    extra: serde_json::Value,
+) -> Vec<u8> {
+    let mut body = serde_json::json!({
+        "type": kind,
+        "escalation_id": e.id,
+        "level": e.level,
+        "partner_code": c.partner_code,
+        "subject_kind": c.subject_kind,
+        "subject_id": c.subject_id,
+        "tracking_number": c.tracking_number,
+        "metric": c.metric,
+        "contact": e.contact,
+        "agreement_version": c.agreement_version,
+        "deadline": deadline.to_rfc3339(),
+        "raised_at": e.raised_at.to_rfc3339(),
+        "provisional": e.provisional,
+    });
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    body.to_string().into_bytes()
 }
 
 async fn fire(
@@ -541,8 +773,9 @@ async fn fire(
         .await?
         .ok_or_else(|| HandlerError::Reject(format!("timer of unknown clock {}", t.clock_id)))?;
     let at = t.due_at;
+    let provisional = t.provisional;
     let deadline = c.deadline.map(timestamp);
-    if let Some(i) = t.kind.strip_prefix("warning:") {
+    let event_id = if let Some(i) = t.kind.strip_prefix("warning:") {
         let fraction = i
             .parse::<usize>()
             .ok()
@@ -554,8 +787,9 @@ async fn fire(
             clock: clock_ref(&c),
             fraction,
             deadline,
+            provisional,
         })
-        .await?;
+        .await?
     } else if t.kind == "breach" {
         emit(conn, "clock", "breached", &c, at, |meta| {
             ev::ClockBreached {
@@ -567,91 +801,107 @@ async fn fire(
                 partner_code: c.partner_code.clone(),
                 deadline: Some(timestamp(at)),
                 clock: clock_ref(&c),
+                provisional,
             }
         })
-        .await?;
+        .await?
     } else if let Some(level) = t
         .kind
         .strip_prefix("escalation:")
         .and_then(|l| l.parse::<u32>().ok())
     {
-        let stored = c
-            .ladder
-            .iter()
-            .find(|l| l.level == level)
-            .cloned()
-            .unwrap_or(StoredLevel {
-                level,
-                delay_secs: 0,
-                contact: String::new(),
-                webhook_url: String::new(),
-            });
-        let breach = c.breached_at.unwrap_or(at);
-        let escalation = EscalationRow {
-            id: Uuid::now_v7(),
-            clock_id: c.id,
-            level: level as i32,
-            partner_code: c.partner_code.clone(),
-            subject_kind: c.subject_kind.clone(),
-            subject_id: c.subject_id,
-            tracking_number: c.tracking_number.clone(),
-            metric: c.metric.clone(),
-            contact: stored.contact.clone(),
-            agreement_version: c.agreement_version,
-            raised_at: at,
-            overdue_working_secs: stored.delay_secs as i64,
-            overdue_wall_secs: (at - breach).num_seconds().max(0),
-            acknowledged_at: None,
-            acknowledged_by: None,
-            note: None,
-            webhook: None,
-        };
-        if store::add_escalation(conn, &escalation).await? {
-            if !stored.webhook_url.is_empty() {
-                let body = serde_json::json!({
-                    "escalation_id": escalation.id,
-                    "level": level,
-                    "partner_code": c.partner_code,
-                    "subject_kind": c.subject_kind,
-                    "subject_id": c.subject_id,
-                    "tracking_number": c.tracking_number,
-                    "metric": c.metric,
-                    "contact": stored.contact,
-                    "agreement_version": c.agreement_version,
-                    "deadline": breach.to_rfc3339(),
-                    "raised_at": at.to_rfc3339(),
-                    "overdue_working_seconds": stored.delay_secs,
-                    "overdue_wall_seconds": escalation.overdue_wall_secs,
-                });
-                crate::webhook::enqueue(
-                    conn,
-                    escalation.id,
-                    &stored.webhook_url,
-                    body.to_string().as_bytes(),
-                )
-                .await?;
-            }
-            let overdue_working =
-                prost_types::Duration::try_from(Duration::from_secs(stored.delay_secs)).ok();
-            let overdue_wall = prost_types::Duration::try_from(Duration::from_secs(
-                escalation.overdue_wall_secs as u64,
-            ))
-            .ok();
-            emit(conn, "escalation", "raised", &c, at, |meta| {
-                ev::EscalationRaised {
-                    meta,
-                    escalation_id: escalation.id.to_string(),
-                    clock: clock_ref(&c),
-                    level,
-                    contact: stored.contact.clone(),
-                    overdue_working,
-                    overdue_wall,
-                    deadline: Some(timestamp(breach)),
-                }
-            })
-            .await?;
-        }
-    }
-    store::mark_fired(conn, t, now).await?;
+        raise(conn, &c, level, at, provisional).await?
+    } else {
+        return Err(HandlerError::Reject(format!("unknown timer kind {}", t.kind)));
+    };
+    store::mark_fired(conn, t, now, event_id).await?;
     Ok(())
+}
+
+/// Raises escalation `level` of a breached clock at `at`: the row, the
+/// partner's webhook delivery if it asked for one, and the event.
+async fn raise(
+    conn: &mut PgConnection,
+    c: &ClockRow,
+    level: u32,
+    at: DateTime<Utc>,
+    provisional: bool,
+) -> Result<Uuid, HandlerError> {
+    let stored = c
+        .ladder
+        .iter()
+        .find(|l| l.level == level)
+        .cloned()
+        .unwrap_or(StoredLevel {
+            level,
+            delay_secs: 0,
+            contact: String::new(),
+            webhook_url: String::new(),
+        });
+    let breach = c.breached_at.unwrap_or(at);
+    let escalation = EscalationRow {
+        id: Uuid::now_v7(),
+        clock_id: c.id,
+        level: level as i32,
+        partner_code: c.partner_code.clone(),
+        subject_kind: c.subject_kind.clone(),
+        subject_id: c.subject_id,
+        tracking_number: c.tracking_number.clone(),
+        metric: c.metric.clone(),
+        contact: stored.contact.clone(),
+        agreement_version: c.agreement_version,
+        raised_at: at,
+        overdue_working_secs: stored.delay_secs as i64,
+        overdue_wall_secs: (at - breach).num_seconds().max(0),
+        acknowledged_at: None,
+        acknowledged_by: None,
+        note: None,
+        webhook: None,
+        provisional,
+        withdrawn: None,
+    };
+    if !store::add_escalation(conn, &escalation).await? {
+        // The level stands already: nothing more to raise (the timer is
+        // marked fired, naming no event of its own).
+        tracing::warn!(clock = %c.id, level, "escalation level already stands; not raised twice");
+        return Ok(Uuid::nil());
+    }
+    if !stored.webhook_url.is_empty() {
+        let body = escalation_body(
+            "escalation.raised",
+            c,
+            &escalation,
+            breach,
+            serde_json::json!({
+                "overdue_working_seconds": stored.delay_secs,
+                "overdue_wall_seconds": escalation.overdue_wall_secs,
+            }),
+        );
+        crate::webhook::enqueue(
+            conn,
+            escalation.id,
+            crate::webhook::Delivery::Raised,
+            &stored.webhook_url,
+            &body,
+        )
+        .await?;
+    }
+    let overdue_working =
+        prost_types::Duration::try_from(Duration::from_secs(stored.delay_secs)).ok();
+    let overdue_wall = prost_types::Duration::try_from(Duration::from_secs(
+        escalation.overdue_wall_secs as u64,
+    ))
+    .ok();
+    emit(conn, "escalation", "raised", c, at, |meta| ev::EscalationRaised {
+        meta,
+        escalation_id: escalation.id.to_string(),
+        clock: clock_ref(c),
+        level,
+        contact: stored.contact.clone(),
+        overdue_working,
+        overdue_wall,
+        deadline: Some(timestamp(breach)),
+        provisional,
+    })
+    .await
 }

@@ -29,7 +29,7 @@ use baladiya_platform::clock::Clock;
 use baladiya_platform::config::{
     Environment, KeyError, Secret, SectionHandler, ServiceConfig, hex_bytes,
 };
-use baladiya_platform::events::{StreamSpec, streams};
+use baladiya_platform::events::{Namespace, StreamSpec, streams, watermark};
 use baladiya_platform::grpc::Mounted;
 use baladiya_platform::metrics::Metrics;
 use baladiya_platform::shutdown::Shutdown;
@@ -92,6 +92,12 @@ pub struct SlaConfig {
     pub webhook_max_attempts: i32,
     /// First retry delay, in milliseconds; doubles each attempt (at most an hour).
     pub webhook_backoff_ms: u64,
+    /// How long a due warning, breach or escalation waits for its producer's
+    /// watermark (routing for cases, licensing for applications) before it
+    /// fires anyway, marked provisional, in seconds (the issue's
+    /// `sla.max_hold`): a producer that is down must not hold every breach
+    /// forever.
+    pub max_hold_secs: u64,
 }
 
 impl Default for SlaConfig {
@@ -103,8 +109,10 @@ impl Default for SlaConfig {
             timer_poll_ms: 250,
             webhook_secret: Secret::new(DEV_WEBHOOK_SECRET),
             webhook_ca_file: String::new(),
-            webhook_max_attempts: 8,
+            // 1 s doubling to an hour: about nine hours of retries.
+            webhook_max_attempts: 20,
             webhook_backoff_ms: 1_000,
+            max_hold_secs: 600,
         }
     }
 }
@@ -164,6 +172,12 @@ impl ServiceConfig for SlaConfig {
                 message: "must name a calendar".into(),
             });
         }
+        if !(1..=86_400).contains(&self.max_hold_secs) {
+            errors.push(KeyError {
+                key: "max_hold_secs".into(),
+                message: "must be between 1 and 86400".into(),
+            });
+        }
         if !(10..=60_000).contains(&self.timer_poll_ms) {
             errors.push(KeyError {
                 key: "timer_poll_ms".into(),
@@ -174,28 +188,91 @@ impl ServiceConfig for SlaConfig {
     }
 }
 
-/// Fires due timers until shutdown: at once for anything overdue, then at each
-/// next deadline (the process clock's, so a manual clock fires them as it
-/// moves), woken early when timers change.
-async fn fire_timers(
+/// How the timer loop learns what the watcher knows (see
+/// [`baladiya_platform::events::watermark`]).
+struct Knowledge {
     pool: PgPool,
+    js: async_nats::jetstream::Context,
+    namespace: Namespace,
+}
+
+impl Knowledge {
+    /// The effective watermarks of the case and application consumers.
+    async fn refresh(&self, clock: &Clock, metrics: &Metrics) -> store::Known {
+        let mut known = store::Known::default();
+        for (spec, slot) in [
+            (consumers::cases_spec(), &mut known.cases),
+            (consumers::applications_spec(), &mut known.applications),
+        ] {
+            let marks = watermark::refresh(
+                &self.pool,
+                &self.js,
+                &self.namespace,
+                spec.stream.name,
+                &spec.name,
+            )
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(consumer = %spec.name, error = %e, "cannot read watermarks; firing waits");
+                Vec::new()
+            });
+            let producer = spec.stream.watermark.map(watermark::producer_of);
+            let mark = marks
+                .into_iter()
+                .find(|m| Some(m.producer.as_str()) == producer);
+            *slot = mark.as_ref().and_then(|m| m.complete_before);
+            if let (Some(producer), Some(before)) = (producer, *slot) {
+                let age = (clock.now() - before).to_std().unwrap_or_default();
+                metrics.set_watermark_age(&spec.name, producer, age);
+            }
+        }
+        known
+    }
+}
+
+/// Fires due timers until shutdown: each once its producer's watermark has
+/// passed it (or, provisional, past `sla.max_hold_secs`), at once for anything
+/// overdue, then at each next deadline (the process clock's, so a manual
+/// clock fires them as it moves), woken early when timers or watermarks
+/// change, and every `poll` while something is held.
+async fn fire_timers(
+    knowledge: Knowledge,
     clock: Clock,
     metrics: Arc<Metrics>,
     poll: Duration,
+    max_hold: Duration,
     mut stop: Shutdown,
 ) {
+    let pool = knowledge.pool.clone();
     // Subscribed before the first look, so a change during it wakes the next.
     let mut changed = baladiya_platform::wake::subscribe(engine::TIMERS_TOPIC);
+    let mut failing = engine::Failing::default();
     loop {
-        if let Err(e) = engine::fire_due(&pool, &clock, &metrics).await {
+        let known = knowledge.refresh(&clock, &metrics).await;
+        let rules = engine::FireRules { known, max_hold };
+        if let Err(e) = engine::fire_due(&pool, &clock, &metrics, rules, &mut failing).await {
             tracing::warn!(error = %e, "firing timers failed; will retry");
         }
-        let next = match pool.acquire().await {
-            Ok(mut conn) => store::next_due(&mut conn).await.ok().flatten(),
+        let now = clock.now();
+        let (next, held) = match pool.acquire().await {
+            Ok(mut conn) => (
+                store::next_due(&mut conn, now).await.ok().flatten(),
+                store::held_counts(&mut conn, now, known)
+                    .await
+                    .unwrap_or_default(),
+            ),
+            Err(_) => (None, Vec::new()),
+        };
+        for (kind, producer) in [("case", "routing"), ("application", "licensing")] {
+            let n = held.iter().find(|(k, _)| k == kind).map_or(0, |(_, n)| *n);
+            metrics.set_sla_timers_held(producer, n);
+        }
+        // The oldest due timer still waiting, fired or held (see the warnings above).
+        let oldest = match pool.acquire().await {
+            Ok(mut conn) => store::oldest_unfired(&mut conn, now).await.ok().flatten(),
             Err(_) => None,
         };
-        // A due timer still waiting here could not fire (see the warning above).
-        let waited = next.and_then(|due| (clock.now() - due).to_std().ok());
+        let waited = oldest.and_then(|due| (now - due).to_std().ok());
         metrics.set_oldest_due_timer(waited.unwrap_or_default());
         tokio::select! {
             _ = stop.wait() => return,
@@ -268,10 +345,17 @@ impl ServiceModule for SlaWatcher {
                         pool: ctx.pool.clone(),
                         clock: ctx.clock.clone(),
                         tokens: ctx.config.server.page_tokens(),
+                        max_hold: Duration::from_secs(config.max_hold_secs),
                     })
                     .max_decoding_message_size(ctx.config.server.max_request_bytes),
                 ),
             );
+            let max_hold = Duration::from_secs(config.max_hold_secs);
+            let knowledge = Knowledge {
+                pool: ctx.pool.clone(),
+                js: ctx.js.clone(),
+                namespace: ctx.namespace.clone(),
+            };
             Ok(vec![
                 ctx.consumer(
                     consumers::partners_spec(),
@@ -296,10 +380,11 @@ impl ServiceModule for SlaWatcher {
                 ),
                 Box::pin(deliveries),
                 Box::pin(fire_timers(
-                    ctx.pool.clone(),
+                    knowledge,
                     ctx.clock.clone(),
                     ctx.metrics.clone(),
                     poll,
+                    max_hold,
                     ctx.background_shutdown(),
                 )),
             ])

@@ -458,7 +458,13 @@ pub struct TimerRow {
     pub seq: i32,
     pub due_at: DateTime<Utc>,
     pub fired_at: Option<DateTime<Utc>>,
+    /// Fired (or, when claimed, to fire) without complete knowledge.
+    pub provisional: bool,
+    /// The event its firing published.
+    pub event_id: Option<Uuid>,
 }
+
+const TIMER_COLUMNS: &str = "t.clock_id, t.kind, t.seq, t.due_at, t.fired_at, t.provisional, t.event_id";
 
 fn timer_row(r: &sqlx::postgres::PgRow) -> Result<TimerRow, sqlx::Error> {
     Ok(TimerRow {
@@ -467,6 +473,8 @@ fn timer_row(r: &sqlx::postgres::PgRow) -> Result<TimerRow, sqlx::Error> {
         seq: r.try_get("seq")?,
         due_at: r.try_get("due_at")?,
         fired_at: r.try_get("fired_at")?,
+        provisional: r.try_get("provisional")?,
+        event_id: r.try_get("event_id")?,
     })
 }
 
@@ -474,9 +482,9 @@ pub async fn timers_of(
     conn: &mut PgConnection,
     clock_id: Uuid,
 ) -> Result<Vec<TimerRow>, sqlx::Error> {
-    sqlx::query(
-        "SELECT clock_id, kind, seq, due_at, fired_at FROM timers WHERE clock_id = $1 FOR UPDATE",
-    )
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {TIMER_COLUMNS} FROM timers t WHERE t.clock_id = $1 FOR UPDATE"
+    )))
     .bind(clock_id)
     .fetch_all(&mut *conn)
     .await?
@@ -528,18 +536,58 @@ pub async fn drop_timers(
     Ok(())
 }
 
-/// Claims due timers, earliest first; other replicas skip them.
+/// How far the watcher knows its producers' streams to be complete: a
+/// timer of a case fires once routing's watermark has passed it, one of an
+/// application once licensing's has, and neither while an event of its
+/// subject is parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Known {
+    pub cases: Option<DateTime<Utc>>,
+    pub applications: Option<DateTime<Utc>>,
+}
+
+/// The condition that a timer's instant is covered: its producer's
+/// watermark passed it and no input of its subject is parked (`t` timers,
+/// `c` clocks; parameters `$cases` and `$cases + 1` are [`Known`]).
+fn covered(cases: u8) -> String {
+    let applications = cases + 1;
+    format!(
+        "COALESCE(t.due_at <= CASE c.subject_kind WHEN 'case' THEN ${cases}::timestamptz
+                                        WHEN 'application' THEN ${applications}::timestamptz END, false)
+         AND NOT EXISTS (SELECT 1 FROM parked_events p
+                         WHERE p.replayed_at IS NULL AND p.headers ->> 'ce-subject' = c.subject_id::text)"
+    )
+}
+
+/// Claims due timers that may fire, earliest first; other replicas skip them.
+/// A timer may fire once its instant is covered ([`Known`]), or, marked
+/// provisional, once it has waited past `held_until` (its due instant plus
+/// `sla.max_hold`). Timers in `skip` (clock, kind) failed lately and wait.
 pub async fn claim_due(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
     limit: i64,
+    known: Known,
+    held_until: DateTime<Utc>,
+    skip: &[(Uuid, String)],
 ) -> Result<Vec<TimerRow>, sqlx::Error> {
-    sqlx::query(
-        "SELECT clock_id, kind, seq, due_at, fired_at FROM timers
-         WHERE fired_at IS NULL AND due_at <= $1 ORDER BY due_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED",
-    )
+    let (skip_clocks, skip_kinds): (Vec<Uuid>, Vec<String>) = skip.iter().cloned().unzip();
+    let covered = covered(3);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT t.clock_id, t.kind, t.seq, t.due_at, t.fired_at, NOT ({covered}) AS provisional, t.event_id
+         FROM timers t JOIN clocks c ON c.id = t.clock_id
+         WHERE t.fired_at IS NULL AND t.due_at <= $1 AND (({covered}) OR t.due_at <= $5)
+           AND NOT EXISTS (SELECT 1 FROM unnest($6::uuid[], $7::text[]) AS s(clock_id, kind)
+                           WHERE s.clock_id = t.clock_id AND s.kind = t.kind)
+         ORDER BY t.due_at, t.seq LIMIT $2 FOR UPDATE OF t SKIP LOCKED"
+    )))
     .bind(now)
     .bind(limit)
+    .bind(known.cases)
+    .bind(known.applications)
+    .bind(held_until)
+    .bind(&skip_clocks)
+    .bind(&skip_kinds)
     .fetch_all(&mut *conn)
     .await?
     .iter()
@@ -547,37 +595,150 @@ pub async fn claim_due(
     .collect()
 }
 
+/// Due timers held back, per subject kind (`case`, `application`).
+pub async fn held_counts(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    known: Known,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let covered = covered(2);
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT c.subject_kind, count(*) FROM timers t JOIN clocks c ON c.id = t.clock_id
+         WHERE t.fired_at IS NULL AND t.due_at <= $1 AND NOT ({covered})
+         GROUP BY c.subject_kind"
+    )))
+    .bind(now)
+    .bind(known.cases)
+    .bind(known.applications)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// The held timers of these clocks (at most the earliest per clock), with
+/// whether their subject has a parked input.
+pub async fn held_timers(
+    conn: &mut PgConnection,
+    clock_ids: &[Uuid],
+    now: DateTime<Utc>,
+    known: Known,
+) -> Result<HashMap<Uuid, (TimerRow, bool)>, sqlx::Error> {
+    let covered = covered(3);
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT DISTINCT ON (t.clock_id) {TIMER_COLUMNS},
+                EXISTS (SELECT 1 FROM parked_events p
+                        WHERE p.replayed_at IS NULL AND p.headers ->> 'ce-subject' = c.subject_id::text) AS parked
+         FROM timers t JOIN clocks c ON c.id = t.clock_id
+         WHERE t.clock_id = ANY($2) AND t.fired_at IS NULL AND t.due_at <= $1 AND NOT ({covered})
+         ORDER BY t.clock_id, t.due_at, t.seq"
+    )))
+    .bind(now)
+    .bind(clock_ids)
+    .bind(known.cases)
+    .bind(known.applications)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("clock_id")?, (timer_row(r)?, r.try_get("parked")?))))
+        .collect()
+}
+
 pub async fn mark_fired(
     conn: &mut PgConnection,
     t: &TimerRow,
     at: DateTime<Utc>,
+    event_id: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE timers SET fired_at = $3 WHERE clock_id = $1 AND kind = $2")
-        .bind(t.clock_id)
-        .bind(&t.kind)
-        .bind(at)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE timers SET fired_at = $3, provisional = $4, event_id = $5 WHERE clock_id = $1 AND kind = $2",
+    )
+    .bind(t.clock_id)
+    .bind(&t.kind)
+    .bind(at)
+    .bind(t.provisional)
+    .bind(event_id)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
-/// The earliest unfired timer.
-pub async fn next_due(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT min(due_at) FROM timers WHERE fired_at IS NULL")
+/// Counts a fired timer as not fired (it was withdrawn): it may fire again.
+pub async fn unfire(conn: &mut PgConnection, t: &TimerRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE timers SET fired_at = NULL, provisional = false, event_id = NULL, withdrawals = withdrawals + 1
+         WHERE clock_id = $1 AND kind = $2",
+    )
+    .bind(t.clock_id)
+    .bind(&t.kind)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The earliest unfired timer due after `now` (the ones due by then are
+/// fired or held).
+pub async fn next_due(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT min(due_at) FROM timers WHERE fired_at IS NULL AND due_at > $1")
+        .bind(now)
         .fetch_one(&mut *conn)
         .await
 }
 
-/// Warnings and escalations fired so far, per clock (one query for a page).
+/// The earliest unfired timer due by `now` (fired late or held).
+pub async fn oldest_unfired(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT min(due_at) FROM timers WHERE fired_at IS NULL AND due_at <= $1")
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// Whether another clock of the subject and partner than `except` has a
+/// breach that fired and stands.
+pub async fn other_breach_stands(
+    conn: &mut PgConnection,
+    c: &ClockRow,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM timers t JOIN clocks c ON c.id = t.clock_id
+                        WHERE c.subject_kind = $1 AND c.subject_id = $2 AND c.partner_code = $3
+                          AND c.id <> $4 AND t.kind = 'breach' AND t.fired_at IS NOT NULL)",
+    )
+    .bind(&c.subject_kind)
+    .bind(c.subject_id)
+    .bind(&c.partner_code)
+    .bind(c.id)
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// What a clock has fired so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fired {
+    pub warnings: i64,
+    pub escalations: i64,
+    /// Firings withdrawn, all kinds.
+    pub withdrawals: i64,
+    /// Its breach fired provisionally and stands.
+    pub breach_provisional: bool,
+}
+
+/// What each clock fired so far (one query for a page).
 pub async fn fired_counts(
     conn: &mut PgConnection,
     clock_ids: &[Uuid],
-) -> Result<HashMap<Uuid, (i64, i64)>, sqlx::Error> {
+) -> Result<HashMap<Uuid, Fired>, sqlx::Error> {
     sqlx::query(
         "SELECT clock_id,
-                count(*) FILTER (WHERE kind LIKE 'warning:%') AS warnings,
-                count(*) FILTER (WHERE kind LIKE 'escalation:%') AS escalations
-         FROM timers WHERE clock_id = ANY($1) AND fired_at IS NOT NULL
+                count(*) FILTER (WHERE kind LIKE 'warning:%' AND fired_at IS NOT NULL) AS warnings,
+                count(*) FILTER (WHERE kind LIKE 'escalation:%' AND fired_at IS NOT NULL) AS escalations,
+                coalesce(sum(withdrawals), 0)::bigint AS withdrawals,
+                bool_or(kind = 'breach' AND fired_at IS NOT NULL AND provisional) AS breach_provisional
+         FROM timers WHERE clock_id = ANY($1)
          GROUP BY clock_id",
     )
     .bind(clock_ids)
@@ -587,7 +748,12 @@ pub async fn fired_counts(
     .map(|r| {
         Ok((
             r.try_get("clock_id")?,
-            (r.try_get("warnings")?, r.try_get("escalations")?),
+            Fired {
+                warnings: r.try_get("warnings")?,
+                escalations: r.try_get("escalations")?,
+                withdrawals: r.try_get("withdrawals")?,
+                breach_provisional: r.try_get::<Option<bool>, _>("breach_provisional")?.unwrap_or(false),
+            },
         ))
     })
     .collect()
@@ -616,12 +782,17 @@ pub struct EscalationRow {
     pub note: Option<String>,
     /// The webhook delivery's state and attempts, if one was asked for.
     pub webhook: Option<(String, i32)>,
+    /// Raised without complete knowledge.
+    pub provisional: bool,
+    /// When and why it was withdrawn.
+    pub withdrawn: Option<(DateTime<Utc>, String)>,
 }
 
 const ESCALATION_COLUMNS: &str = "id, clock_id, level, partner_code, subject_kind, subject_id, tracking_number, metric,
     contact, agreement_version, raised_at, overdue_working_secs, overdue_wall_secs, acknowledged_at, acknowledged_by, note,
-    (SELECT state FROM webhook_deliveries d WHERE d.escalation_id = escalations.id) AS webhook_state,
-    (SELECT attempts FROM webhook_deliveries d WHERE d.escalation_id = escalations.id) AS webhook_attempts";
+    provisional, withdrawn_at, withdrawal_reason,
+    (SELECT state FROM webhook_deliveries d WHERE d.escalation_id = escalations.id AND d.kind = 'raised') AS webhook_state,
+    (SELECT attempts FROM webhook_deliveries d WHERE d.escalation_id = escalations.id AND d.kind = 'raised') AS webhook_attempts";
 
 fn escalation_row(r: &sqlx::postgres::PgRow) -> Result<EscalationRow, sqlx::Error> {
     Ok(EscalationRow {
@@ -651,18 +822,30 @@ fn escalation_row(r: &sqlx::postgres::PgRow) -> Result<EscalationRow, sqlx::Erro
                 ))
             })
             .transpose()?,
+        provisional: r.try_get("provisional")?,
+        withdrawn: r
+            .try_get::<Option<DateTime<Utc>>, _>("withdrawn_at")?
+            .map(|at| {
+                Ok::<_, sqlx::Error>((
+                    at,
+                    r.try_get::<Option<String>, _>("withdrawal_reason")?
+                        .unwrap_or_default(),
+                ))
+            })
+            .transpose()?,
     })
 }
 
-/// Records an escalation; `false` if the level was already raised.
+/// Records an escalation; `false` if the level was already raised (and stands).
 pub async fn add_escalation(
     conn: &mut PgConnection,
     e: &EscalationRow,
 ) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query(
         "INSERT INTO escalations (id, clock_id, level, partner_code, subject_kind, subject_id, tracking_number, metric,
-                                  contact, agreement_version, raised_at, overdue_working_secs, overdue_wall_secs)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (clock_id, level) DO NOTHING",
+                                  contact, agreement_version, raised_at, overdue_working_secs, overdue_wall_secs, provisional)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         ON CONFLICT (clock_id, level) WHERE withdrawn_at IS NULL DO NOTHING",
     )
     .bind(e.id)
     .bind(e.clock_id)
@@ -677,6 +860,7 @@ pub async fn add_escalation(
     .bind(e.raised_at)
     .bind(e.overdue_working_secs)
     .bind(e.overdue_wall_secs)
+    .bind(e.provisional)
     .execute(&mut *conn)
     .await?
     .rows_affected()
@@ -715,27 +899,73 @@ pub async fn acknowledge_escalation(
     Ok(())
 }
 
+/// Withdraws the standing escalation of a clock's level; returns it, if
+/// there was one.
+pub async fn withdraw_escalation(
+    conn: &mut PgConnection,
+    clock_id: Uuid,
+    level: i32,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<EscalationRow>, sqlx::Error> {
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE escalations SET withdrawn_at = $3, withdrawal_reason = $4
+         WHERE clock_id = $1 AND level = $2 AND withdrawn_at IS NULL RETURNING id",
+    )
+    .bind(clock_id)
+    .bind(level)
+    .bind(at)
+    .bind(reason)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match id {
+        Some(id) => escalation(conn, id).await,
+        None => Ok(None),
+    }
+}
+
+/// Which escalations a listing wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EscalationFilter {
+    Any,
+    /// Standing and not acknowledged.
+    Open,
+    Acknowledged,
+    Withdrawn,
+}
+
+impl EscalationFilter {
+    fn condition(self) -> &'static str {
+        match self {
+            Self::Any => "true",
+            Self::Open => "acknowledged_at IS NULL AND withdrawn_at IS NULL",
+            Self::Acknowledged => "acknowledged_at IS NOT NULL",
+            Self::Withdrawn => "withdrawn_at IS NOT NULL",
+        }
+    }
+}
+
 /// Escalations, newest first.
 pub async fn escalations(
     conn: &mut PgConnection,
     partner: Option<&str>,
     municipality: Option<&str>,
     level: Option<i32>,
-    acknowledged: Option<bool>,
+    state: EscalationFilter,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<EscalationRow>, sqlx::Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {ESCALATION_COLUMNS} FROM escalations
          WHERE ($1::text IS NULL OR partner_code = $1) AND ($2::int IS NULL OR level = $2)
-           AND ($3::bool IS NULL OR (acknowledged_at IS NOT NULL) = $3)
-           AND ($4::timestamptz IS NULL OR (raised_at, id) < ($4, $5))
-           AND ($7::text IS NULL OR clock_id IN (SELECT id FROM clocks WHERE municipality_code = $7))
-         ORDER BY raised_at DESC, id DESC LIMIT $6"
+           AND ({state})
+           AND ($3::timestamptz IS NULL OR (raised_at, id) < ($3, $4))
+           AND ($6::text IS NULL OR clock_id IN (SELECT id FROM clocks WHERE municipality_code = $6))
+         ORDER BY raised_at DESC, id DESC LIMIT $5",
+        state = state.condition()
     )))
     .bind(partner)
     .bind(level)
-    .bind(acknowledged)
     .bind(after.map(|a| a.0))
     .bind(after.map(|a| a.1))
     .bind(limit)

@@ -5,7 +5,14 @@
 //! under `sla.webhook_secret`, retried with doubling backoff, and marked `dead`
 //! after `sla.webhook_max_attempts` (visible in `ListEscalations`). Deliveries
 //! are claimed with `FOR UPDATE SKIP LOCKED`, so replicas share them. Retry
-//! timing is wall-clock time: it is about the partner's server, not SLA time.
+//! timing is wall-clock time: it is about the partner's server, not SLA time;
+//! the defaults retry for about nine hours, and `baladiya sla
+//! redrive-webhooks` makes dead deliveries due again.
+//!
+//! An escalation withdrawn (it turned out wrong) cancels its delivery if no
+//! attempt was made, and otherwise gets a signed withdrawal of its own
+//! (`"type": "escalation.withdrawn"`), delivered the same way. Receivers
+//! deduplicate on `X-Baladiya-Delivery` and key on `escalation_id`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,23 +151,87 @@ impl WebhookClient {
     }
 }
 
-/// Queues a delivery (in the escalation's transaction).
+/// What a delivery tells the partner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// An escalation was raised.
+    Raised,
+    /// An escalation raised before turned out wrong.
+    Withdrawn,
+}
+
+impl Delivery {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Raised => "raised",
+            Self::Withdrawn => "withdrawn",
+        }
+    }
+}
+
+/// Queues a delivery (in the escalation's transaction); one of each kind
+/// per escalation.
 pub async fn enqueue(
     conn: &mut PgConnection,
     escalation_id: Uuid,
+    kind: Delivery,
     url: &str,
     body: &[u8],
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO webhook_deliveries (id, escalation_id, url, body, next_attempt_at) VALUES ($1, $2, $3, $4, now())",
+        "INSERT INTO webhook_deliveries (id, escalation_id, kind, url, body, next_attempt_at)
+         VALUES ($1, $2, $3, $4, $5, now()) ON CONFLICT (escalation_id, kind) DO NOTHING",
     )
     .bind(Uuid::now_v7())
     .bind(escalation_id)
+    .bind(kind.as_str())
     .bind(url)
     .bind(body)
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Tells the partner an escalation is withdrawn, in the withdrawal's
+/// transaction: a delivery of it never attempted is cancelled (the partner
+/// never heard of it); otherwise, delivered, dead or in flight (the partner
+/// may have it), a signed withdrawal is queued. Returns whether one was.
+pub async fn withdraw(
+    conn: &mut PgConnection,
+    escalation_id: Uuid,
+    body: &[u8],
+) -> Result<bool, sqlx::Error> {
+    let raised: Option<(String, bool)> = sqlx::query_as(
+        "WITH cancelled AS (
+             UPDATE webhook_deliveries SET state = 'cancelled', lease = NULL
+             WHERE escalation_id = $1 AND kind = 'raised' AND state = 'pending' AND attempts = 0 AND lease IS NULL
+             RETURNING id)
+         SELECT url, EXISTS (SELECT 1 FROM cancelled) FROM webhook_deliveries
+         WHERE escalation_id = $1 AND kind = 'raised'",
+    )
+    .bind(escalation_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match raised {
+        Some((url, false)) => {
+            enqueue(conn, escalation_id, Delivery::Withdrawn, &url, body).await?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Makes dead deliveries due again, with their attempts reset (`baladiya
+/// sla redrive-webhooks`); all of them, or one. Returns how many.
+pub async fn redrive(pool: &PgPool, id: Option<Uuid>) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = now(), lease = NULL
+         WHERE state = 'dead' AND ($1::uuid IS NULL OR id = $1)",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 /// Attempts up to 20 due deliveries once each; returns how many were
@@ -179,11 +250,11 @@ pub async fn deliver_due(
 ) -> Result<usize, sqlx::Error> {
     let lease = client.timeout.saturating_mul(3).as_secs_f64();
     let due = sqlx::query(
-        "UPDATE webhook_deliveries SET next_attempt_at = now() + make_interval(secs => $1)
+        "UPDATE webhook_deliveries SET next_attempt_at = now() + make_interval(secs => $1), lease = gen_random_uuid()
          WHERE id IN (SELECT id FROM webhook_deliveries
                       WHERE state = 'pending' AND next_attempt_at <= now()
                       ORDER BY next_attempt_at LIMIT 20 FOR UPDATE SKIP LOCKED)
-         RETURNING id, url, body, attempts",
+         RETURNING id, url, body, attempts, lease",
     )
     .bind(lease)
     .fetch_all(pool)
@@ -193,11 +264,16 @@ pub async fn deliver_due(
         let url: String = row.try_get("url")?;
         let body: Vec<u8> = row.try_get("body")?;
         let attempts: i32 = row.try_get::<i32, _>("attempts")? + 1;
+        // Outcomes are recorded under this claim's lease: a replica whose
+        // lease expired while it waited records nothing over a later claim.
+        let lease: Uuid = row.try_get("lease")?;
         match client.post(&url, id, &body).await {
             Ok(status) if (200..300).contains(&status) => {
-                sqlx::query("UPDATE webhook_deliveries SET state = 'delivered', attempts = $2, delivered_at = now(), last_error = NULL WHERE id = $1")
+                sqlx::query("UPDATE webhook_deliveries SET state = 'delivered', attempts = $2, delivered_at = now(), last_error = NULL, lease = NULL
+                             WHERE id = $1 AND lease = $3 AND state = 'pending'")
                     .bind(id)
                     .bind(attempts)
+                    .bind(lease)
                     .execute(pool)
                     .await?;
             }
@@ -214,14 +290,15 @@ pub async fn deliver_due(
                 sqlx::query(
                     "UPDATE webhook_deliveries SET attempts = $2, last_error = $3,
                             state = CASE WHEN $4 THEN 'dead' ELSE 'pending' END,
-                            next_attempt_at = now() + make_interval(secs => $5)
-                     WHERE id = $1",
+                            next_attempt_at = now() + make_interval(secs => $5), lease = NULL
+                     WHERE id = $1 AND lease = $6 AND state = 'pending'",
                 )
                 .bind(id)
                 .bind(attempts)
                 .bind(&error)
                 .bind(dead)
                 .bind(wait.as_secs_f64())
+                .bind(lease)
                 .execute(pool)
                 .await?;
             }

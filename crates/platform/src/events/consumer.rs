@@ -419,11 +419,13 @@ impl<H: EventHandler> Consumer<H> {
 
     /// The event in `message`, its subject without the namespace.
     fn inbound(&self, message: &jetstream::Message) -> Result<InboundEvent, EventError> {
-        InboundEvent::from_parts(
+        let mut event = InboundEvent::from_parts(
             self.namespace.strip(message.subject.as_str()).to_string(),
             &message.headers.clone().unwrap_or_default(),
             message.payload.clone(),
-        )
+        )?;
+        event.stream_sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+        Ok(event)
     }
 
     async fn deliver(&self, message: jetstream::Message) -> Outcome {
@@ -502,6 +504,13 @@ impl<H: EventHandler> Consumer<H> {
     /// already had, or an earlier one in `events` had, is skipped). Nothing is
     /// written if any handler fails.
     async fn apply_all(&self, events: &[InboundEvent]) -> Result<Vec<bool>, HandlerError> {
+        let marks: Vec<&InboundEvent> = events
+            .iter()
+            .filter(|e| super::watermark::is_watermark(e))
+            .collect();
+        if !marks.is_empty() {
+            return self.apply_with_watermarks(events, &marks).await;
+        }
         let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
         let mut tx = self.pool.begin().await?;
         let mut fresh: std::collections::HashSet<Uuid> = sqlx::query_scalar(
@@ -539,6 +548,37 @@ impl<H: EventHandler> Consumer<H> {
         }
         self.handler.committed();
         Ok(applied)
+    }
+
+    /// Applies `events` with the watermarks among them: the domain events as
+    /// [`Self::apply_all`] does, then the watermarks recorded (never in the
+    /// inbox: they carry no effect to repeat). The watermarks wait for the
+    /// events' commit, since a watermark recorded beside events whose
+    /// transaction failed would claim what was not applied.
+    async fn apply_with_watermarks(
+        &self,
+        events: &[InboundEvent],
+        marks: &[&InboundEvent],
+    ) -> Result<Vec<bool>, HandlerError> {
+        let domain: Vec<InboundEvent> = events
+            .iter()
+            .filter(|e| !super::watermark::is_watermark(e))
+            .cloned()
+            .collect();
+        let mut applied = if domain.is_empty() {
+            Vec::new()
+        } else {
+            Box::pin(self.apply_all(&domain)).await?
+        }
+        .into_iter();
+        let mut tx = self.pool.begin().await?;
+        super::watermark::record(&mut tx, &self.spec.name, marks).await?;
+        tx.commit().await?;
+        self.handler.committed();
+        Ok(events
+            .iter()
+            .map(|e| super::watermark::is_watermark(e) || applied.next().unwrap_or(false))
+            .collect())
     }
 
     fn delay(&self, attempt: u32) -> Duration {

@@ -16,6 +16,7 @@
 pub mod consumer;
 pub mod outbox;
 pub mod streams;
+pub mod watermark;
 
 use std::time::Duration;
 
@@ -31,6 +32,9 @@ use crate::config::EventsConfig;
 pub const SPEC_VERSION: &str = "1.0";
 /// `content-type` of every payload.
 pub const CONTENT_TYPE: &str = "application/protobuf";
+/// The header carrying when an event was recorded, for an event recorded
+/// after it happened (`ce-time` says when it happened).
+pub const RECORDED_AT_HEADER: &str = "baladiya-recordedtime";
 
 /// Event failures.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +125,9 @@ pub struct OutboundEvent {
     pub payload: Vec<u8>,
     /// W3C trace context of the operation that produced the event.
     pub traceparent: Option<String>,
+    /// When the writer recorded it, where that is later than `occurred_at`
+    /// (an action reported after the fact); `None`: at `occurred_at`.
+    pub recorded_at: Option<DateTime<Utc>>,
 }
 
 impl OutboundEvent {
@@ -145,7 +152,14 @@ impl OutboundEvent {
             dataschema: M::type_url(),
             payload: payload.encode_to_vec(),
             traceparent: crate::telemetry::current_traceparent(),
+            recorded_at: None,
         }
+    }
+
+    /// The same event, recorded at `at` (when it is later than `occurred_at`).
+    pub fn recorded(mut self, at: DateTime<Utc>) -> Self {
+        self.recorded_at = (at > self.occurred_at).then_some(at);
+        self
     }
 
     /// The NATS headers: CloudEvents binary mode, dedupe id and trace context.
@@ -168,6 +182,12 @@ impl OutboundEvent {
         if let Some(tp) = &self.traceparent {
             h.insert("traceparent", tp.as_str());
         }
+        if let Some(at) = self.recorded_at {
+            h.insert(
+                RECORDED_AT_HEADER,
+                at.to_rfc3339_opts(SecondsFormat::AutoSi, true).as_str(),
+            );
+        }
         h
     }
 }
@@ -185,6 +205,10 @@ pub struct InboundEvent {
     pub dataschema: String,
     pub payload: Bytes,
     pub traceparent: Option<String>,
+    /// When the producer recorded it, where later than `occurred_at`.
+    pub recorded_at: Option<DateTime<Utc>>,
+    /// Its sequence number in the stream (0 when not read from one).
+    pub stream_sequence: u64,
 }
 
 impl InboundEvent {
@@ -220,6 +244,11 @@ impl InboundEvent {
             dataschema: get("ce-dataschema")?,
             payload,
             traceparent: headers.get("traceparent").map(|v| v.as_str().to_string()),
+            recorded_at: headers
+                .get(RECORDED_AT_HEADER)
+                .and_then(|v| DateTime::parse_from_rfc3339(v.as_str()).ok())
+                .map(|t| t.with_timezone(&Utc)),
+            stream_sequence: 0,
         })
     }
 
@@ -320,6 +349,10 @@ pub struct StreamSpec {
     pub name: &'static str,
     /// Subjects without namespace, e.g. `baladiya.intake.>`.
     pub subjects: &'static [&'static str],
+    /// The subject its producer's relay publishes low watermarks on (see
+    /// [`watermark`]), for a stream whose events move SLA clocks; `None`
+    /// for the others.
+    pub watermark: Option<&'static str>,
 }
 
 impl StreamSpec {
@@ -387,6 +420,8 @@ impl StreamSpec {
             max_age: Duration::from_secs(config.stream_max_age_hours * 3600),
             duplicate_window: Duration::from_secs(config.duplicate_window_secs),
             allow_direct: true,
+            // A watermark replaces the one before it (`Nats-Rollup: sub`).
+            allow_rollup: self.watermark.is_some(),
             ..Default::default()
         }
     }

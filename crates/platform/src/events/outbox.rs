@@ -23,6 +23,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::{EventError, Namespace, OutboundEvent};
+use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use std::sync::Arc;
@@ -61,9 +62,12 @@ pub async fn enqueue(conn: &mut PgConnection, event: &OutboundEvent) -> Result<(
     // Noted before the insert: an insert that fails leaves nothing to relay,
     // but a wake-up too many is harmless and one too few is not.
     let _ = ENQUEUED.try_with(|enqueued| enqueued.set(true));
+    // The fence (shared) tells the relay's cut to wait for this transaction:
+    // see the watermark module.
     sqlx::query(
-        "INSERT INTO outbox (event_id, subject, ce_type, ce_source, ce_subject, dataschema, occurred_at, traceparent, payload)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO outbox (event_id, subject, ce_type, ce_source, ce_subject, dataschema, occurred_at, traceparent, payload, recorded_at)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
+         FROM (SELECT pg_advisory_xact_lock_shared(hashtext('baladiya_outbox_fence.' || current_schema()))) AS fence",
     )
     .bind(event.id)
     .bind(&event.subject)
@@ -74,6 +78,7 @@ pub async fn enqueue(conn: &mut PgConnection, event: &OutboundEvent) -> Result<(
     .bind(event.occurred_at)
     .bind(&event.traceparent)
     .bind(&event.payload)
+    .bind(event.recorded_at)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -113,7 +118,8 @@ async fn load_unsent(
     limit: i64,
 ) -> Result<Vec<(i64, OutboundEvent)>, EventError> {
     let rows = sqlx::query(
-        "SELECT seq, event_id, subject, ce_type, ce_source, ce_subject, dataschema, occurred_at, traceparent, payload
+        "SELECT seq, event_id, subject, ce_type, ce_source, ce_subject, dataschema, occurred_at, traceparent, payload,
+                recorded_at
          FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1",
     )
     .bind(limit)
@@ -133,6 +139,7 @@ async fn load_unsent(
                     occurred_at: r.try_get::<DateTime<Utc>, _>("occurred_at")?,
                     traceparent: r.try_get("traceparent")?,
                     payload: r.try_get("payload")?,
+                    recorded_at: r.try_get("recorded_at")?,
                 },
             ))
         })
@@ -173,6 +180,30 @@ pub struct Relay {
     poll: Duration,
     retention_days: u32,
     metrics: Arc<Metrics>,
+    watermarks: Option<Watermarks>,
+}
+
+/// How a relay publishes its stream's low watermarks.
+struct Watermarks {
+    subject: &'static str,
+    clock: Clock,
+    interval: Duration,
+    margin: chrono::TimeDelta,
+    /// The last one published: when (this process's monotonic time) and what.
+    last: std::sync::Mutex<Option<(std::time::Instant, DateTime<Utc>)>>,
+}
+
+impl Watermarks {
+    fn due(&self) -> bool {
+        self.last
+            .lock()
+            .map(|last| last.is_none_or(|(at, _)| at.elapsed() >= self.interval))
+            .unwrap_or(true)
+    }
+
+    fn published(&self) -> Option<DateTime<Utc>> {
+        self.last.lock().ok().and_then(|last| last.map(|(_, w)| w))
+    }
 }
 
 impl std::fmt::Debug for Relay {
@@ -202,7 +233,29 @@ impl Relay {
             poll: Duration::from_millis(config.outbox_poll_ms),
             retention_days: config.outbox_retention_days,
             metrics,
+            watermarks: None,
         }
+    }
+
+    /// The same relay, also publishing low watermarks on `subject`, read off
+    /// `clock` (see [`super::watermark`]).
+    pub fn with_watermarks(
+        mut self,
+        subject: &'static str,
+        clock: Clock,
+        config: &crate::config::EventsConfig,
+    ) -> Self {
+        self.watermarks = Some(Watermarks {
+            subject,
+            clock,
+            interval: Duration::from_millis(config.watermark_interval_ms),
+            margin: chrono::TimeDelta::milliseconds(
+                i64::try_from(config.watermark_margin_ms).unwrap_or(i64::MAX),
+            ),
+            last: std::sync::Mutex::new(None),
+        });
+        self.poll = self.poll.min(Duration::from_millis(config.watermark_interval_ms));
+        self
     }
 
     /// Publishes one batch. Returns how many events were published, or `None`
@@ -221,9 +274,27 @@ impl Relay {
         if !locked {
             return Ok(None);
         }
+        // The cut comes before the read: see the watermark module.
+        let mut cut = None;
+        if let Some(w) = self.watermarks.as_ref().filter(|w| w.due()) {
+            match super::watermark::barrier(&mut tx, w.interval.max(Duration::from_secs(1))).await
+            {
+                Ok(()) => cut = Some(w.clock.now() - w.margin),
+                Err(e) => {
+                    tracing::warn!(schema = %self.schema, error = %e, "a writer held the outbox fence; no watermark this round")
+                }
+            }
+        }
         let batch = load_unsent(&mut tx, self.batch).await?;
-        if batch.is_empty() {
-            return Ok(Some(0));
+        if let Some(published) = self.watermarks.as_ref().and_then(Watermarks::published) {
+            let late = batch
+                .iter()
+                .filter(|(_, e)| e.recorded_at.unwrap_or(e.occurred_at) < published)
+                .count();
+            if late > 0 {
+                tracing::warn!(schema = %self.schema, late, watermark = %published, "events recorded before a published watermark");
+                self.metrics.add_outbox_late(&self.schema, late as u64);
+            }
         }
         let mut published = Vec::with_capacity(batch.len());
         let mut failure = None;
@@ -234,6 +305,21 @@ impl Relay {
                     failure = Some(e);
                     break;
                 }
+            }
+        }
+        // A watermark only after everything unsent was read and published.
+        if failure.is_none()
+            && batch.len() < self.batch as usize
+            && let (Some(w), Some(cut)) = (&self.watermarks, cut)
+        {
+            match super::watermark::publish(&self.js, &self.namespace, w.subject, cut).await {
+                Ok(_) => {
+                    if let Ok(mut last) = w.last.lock() {
+                        let newest = last.map_or(cut, |(_, before)| before.max(cut));
+                        *last = Some((std::time::Instant::now(), newest));
+                    }
+                }
+                Err(e) => failure = Some(e),
             }
         }
         // Mark what was stored, so a failure midway does not republish the
