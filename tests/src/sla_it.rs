@@ -786,6 +786,135 @@ async fn preview_clock_runs_the_live_arithmetic() -> anyhow::Result<()> {
     s.stop().await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_clock_refuses_hostile_input_and_keeps_ramadan_weekends() -> anyhow::Result<()> {
+    use baladiya_proto::partners::v1 as partners;
+    use tonic_types::StatusExt;
+    let s = Sla::start("2026-02-19 14:00").await?;
+    let mut sla = s.sla.clone();
+    let wd = |days, minutes| Some(baladiya_proto::common::v1::WorkingDuration { days, minutes });
+    let window = |start: &str, end: &str| partners::TimeWindow {
+        start: start.into(),
+        end: end.into(),
+    };
+    // Sunday to Thursday 07:30-14:30, Ramadan 10:00-15:00 (no days named:
+    // the working weekdays), Founding Day.
+    let saudi = |override_days: Vec<i32>| partners::Calendar {
+        id: "inline".into(),
+        name: "inline".into(),
+        time_zone: "Asia/Riyadh".into(),
+        weekly: vec![partners::WeeklyHours {
+            days: (1..=5).collect(),
+            windows: vec![window("07:30", "14:30")],
+        }],
+        overrides: vec![partners::HoursOverride {
+            name: "Ramadan 1447 hours".into(),
+            start_date: "2026-02-18".into(),
+            end_date: "2026-03-18".into(),
+            windows: vec![window("10:00", "15:00")],
+            days: override_days,
+        }],
+        holidays: vec![partners::Holiday {
+            name: "Founding Day".into(),
+            start_date: "2026-02-22".into(),
+            end_date: "2026-02-22".into(),
+        }],
+        ..Default::default()
+    };
+    let request = |calendar: partners::Calendar| pb::PreviewClockRequest {
+        calendar: Some(pb::preview_clock_request::Calendar::InlineCalendar(
+            calendar,
+        )),
+        target: wd(0, 240),
+        start: Some(timestamp(riyadh("2026-02-19 14:00"))),
+        as_of: Some(timestamp(riyadh("2026-02-19 14:00"))),
+        ..Default::default()
+    };
+    // Friday and Saturday stay weekend in Ramadan; Sunday is Founding Day.
+    let preview = sla
+        .preview_clock(authorized(request(saudi(vec![])), &s.admin))
+        .await?
+        .into_inner();
+    assert_eq!(
+        preview.deadline.as_ref().and_then(instant),
+        Some(riyadh("2026-02-23 13:00"))
+    );
+
+    let refused = |request: pb::PreviewClockRequest| {
+        let (mut sla, admin) = (sla.clone(), s.admin.clone());
+        async move {
+            let status = sla
+                .preview_clock(authorized(request, &admin))
+                .await
+                .expect_err("refused");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            status
+                .get_error_details()
+                .bad_request()
+                .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+                .unwrap_or_default()
+        }
+    };
+    let base = request(saudi(vec![]));
+    let fields: Vec<String> = refused(pb::PreviewClockRequest {
+        target: wd(u32::MAX, u32::MAX),
+        escalation_delays: vec![wd(366, 0).expect("d")],
+        ..base.clone()
+    })
+    .await;
+    assert_eq!(
+        fields,
+        ["target.days", "target.minutes", "escalation_delays[0].days"]
+    );
+    let year = |y: i32| {
+        Some(timestamp(
+            chrono::NaiveDate::from_ymd_opt(y, 6, 1)
+                .expect("date")
+                .and_hms_opt(0, 0, 0)
+                .expect("time")
+                .and_utc(),
+        ))
+    };
+    let fields: Vec<String> = refused(pb::PreviewClockRequest {
+        start: year(9999),
+        stop: year(1),
+        pauses: vec![year(2300).expect("t")],
+        as_of: year(1999),
+        ..base.clone()
+    })
+    .await;
+    assert_eq!(fields, ["start", "stop", "as_of", "pauses[0]"]);
+    // Within every bound, a calendar open one minute a week cannot reach
+    // the deadline before 2200: refused, not answered with no deadline.
+    let mut sparse = saudi(vec![]);
+    sparse.weekly = vec![partners::WeeklyHours {
+        days: vec![partners::DayOfWeek::Sunday as i32],
+        windows: vec![window("07:30", "07:31")],
+    }];
+    sparse.overrides.clear();
+    let fields: Vec<String> = refused(pb::PreviewClockRequest {
+        target: wd(0, 3_650 * 24 * 60),
+        ..request(sparse)
+    })
+    .await;
+    assert_eq!(fields, ["target"]);
+    // An override naming a weekend day or a day twice is refused by path.
+    let fields: Vec<String> = refused(request(saudi(vec![
+        partners::DayOfWeek::Friday as i32,
+        partners::DayOfWeek::Sunday as i32,
+        partners::DayOfWeek::Sunday as i32,
+    ])))
+    .await;
+    assert_eq!(
+        fields,
+        [
+            "inline_calendar.overrides[0].days[0]",
+            "inline_calendar.overrides[0].days[2]"
+        ]
+    );
+    s.stop().await
+}
+
 /// Requests a webhook server saw: (path, signature header, body).
 type SeenRequests = Arc<std::sync::Mutex<Vec<(String, String, Vec<u8>)>>>;
 
@@ -1035,5 +1164,280 @@ async fn escalations_reach_partner_webhooks_signed_retried_and_dead_lettered() -
         ))
         .await?;
     let _ = std::fs::remove_file(&hooks.ca_file);
+    s.stop().await
+}
+
+/// Holds routing's outbox relay, as a stalled relay or an outage between
+/// routing and NATS would: routing's events and its watermark stay unsent
+/// until the returned transaction ends.
+async fn hold_routing_relay(
+    env: &TestEnv,
+) -> anyhow::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let pool = sqlx::PgPool::connect(&env.database_url()).await?;
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('baladiya_outbox_relay.routing'))")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// The SLA events of one clock, in stream order: (event, ce-time, payload).
+fn events_of(
+    events: &[(String, String, DateTime<Utc>, Vec<u8>)],
+    clock_id: &str,
+) -> Vec<(String, DateTime<Utc>, Vec<u8>)> {
+    events
+        .iter()
+        .filter(|(_, _, _, payload)| {
+            payload
+                .windows(clock_id.len())
+                .any(|w| w == clock_id.as_bytes())
+        })
+        .map(|(k, _, t, p)| (k.clone(), *t, p.clone()))
+        .collect()
+}
+
+/// MEWA acknowledges a water leak at Sunday 09:50, ten minutes before its
+/// 10:00 deadline, with MEWA's acknowledge clock as `ack` once it ran to 09:50.
+async fn acknowledged_before_the_deadline(
+    s: &Sla,
+    hold: bool,
+) -> anyhow::Result<(
+    routing::Case,
+    pb::Clock,
+    Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+)> {
+    let case = s.report("WATER_LEAK", "water").await?;
+    let ack = s.clocks(&case.id, 3).await?["acknowledge:MEWA"].clone();
+    assert_eq!(deadline(&ack), Some(riyadh("2026-04-05 10:00")));
+    s.platform.clock.set(riyadh("2026-04-05 09:50")).await?;
+    let held = if hold {
+        Some(hold_routing_relay(&s.env).await?)
+    } else {
+        None
+    };
+    s.routing
+        .clone()
+        .acknowledge_case(authorized(
+            routing::AcknowledgeCaseRequest {
+                action: Some(routing::CaseAction {
+                    case_id: case.id.clone(),
+                    ..Default::default()
+                }),
+            },
+            &s.partner("MEWA"),
+        ))
+        .await?;
+    Ok((case, ack, held))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_held_past_the_deadline_fires_nothing_and_the_clock_is_met()
+-> anyhow::Result<()> {
+    let s = Sla::start("2026-04-02 13:00").await?;
+    let (case, ack, held) = acknowledged_before_the_deadline(&s, true).await?;
+    // The deadline passes while routing's acknowledgement sits in its
+    // outbox (within the ten minutes a firing waits for knowledge).
+    s.platform.clock.set(riyadh("2026-04-05 10:05")).await?;
+    let waiting = eventually(20, "the breach held on routing", || async {
+        let c = s.clocks(&case.id, 3).await?["acknowledge:MEWA"].clone();
+        Ok(c.held
+            .clone()
+            .filter(|h| h.kind == "breach")
+            .map(|h| (c, h)))
+    })
+    .await?;
+    assert_eq!(waiting.1.waiting_on, "routing");
+    assert_eq!(
+        waiting.1.due_at,
+        Some(timestamp(riyadh("2026-04-05 10:00")))
+    );
+    assert_eq!(
+        waiting.1.fires_by,
+        Some(timestamp(riyadh("2026-04-05 10:10"))),
+        "due plus the default ten-minute hold"
+    );
+    assert!(!waiting.1.input_parked);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let fired: Vec<String> = events_of(&s.sla_events().await?, &ack.id)
+        .into_iter()
+        .map(|(k, _, _)| k)
+        .collect();
+    assert!(
+        !fired
+            .iter()
+            .any(|k| k == "clock.breached" || k == "escalation.raised"),
+        "nothing fires on what the watcher does not know: {fired:?}"
+    );
+    // Routing's relay comes back: the acknowledgement arrives, met in time.
+    held.expect("held").rollback().await?;
+    let met = eventually(20, "met", || async {
+        let c = s.clocks(&case.id, 3).await?["acknowledge:MEWA"].clone();
+        Ok((c.state == pb::ClockState::Met as i32).then_some(c))
+    })
+    .await?;
+    assert!(met.held.is_none() && met.withdrawals == 0);
+    let kinds: Vec<String> = events_of(&s.sla_events().await?, &ack.id)
+        .into_iter()
+        .map(|(k, _, _)| k)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "clock.started",
+            "clock.warning",
+            "clock.warning",
+            "clock.met"
+        ],
+        "no breach, no escalation, nothing withdrawn"
+    );
+    s.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_past_max_hold_fires_provisionally_and_the_late_acknowledgement_withdraws_it()
+-> anyhow::Result<()> {
+    let section: toml::Table = toml::from_str("max_hold_secs = 60")?;
+    let s = Sla::start_with("2026-04-02 13:00", section).await?;
+    let (case, ack, held) = acknowledged_before_the_deadline(&s, true).await?;
+    // Past 10:00 plus the one-minute hold, the watcher fires anyway.
+    s.platform.clock.set(riyadh("2026-04-05 10:30")).await?;
+    let events = eventually(20, "the provisional breach and level 1", || async {
+        let e = events_of(&s.sla_events().await?, &ack.id);
+        Ok(e.iter()
+            .any(|(k, _, _)| k == "escalation.raised")
+            .then_some(e))
+    })
+    .await?;
+    let (_, at, payload) = events
+        .iter()
+        .find(|(k, _, _)| k == "clock.breached")
+        .expect("breached");
+    assert_eq!(
+        *at,
+        riyadh("2026-04-05 10:00"),
+        "at its deadline, fired late"
+    );
+    let breach = <baladiya_proto::sla::events::v1::ClockBreached as prost::Message>::decode(
+        payload.as_slice(),
+    )?;
+    assert!(breach.provisional);
+    let mewa = s.partner("MEWA");
+    let mut sla = s.sla.clone();
+    let open = sla
+        .list_escalations(authorized(
+            pb::ListEscalationsRequest {
+                state: pb::EscalationState::Open as i32,
+                ..Default::default()
+            },
+            &mewa,
+        ))
+        .await?
+        .into_inner()
+        .escalations;
+    let raised = open
+        .iter()
+        .find(|e| e.clock_id == ack.id && e.level == 1)
+        .expect("level 1 raised")
+        .clone();
+    assert!(raised.provisional);
+    let overdue = |s: &Sla, case_id: String| {
+        let mut r = s.routing.clone();
+        let admin = s.admin.clone();
+        async move {
+            anyhow::Ok(
+                r.get_case(authorized(routing::GetCaseRequest { id: case_id }, &admin))
+                    .await?
+                    .into_inner()
+                    .overdue,
+            )
+        }
+    };
+    eventually(20, "the case overdue", || async {
+        Ok(overdue(&s, case.id.clone()).await?.then_some(()))
+    })
+    .await?;
+
+    // The acknowledgement arrives: it happened before the deadline, so the
+    // breach and the escalation are withdrawn and the clock is met.
+    held.expect("held").rollback().await?;
+    let met = eventually(20, "met, with its firings withdrawn", || async {
+        let c = s.clocks(&case.id, 3).await?["acknowledge:MEWA"].clone();
+        Ok((c.state == pb::ClockState::Met as i32 && c.withdrawals == 2).then_some(c))
+    })
+    .await?;
+    assert_eq!(met.escalation_levels_fired, 0);
+    assert!(!met.breach_provisional);
+    let events = eventually(20, "the withdrawals published", || async {
+        let e = events_of(&s.sla_events().await?, &ack.id);
+        Ok(e.iter()
+            .any(|(k, _, _)| k == "escalation.withdrawn")
+            .then_some(e))
+    })
+    .await?;
+    let kinds: Vec<&str> = events.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "clock.breach_withdrawn")
+            .count(),
+        1
+    );
+    assert_eq!(kinds.iter().filter(|k| **k == "clock.breached").count(), 1);
+    assert_eq!(kinds.last(), Some(&"clock.met"));
+    let (_, _, payload) = events
+        .iter()
+        .find(|(k, _, _)| k == "clock.breach_withdrawn")
+        .expect("withdrawn");
+    let withdrawn =
+        <baladiya_proto::sla::events::v1::ClockBreachWithdrawn as prost::Message>::decode(
+            payload.as_slice(),
+        )?;
+    assert_eq!(
+        withdrawn.reason,
+        baladiya_proto::sla::events::v1::WithdrawalReason::LateEvent as i32
+    );
+    assert_eq!(
+        withdrawn.withdrawn_deadline,
+        Some(timestamp(riyadh("2026-04-05 10:00")))
+    );
+    let withdrawn_list = sla
+        .list_escalations(authorized(
+            pb::ListEscalationsRequest {
+                state: pb::EscalationState::Withdrawn as i32,
+                ..Default::default()
+            },
+            &mewa,
+        ))
+        .await?
+        .into_inner()
+        .escalations;
+    let gone = withdrawn_list
+        .iter()
+        .find(|e| e.id == raised.id)
+        .expect("listed as withdrawn");
+    assert!(gone.withdrawn_at.is_some());
+    assert_eq!(gone.withdrawal_reason, "late_event");
+    let still_open = sla
+        .list_escalations(authorized(
+            pb::ListEscalationsRequest {
+                state: pb::EscalationState::Open as i32,
+                ..Default::default()
+            },
+            &mewa,
+        ))
+        .await?
+        .into_inner()
+        .escalations;
+    assert!(!still_open.iter().any(|e| e.clock_id == ack.id));
+    eventually(20, "the overdue mark cleared", || async {
+        Ok((!overdue(&s, case.id.clone()).await?).then_some(()))
+    })
+    .await?;
+    // Later deadlines fire once, as before: nothing more for this clock.
+    s.platform.clock.set(riyadh("2026-04-09 12:00")).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = events_of(&s.sla_events().await?, &ack.id);
+    assert_eq!(again.len(), events.len(), "nothing fires again: {again:?}");
     s.stop().await
 }

@@ -3,10 +3,10 @@
 -- A timer fired past sla.max_hold without its producer's watermark is
 -- provisional; the event it fired is kept so a withdrawal can name it. A
 -- withdrawn firing counts as not fired: the timer is scheduled again at its
--- corrected instant, and `withdrawals` says how often that happened.
+-- corrected instant (or dropped), and the clock counts its withdrawals.
 ALTER TABLE timers ADD COLUMN provisional boolean NOT NULL DEFAULT false;
 ALTER TABLE timers ADD COLUMN event_id uuid;
-ALTER TABLE timers ADD COLUMN withdrawals integer NOT NULL DEFAULT 0;
+ALTER TABLE clocks ADD COLUMN withdrawals integer NOT NULL DEFAULT 0;
 
 -- An escalation withdrawn stays, marked, so ListEscalations shows it; a level
 -- raised again after a withdrawal is a new row.

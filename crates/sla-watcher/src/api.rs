@@ -57,7 +57,10 @@ pub async fn stored_knowledge(pool: &sqlx::PgPool) -> Result<store::Known, Statu
     let mut known = store::Known::default();
     for (spec, slot) in [
         (crate::consumers::cases_spec(), &mut known.cases),
-        (crate::consumers::applications_spec(), &mut known.applications),
+        (
+            crate::consumers::applications_spec(),
+            &mut known.applications,
+        ),
     ] {
         *slot = watermark::known(pool, &spec.name)
             .await
@@ -162,7 +165,11 @@ fn escalation_proto(e: &EscalationRow) -> pb::Escalation {
         webhook_attempts: e.webhook.as_ref().map_or(0, |w| w.1.max(0) as u32),
         provisional: e.provisional,
         withdrawn_at: e.withdrawn.as_ref().map(|w| timestamp(w.0)),
-        withdrawal_reason: e.withdrawn.as_ref().map(|w| w.1.clone()).unwrap_or_default(),
+        withdrawal_reason: e
+            .withdrawn
+            .as_ref()
+            .map(|w| w.1.clone())
+            .unwrap_or_default(),
     }
 }
 

@@ -480,7 +480,10 @@ async fn store_computed(
     // withdrawn, and then counts as not fired: if the clock still wants it
     // at a corrected instant, it fires again there, once.
     for t in have.iter_mut().filter(|t| t.fired_at.is_some()) {
-        if !wanted.iter().any(|(k, _, due)| *k == t.kind && *due == t.due_at) {
+        if !wanted
+            .iter()
+            .any(|(k, _, due)| *k == t.kind && *due == t.due_at)
+        {
             withdraw(conn, &row, &computed, t, cause, now).await?;
             t.fired_at = None;
         }
@@ -668,8 +671,10 @@ impl Failing {
         let attempts = self.attempts.entry(key.clone()).or_default();
         *attempts = attempts.saturating_add(1);
         let wait = Duration::from_millis(250u64 << (*attempts).min(8));
-        self.until
-            .insert(key, std::time::Instant::now() + wait.min(Duration::from_secs(60)));
+        self.until.insert(
+            key,
+            std::time::Instant::now() + wait.min(Duration::from_secs(60)),
+        );
     }
 
     fn fired(&mut self, t: &TimerRow) {
@@ -693,11 +698,18 @@ pub async fn fire_due(
     let mut total = 0;
     loop {
         let now = clock.now();
-        let held_until = now
-            - chrono::TimeDelta::from_std(rules.max_hold).unwrap_or(chrono::TimeDelta::MAX);
+        let held_until =
+            now - chrono::TimeDelta::from_std(rules.max_hold).unwrap_or(chrono::TimeDelta::MAX);
         let mut tx = pool.begin().await?;
-        let due =
-            store::claim_due(&mut tx, now, 50, rules.known, held_until, &failing.skipped()).await?;
+        let due = store::claim_due(
+            &mut tx,
+            now,
+            50,
+            rules.known,
+            held_until,
+            &failing.skipped(),
+        )
+        .await?;
         if due.is_empty() {
             return Ok(total);
         }
@@ -812,7 +824,10 @@ async fn fire(
     {
         raise(conn, &c, level, at, provisional).await?
     } else {
-        return Err(HandlerError::Reject(format!("unknown timer kind {}", t.kind)));
+        return Err(HandlerError::Reject(format!(
+            "unknown timer kind {}",
+            t.kind
+        )));
     };
     store::mark_fired(conn, t, now, event_id).await?;
     Ok(())
@@ -888,20 +903,21 @@ async fn raise(
     }
     let overdue_working =
         prost_types::Duration::try_from(Duration::from_secs(stored.delay_secs)).ok();
-    let overdue_wall = prost_types::Duration::try_from(Duration::from_secs(
-        escalation.overdue_wall_secs as u64,
-    ))
-    .ok();
-    emit(conn, "escalation", "raised", c, at, |meta| ev::EscalationRaised {
-        meta,
-        escalation_id: escalation.id.to_string(),
-        clock: clock_ref(c),
-        level,
-        contact: stored.contact.clone(),
-        overdue_working,
-        overdue_wall,
-        deadline: Some(timestamp(breach)),
-        provisional,
+    let overdue_wall =
+        prost_types::Duration::try_from(Duration::from_secs(escalation.overdue_wall_secs as u64))
+            .ok();
+    emit(conn, "escalation", "raised", c, at, |meta| {
+        ev::EscalationRaised {
+            meta,
+            escalation_id: escalation.id.to_string(),
+            clock: clock_ref(c),
+            level,
+            contact: stored.contact.clone(),
+            overdue_working,
+            overdue_wall,
+            deadline: Some(timestamp(breach)),
+            provisional,
+        }
     })
     .await
 }

@@ -464,7 +464,8 @@ pub struct TimerRow {
     pub event_id: Option<Uuid>,
 }
 
-const TIMER_COLUMNS: &str = "t.clock_id, t.kind, t.seq, t.due_at, t.fired_at, t.provisional, t.event_id";
+const TIMER_COLUMNS: &str =
+    "t.clock_id, t.kind, t.seq, t.due_at, t.fired_at, t.provisional, t.event_id";
 
 fn timer_row(r: &sqlx::postgres::PgRow) -> Result<TimerRow, sqlx::Error> {
     Ok(TimerRow {
@@ -638,7 +639,12 @@ pub async fn held_timers(
     .fetch_all(&mut *conn)
     .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get("clock_id")?, (timer_row(r)?, r.try_get("parked")?))))
+        .map(|r| {
+            Ok((
+                r.try_get("clock_id")?,
+                (timer_row(r)?, r.try_get("parked")?),
+            ))
+        })
         .collect()
 }
 
@@ -664,7 +670,8 @@ pub async fn mark_fired(
 /// Counts a fired timer as not fired (it was withdrawn): it may fire again.
 pub async fn unfire(conn: &mut PgConnection, t: &TimerRow) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE timers SET fired_at = NULL, provisional = false, event_id = NULL, withdrawals = withdrawals + 1
+        "WITH counted AS (UPDATE clocks SET withdrawals = withdrawals + 1 WHERE id = $1)
+         UPDATE timers SET fired_at = NULL, provisional = false, event_id = NULL
          WHERE clock_id = $1 AND kind = $2",
     )
     .bind(t.clock_id)
@@ -733,13 +740,13 @@ pub async fn fired_counts(
     clock_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, Fired>, sqlx::Error> {
     sqlx::query(
-        "SELECT clock_id,
-                count(*) FILTER (WHERE kind LIKE 'warning:%' AND fired_at IS NOT NULL) AS warnings,
-                count(*) FILTER (WHERE kind LIKE 'escalation:%' AND fired_at IS NOT NULL) AS escalations,
-                coalesce(sum(withdrawals), 0)::bigint AS withdrawals,
-                bool_or(kind = 'breach' AND fired_at IS NOT NULL AND provisional) AS breach_provisional
-         FROM timers WHERE clock_id = ANY($1)
-         GROUP BY clock_id",
+        "SELECT c.id AS clock_id,
+                count(t.kind) FILTER (WHERE t.kind LIKE 'warning:%' AND t.fired_at IS NOT NULL) AS warnings,
+                count(t.kind) FILTER (WHERE t.kind LIKE 'escalation:%' AND t.fired_at IS NOT NULL) AS escalations,
+                c.withdrawals::bigint AS withdrawals,
+                bool_or(t.kind = 'breach' AND t.fired_at IS NOT NULL AND t.provisional) AS breach_provisional
+         FROM clocks c LEFT JOIN timers t ON t.clock_id = c.id WHERE c.id = ANY($1)
+         GROUP BY c.id, c.withdrawals",
     )
     .bind(clock_ids)
     .fetch_all(&mut *conn)
