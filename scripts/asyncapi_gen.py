@@ -106,7 +106,11 @@ class Event:
     summary: str
     key_fields: tuple[str, ...]
     notes: str = ""
+    package: str = ""  # the payload's package, where not the domain's
 
+    @property
+    def payload(self) -> str:
+        return f"{self.package or DOMAINS[self.domain].package}.{self.message}"
     @property
     def domain(self) -> str:
         return self.kind.split(".")[0]
@@ -210,6 +214,39 @@ EVENTS: tuple[Event, ...] = (
           "An escalation was acknowledged.",
           ("escalation_id", "level", "acknowledged_by", "clock.partner_code"),
           "`ce-subject` and `meta.aggregate_id` are the clock id; the escalation's own id is `escalation_id`."),
+    Event("sla.clock.warning_withdrawn", "ClockWarningWithdrawn", ("partner",), "Clock warning withdrawn",
+          "A warning that fired turned out wrong (an event that happened before it arrived after it) and is withdrawn.",
+          CLOCK_KEYS + ("warning_event_id", "fraction", "reason"),
+          "`meta.occurred_at` is when the watcher withdrew it. Count the warning as never fired."),
+    Event("sla.clock.breach_withdrawn", "ClockBreachWithdrawn", ("partner",), "Clock breach withdrawn",
+          "A breach that fired turned out wrong and is withdrawn: a late acknowledgement within the "
+          "back-dating bound, a provisional breach contradicted once the producer's events arrived, "
+          "or a calendar change. If the clock breaches at a corrected deadline, a new `sla.clock.breached` follows.",
+          CLOCK_KEYS + ("breach_event_id", "withdrawn_deadline", "deadline", "reason", "other_breaches"),
+          "`meta.occurred_at` is when the watcher withdrew it. Net it out: subtract the breach "
+          "`breach_event_id` names (the KPI service deletes its facts)."),
+    Event("sla.escalation.withdrawn", "EscalationWithdrawn", ("partner",), "Escalation withdrawn",
+          "An escalation that was raised turned out wrong and is withdrawn; a partner with a webhook "
+          "gets a signed withdrawal.",
+          ("escalation_id", "raised_event_id", "level", "reason", "clock.partner_code"),
+          "`ce-subject` and `meta.aggregate_id` are the clock id. `ListEscalations` shows it with "
+          "`withdrawn_at`; a level raised again later is a new escalation."),
+    # watermarks
+    *(
+        Event(f"{domain}.watermark", "Watermark", (), f"{title} watermark",
+              f"How far {title.lower()}'s stream is complete: every event {domain} recorded before "
+              "`complete_before` is on the stream, before this message.",
+              ("complete_before", "producer"),
+              "Published by the producer's outbox relay after the events it covers, and every "
+              "`events.watermark_interval_ms` (200 ms) while idle, with `Nats-Rollup: sub`: the stream "
+              "keeps only the newest. `complete_before` is the producer's clock less "
+              "`events.watermark_margin_ms`. An action recorded after it happened (within the "
+              "producer's back-dating bound; the event carries `baladiya-recordedtime`) may still "
+              "arrive below it. The SLA watcher fires nothing due after the watermark. Not a domain "
+              "event: analysts who count events skip it.",
+              package="baladiya.events.v1")
+        for domain, title in (("routing", "Routing"), ("licensing", "Licensing"))
+    ),
     # licensing: application steps
     *(
         Event(f"licensing.application.{step}", "ApplicationStep", APPLICATION, title, summary,
@@ -485,7 +522,7 @@ CE_HEADERS = {
 def build(cat: Catalogue) -> dict:
     payloads = []
     for e in EVENTS:
-        full = f"{DOMAINS[e.domain].package}.{e.message}"
+        full = e.payload
         if full not in cat.messages:
             sys.exit(f"asyncapi_gen: {e.kind}: no message {full} in proto/")
         if full not in payloads:
@@ -495,10 +532,12 @@ def build(cat: Catalogue) -> dict:
     channels, operations, messages = {}, {}, {}
     for e in EVENTS:
         d = DOMAINS[e.domain]
-        full = f"{d.package}.{e.message}"
+        full = e.payload
         channel_id, message_id, operation_id = ids(e)
         address = "baladiya." + e.kind + "".join(f".{{{p}}}" for p in e.scope)
-        description = f"Stream `{d.stream}`. Scope tokens: " + ", ".join(f"`{{{p}}}`" for p in e.scope) + "."
+        description = f"Stream `{d.stream}`. " + (
+            "Scope tokens: " + ", ".join(f"`{{{p}}}`" for p in e.scope) + "." if e.scope else "No scope tokens."
+        )
         if e.notes:
             description += "\n\n" + e.notes
         channels[channel_id] = {

@@ -25,6 +25,7 @@ EXCLUDED_CRATES = {"bench"}
 CALL = re.compile(r"\bEventType::new\s*\(")
 FN = re.compile(r"\bfn\s+(\w+)\s*(?:<[^(]*?>)?\s*\(")
 LITERAL = re.compile(r'^"((?:[^"\\]|\\.)*)"$')
+WATERMARK = re.compile(r'watermark:\s*Some\("baladiya\.(\w+)\.watermark"\)')
 CHAR = re.compile(r"'(?:\\.|\\u\{[0-9a-fA-F]+\}|[^\\'])'")
 
 
@@ -260,6 +261,10 @@ def published_event_types(root: Path = ROOT) -> set[str]:
                     raise SourceError(f"{crate.where(path, m.start())}: EventType::new with {len(spans)} arguments")
                 args = [argument(src.text, s) for s in spans]
                 found |= {".".join(t) for t in resolve(crate, path, m.start(), args)}
+    # Watermarks are published by the relays of the streams that declare a
+    # watermark subject (events/watermark.rs), not through EventType::new.
+    streams = (root / "crates/platform/src/events/streams.rs").read_text()
+    found |= {f"{d}.watermark" for d in WATERMARK.findall(streams)}
     return found
 
 

@@ -354,11 +354,12 @@ pub async fn apply_all(
         }
     }
     // Retractions first, so a withdrawn event in the same batch writes nothing.
-    let (withdrawn, withdrawn_by, withdrawn_at): (Vec<uuid::Uuid>, Vec<uuid::Uuid>, Vec<_>) = events
-        .iter()
-        .zip(&projections)
-        .filter_map(|(event, p)| p.withdrawn.map(|w| (w, event.id, event.occurred_at)))
-        .collect();
+    let (withdrawn, withdrawn_by, withdrawn_at): (Vec<uuid::Uuid>, Vec<uuid::Uuid>, Vec<_>) =
+        events
+            .iter()
+            .zip(&projections)
+            .filter_map(|(event, p)| p.withdrawn.map(|w| (w, event.id, event.occurred_at)))
+            .collect();
     if !withdrawn.is_empty() {
         sqlx::query(
             "WITH kept AS (

@@ -41,7 +41,6 @@ pub struct Metrics {
     watermark_age: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     sla_timers_held: Family<Labels, Gauge>,
     sla_provisional: Family<Labels, Counter>,
-    sla_withdrawn: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -71,7 +70,6 @@ impl Metrics {
             watermark_age: Family::default(),
             sla_timers_held: Family::default(),
             sla_provisional: Family::default(),
-            sla_withdrawn: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -143,11 +141,6 @@ impl Metrics {
             "sla_provisional_firings",
             "SLA warnings, breaches and escalations fired past sla.max_hold without complete knowledge, by kind",
             m.sla_provisional.clone(),
-        );
-        registry.register(
-            "sla_withdrawals",
-            "SLA warnings, breaches and escalations withdrawn after firing, by kind and reason",
-            m.sla_withdrawn.clone(),
         );
         Arc::new(Self { registry, ..m })
     }
@@ -244,20 +237,19 @@ impl Metrics {
             .set(held);
     }
 
+    /// Exports the provisional firing counters at zero, so alert rules see them.
+    pub fn init_sla_provisional(&self, kinds: &[&str]) {
+        for kind in kinds {
+            self.sla_provisional
+                .get_or_create(&vec![("kind", kind.to_string())])
+                .inc_by(0);
+        }
+    }
+
     /// Counts an SLA firing made without complete knowledge.
     pub fn add_sla_provisional(&self, kind: &str) {
         self.sla_provisional
             .get_or_create(&vec![("kind", kind.to_string())])
-            .inc();
-    }
-
-    /// Counts an SLA firing withdrawn.
-    pub fn add_sla_withdrawn(&self, kind: &str, reason: &str) {
-        self.sla_withdrawn
-            .get_or_create(&vec![
-                ("kind", kind.to_string()),
-                ("reason", reason.to_string()),
-            ])
             .inc();
     }
 

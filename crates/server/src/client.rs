@@ -668,17 +668,47 @@ pub async fn sla(remote: &Remote, command: SlaCommand) -> Result<(), Failure> {
             "deadline",
             "original",
             "agreement",
+            "waiting on",
         ]);
         for c in &r.clocks {
+            // A firing held for knowledge: what, on whom, and when it goes out anyway.
+            let waiting = c.held.as_ref().map_or_else(
+                || "-".to_string(),
+                |h| {
+                    let on = if h.input_parked {
+                        "a parked input".to_string()
+                    } else {
+                        format!(
+                            "{} (known to {})",
+                            h.waiting_on,
+                            render::time(h.known_until.as_ref())
+                        )
+                    };
+                    format!(
+                        "{} due {} on {on}; fires by {}",
+                        h.kind,
+                        render::time(h.due_at.as_ref()),
+                        render::time(h.fires_by.as_ref())
+                    )
+                },
+            );
+            let mut state = enum_word(c.state().as_str_name(), "CLOCK_STATE_");
+            if c.breach_provisional {
+                state.push_str(" (provisional)");
+            }
+            if c.withdrawals > 0 {
+                state.push_str(&format!(", {} withdrawn", c.withdrawals));
+            }
             t.row(vec![
                 c.metric.clone(),
                 c.partner_code.clone(),
-                enum_word(c.state().as_str_name(), "CLOCK_STATE_"),
+                state,
                 render::duration(c.target.as_ref()),
                 render::duration(c.elapsed.as_ref()),
                 render::time(c.deadline.as_ref()),
                 render::time(c.original_deadline.as_ref()),
                 format!("v{}", c.agreement_version),
+                waiting,
             ]);
         }
         t.render()
@@ -695,7 +725,7 @@ pub enum EscalationsCommand {
         partner: Option<String>,
         #[arg(long)]
         level: Option<u32>,
-        /// open or acknowledged.
+        /// open, acknowledged or withdrawn.
         #[arg(long)]
         state: Option<String>,
         #[arg(long, default_value_t = 50)]
@@ -752,8 +782,14 @@ pub async fn escalations(remote: &Remote, command: EscalationsCommand) -> Result
             "raised",
             "overdue",
             "acknowledged",
+            "withdrawn",
         ]);
         for e in &r.escalations {
+            let withdrawn = match &e.withdrawn_at {
+                Some(at) => format!("{} ({})", render::time(Some(at)), e.withdrawal_reason),
+                None if e.provisional => "- (provisional)".into(),
+                None => "-".into(),
+            };
             t.row(vec![
                 e.id.clone(),
                 e.partner_code.clone(),
@@ -770,6 +806,7 @@ pub async fn escalations(remote: &Remote, command: EscalationsCommand) -> Result
                 } else {
                     "-".into()
                 },
+                withdrawn,
             ]);
         }
         t.render()

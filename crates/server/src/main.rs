@@ -89,6 +89,11 @@ enum Command {
         #[command(subcommand)]
         action: EventsAction,
     },
+    /// Escalation webhook deliveries (the SLA watcher's schema).
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksAction,
+    },
     /// KPI projections and scorecards.
     Kpi {
         #[command(subcommand)]
@@ -158,6 +163,17 @@ enum ConfigAction {
     Print,
     /// Validate the configuration and exit 0, or list every bad key and exit 1.
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhooksAction {
+    /// Make dead deliveries (every attempt failed) due again, with their
+    /// attempts reset: after a partner's server is fixed.
+    Redrive {
+        /// One delivery id; omit for every dead delivery.
+        #[arg(long)]
+        id: Option<uuid::Uuid>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -407,6 +423,7 @@ fn services_of(command: &Command) -> String {
             action: EventsAction::Replay { service, .. },
         } => service.clone(),
         Command::Kpi { .. } => "kpi".into(),
+        Command::Webhooks { .. } => "sla-watcher".into(),
         Command::ListServices
         | Command::DevToken { .. }
         | Command::Report { .. }
@@ -485,6 +502,16 @@ async fn serve_command(
             let pool = db::schema_pool(&config.database, module.schema())?;
             let marked = consumer::request_replay(&pool, &name, id).await?;
             println!("{marked} parked event(s) marked for replay by consumer {name}");
+        }
+        Command::Webhooks {
+            action: WebhooksAction::Redrive { id },
+        } => {
+            let module = modules.first().context("no service selected")?;
+            let pool = db::schema_pool(&config.database, module.schema())?;
+            let due = baladiya_sla_watcher::webhook::redrive(&pool, id)
+                .await
+                .context("making dead deliveries due")?;
+            println!("{due} dead webhook deliver(ies) due again");
         }
         Command::Events {
             action: EventsAction::Republish { since, .. },

@@ -3,11 +3,20 @@
 //!
 //! Recomputation locks the subject's clocks, derives them again from the whole
 //! event log, stores their state, reschedules their unfired timers and emits
-//! lifecycle events for what changed. Firing claims due timers with `FOR
-//! UPDATE SKIP LOCKED` (so replicas share the work and never double-fire),
-//! writes the event (and the escalation) and marks the timer fired in one
-//! transaction. Timers due while the watcher was down fire at start, earliest
-//! first; events carry the instant the timer was due, not when it fired.
+//! lifecycle events for what changed. A timer that already fired and that the
+//! clock, as now computed, no longer wants at that instant (a late event, an
+//! announced holiday, a pause that moved the deadline) is withdrawn in the
+//! same transaction ([`withdraw`]) and counts as not fired, so it fires again
+//! at its corrected instant, once.
+//!
+//! Firing claims due timers with `FOR UPDATE SKIP LOCKED` (so replicas share
+//! the work and never double-fire), only those whose instant the watcher
+//! knows to be complete ([`FireRules`]; others wait up to `sla.max_hold_secs`
+//! and then fire marked provisional), writes the event (and the escalation)
+//! and marks the timer fired in one transaction, each timer in a savepoint so
+//! one that fails waits without holding back the others. Timers due while the
+//! watcher was down fire at start, earliest first; events carry the instant
+//! the timer was due, not when it fired.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -4,13 +4,24 @@
 //!
 //! - [`clock`]: one clock computed from its inputs (pure; the edge rules);
 //! - [`derive`]: which clocks a case has, from its event log (pure);
-//! - [`engine`]: recomputation after events and calendar changes, and firing
-//!   durable timers with `FOR UPDATE SKIP LOCKED`;
-//! - [`consumers`]: case events, and the replica of partner agreements and
-//!   calendars; [`store`]: SQL; [`api`]: gRPC.
+//! - [`engine`]: recomputation after events and calendar changes (which
+//!   withdraws whatever fired and turned out wrong), and firing durable
+//!   timers with `FOR UPDATE SKIP LOCKED` once the watcher knows every event
+//!   up to their instant;
+//! - [`consumers`]: case and application events with their producers'
+//!   watermarks, and the replica of partner agreements and calendars;
+//!   [`store`]: SQL; [`api`]: gRPC; [`webhook`]: deliveries to partners.
 //!
-//! Events: `baladiya.sla.clock.<started|paused|resumed|warning|breached|met|cancelled>.<PARTNER>`
-//! and `baladiya.sla.escalation.<raised|acknowledged>.<PARTNER>`.
+//! Nothing fires on partial knowledge: a timer of a case fires once routing's
+//! watermark (see `baladiya_platform::events::watermark`) has passed its
+//! instant and no event of the case is parked; one of an application waits
+//! for licensing's. Past `sla.max_hold_secs` it fires anyway, marked
+//! provisional. A firing that later events (or a calendar change) contradict
+//! is withdrawn in the open and fires again, once, at its corrected instant.
+//!
+//! Events: `baladiya.sla.clock.<started|paused|resumed|warning|breached|met|cancelled>.<PARTNER>`,
+//! `baladiya.sla.clock.<warning_withdrawn|breach_withdrawn>.<PARTNER>` and
+//! `baladiya.sla.escalation.<raised|acknowledged|withdrawn>.<PARTNER>`.
 
 pub mod api;
 pub mod clock;
@@ -247,6 +258,7 @@ async fn fire_timers(
     // Subscribed before the first look, so a change during it wakes the next.
     let mut changed = baladiya_platform::wake::subscribe(engine::TIMERS_TOPIC);
     let mut failing = engine::Failing::default();
+    metrics.init_sla_provisional(&["warning", "breach", "escalation"]);
     loop {
         let known = knowledge.refresh(&clock, &metrics).await;
         let rules = engine::FireRules { known, max_hold };
@@ -267,9 +279,14 @@ async fn fire_timers(
             let n = held.iter().find(|(k, _)| k == kind).map_or(0, |(_, n)| *n);
             metrics.set_sla_timers_held(producer, n);
         }
-        // The oldest due timer still waiting, fired or held (see the warnings above).
+        // The oldest timer that may fire and still waits (see the warnings above).
+        let held_until =
+            now - chrono::TimeDelta::from_std(max_hold).unwrap_or(chrono::TimeDelta::MAX);
         let oldest = match pool.acquire().await {
-            Ok(mut conn) => store::oldest_unfired(&mut conn, now).await.ok().flatten(),
+            Ok(mut conn) => store::oldest_fireable(&mut conn, now, known, held_until)
+                .await
+                .ok()
+                .flatten(),
             Err(_) => None,
         };
         let waited = oldest.and_then(|due| (now - due).to_std().ok());

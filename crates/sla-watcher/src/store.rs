@@ -693,15 +693,26 @@ pub async fn next_due(
         .await
 }
 
-/// The earliest unfired timer due by `now` (fired late or held).
-pub async fn oldest_unfired(
+/// The earliest unfired timer that may fire by `now` (see [`claim_due`]):
+/// one still there could not fire. Timers held for knowledge are not counted
+/// ([`held_counts`] are).
+pub async fn oldest_fireable(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
+    known: Known,
+    held_until: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT min(due_at) FROM timers WHERE fired_at IS NULL AND due_at <= $1")
-        .bind(now)
-        .fetch_one(&mut *conn)
-        .await
+    let covered = covered(2);
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT min(t.due_at) FROM timers t JOIN clocks c ON c.id = t.clock_id
+         WHERE t.fired_at IS NULL AND t.due_at <= $1 AND (({covered}) OR t.due_at <= $4)"
+    )))
+    .bind(now)
+    .bind(known.cases)
+    .bind(known.applications)
+    .bind(held_until)
+    .fetch_one(&mut *conn)
+    .await
 }
 
 /// Whether another clock of the subject and partner than `except` has a

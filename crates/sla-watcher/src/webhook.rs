@@ -6,8 +6,8 @@
 //! after `sla.webhook_max_attempts` (visible in `ListEscalations`). Deliveries
 //! are claimed with `FOR UPDATE SKIP LOCKED`, so replicas share them. Retry
 //! timing is wall-clock time: it is about the partner's server, not SLA time;
-//! the defaults retry for about nine hours, and `baladiya sla
-//! redrive-webhooks` makes dead deliveries due again.
+//! the defaults retry for about nine hours, and `baladiya webhooks
+//! redrive` makes dead deliveries due again.
 //!
 //! An escalation withdrawn (it turned out wrong) cancels its delivery if no
 //! attempt was made, and otherwise gets a signed withdrawal of its own
@@ -222,7 +222,7 @@ pub async fn withdraw(
 }
 
 /// Makes dead deliveries due again, with their attempts reset (`baladiya
-/// sla redrive-webhooks`); all of them, or one. Returns how many.
+/// webhooks redrive`); all of them, or one. Returns how many.
 pub async fn redrive(pool: &PgPool, id: Option<Uuid>) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
         "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = now(), lease = NULL

@@ -254,7 +254,9 @@ impl Relay {
             ),
             last: std::sync::Mutex::new(None),
         });
-        self.poll = self.poll.min(Duration::from_millis(config.watermark_interval_ms));
+        self.poll = self
+            .poll
+            .min(Duration::from_millis(config.watermark_interval_ms));
         self
     }
 
@@ -277,8 +279,7 @@ impl Relay {
         // The cut comes before the read: see the watermark module.
         let mut cut = None;
         if let Some(w) = self.watermarks.as_ref().filter(|w| w.due()) {
-            match super::watermark::barrier(&mut tx, w.interval.max(Duration::from_secs(1))).await
-            {
+            match super::watermark::barrier(&mut tx, w.interval.max(Duration::from_secs(1))).await {
                 Ok(()) => cut = Some(w.clock.now() - w.margin),
                 Err(e) => {
                     tracing::warn!(schema = %self.schema, error = %e, "a writer held the outbox fence; no watermark this round")

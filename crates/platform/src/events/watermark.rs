@@ -72,7 +72,7 @@ use uuid::Uuid;
 
 use super::{CONTENT_TYPE, EventError, InboundEvent, Namespace, SPEC_VERSION, percent_encode};
 use baladiya_proto::convert::{instant, timestamp};
-use baladiya_proto::events::v1::Watermark;
+use baladiya_proto::events::v1::{EventMeta, Watermark};
 
 /// The advisory lock key expression of the connection's schema's fence, the
 /// key [`super::outbox::enqueue`] takes in shared mode.
@@ -130,13 +130,19 @@ pub async fn publish(
     complete_before: DateTime<Utc>,
 ) -> Result<u64, EventError> {
     let producer = producer_of(subject);
+    let id = Uuid::now_v7().to_string();
     let payload = Watermark {
+        meta: Some(EventMeta {
+            event_id: id.clone(),
+            occurred_at: Some(timestamp(complete_before)),
+            aggregate_id: producer.to_string(),
+        }),
         complete_before: Some(timestamp(complete_before)),
         producer: producer.to_string(),
     };
-    let id = Uuid::now_v7().to_string();
     let mut h = HeaderMap::new();
     h.insert("Nats-Rollup", "sub");
+    h.insert("Nats-Msg-Id", id.as_str());
     h.insert("ce-specversion", SPEC_VERSION);
     h.insert("ce-id", id.as_str());
     h.insert("ce-type", ce_type(subject).as_str());
