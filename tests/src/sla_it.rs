@@ -915,6 +915,135 @@ async fn preview_clock_refuses_hostile_input_and_keeps_ramadan_weekends() -> any
     s.stop().await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_clock_refuses_hostile_input_and_keeps_ramadan_weekends() -> anyhow::Result<()> {
+    use baladiya_proto::partners::v1 as partners;
+    use tonic_types::StatusExt;
+    let s = Sla::start("2026-02-19 14:00").await?;
+    let mut sla = s.sla.clone();
+    let wd = |days, minutes| Some(baladiya_proto::common::v1::WorkingDuration { days, minutes });
+    let window = |start: &str, end: &str| partners::TimeWindow {
+        start: start.into(),
+        end: end.into(),
+    };
+    // Sunday to Thursday 07:30-14:30, Ramadan 10:00-15:00 (no days named:
+    // the working weekdays), Founding Day.
+    let saudi = |override_days: Vec<i32>| partners::Calendar {
+        id: "inline".into(),
+        name: "inline".into(),
+        time_zone: "Asia/Riyadh".into(),
+        weekly: vec![partners::WeeklyHours {
+            days: (1..=5).collect(),
+            windows: vec![window("07:30", "14:30")],
+        }],
+        overrides: vec![partners::HoursOverride {
+            name: "Ramadan 1447 hours".into(),
+            start_date: "2026-02-18".into(),
+            end_date: "2026-03-18".into(),
+            windows: vec![window("10:00", "15:00")],
+            days: override_days,
+        }],
+        holidays: vec![partners::Holiday {
+            name: "Founding Day".into(),
+            start_date: "2026-02-22".into(),
+            end_date: "2026-02-22".into(),
+        }],
+        ..Default::default()
+    };
+    let request = |calendar: partners::Calendar| pb::PreviewClockRequest {
+        calendar: Some(pb::preview_clock_request::Calendar::InlineCalendar(
+            calendar,
+        )),
+        target: wd(0, 240),
+        start: Some(timestamp(riyadh("2026-02-19 14:00"))),
+        as_of: Some(timestamp(riyadh("2026-02-19 14:00"))),
+        ..Default::default()
+    };
+    // Friday and Saturday stay weekend in Ramadan; Sunday is Founding Day.
+    let preview = sla
+        .preview_clock(authorized(request(saudi(vec![])), &s.admin))
+        .await?
+        .into_inner();
+    assert_eq!(
+        preview.deadline.as_ref().and_then(instant),
+        Some(riyadh("2026-02-23 13:00"))
+    );
+
+    let refused = |request: pb::PreviewClockRequest| {
+        let (mut sla, admin) = (sla.clone(), s.admin.clone());
+        async move {
+            let status = sla
+                .preview_clock(authorized(request, &admin))
+                .await
+                .expect_err("refused");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            status
+                .get_error_details()
+                .bad_request()
+                .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+                .unwrap_or_default()
+        }
+    };
+    let base = request(saudi(vec![]));
+    let fields: Vec<String> = refused(pb::PreviewClockRequest {
+        target: wd(u32::MAX, u32::MAX),
+        escalation_delays: vec![wd(366, 0).expect("d")],
+        ..base.clone()
+    })
+    .await;
+    assert_eq!(
+        fields,
+        ["target.days", "target.minutes", "escalation_delays[0].days"]
+    );
+    let year = |y: i32| {
+        Some(timestamp(
+            chrono::NaiveDate::from_ymd_opt(y, 6, 1)
+                .expect("date")
+                .and_hms_opt(0, 0, 0)
+                .expect("time")
+                .and_utc(),
+        ))
+    };
+    let fields: Vec<String> = refused(pb::PreviewClockRequest {
+        start: year(9999),
+        stop: year(1),
+        pauses: vec![year(2300).expect("t")],
+        as_of: year(1999),
+        ..base.clone()
+    })
+    .await;
+    assert_eq!(fields, ["start", "stop", "as_of", "pauses[0]"]);
+    // Within every bound, a calendar open one minute a week cannot reach
+    // the deadline before 2200: refused, not answered with no deadline.
+    let mut sparse = saudi(vec![]);
+    sparse.weekly = vec![partners::WeeklyHours {
+        days: vec![partners::DayOfWeek::Sunday as i32],
+        windows: vec![window("07:30", "07:31")],
+    }];
+    sparse.overrides.clear();
+    let fields: Vec<String> = refused(pb::PreviewClockRequest {
+        target: wd(0, 3_650 * 24 * 60),
+        ..request(sparse)
+    })
+    .await;
+    assert_eq!(fields, ["target"]);
+    // An override naming a weekend day or a day twice is refused by path.
+    let fields: Vec<String> = refused(request(saudi(vec![
+        partners::DayOfWeek::Friday as i32,
+        partners::DayOfWeek::Sunday as i32,
+        partners::DayOfWeek::Sunday as i32,
+    ])))
+    .await;
+    assert_eq!(
+        fields,
+        [
+            "inline_calendar.overrides[0].days[0]",
+            "inline_calendar.overrides[0].days[2]"
+        ]
+    );
+    s.stop().await
+}
+
 /// Requests a webhook server saw: (path, signature header, body).
 type SeenRequests = Arc<std::sync::Mutex<Vec<(String, String, Vec<u8>)>>>;
 

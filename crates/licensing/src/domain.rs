@@ -31,6 +31,48 @@ pub struct LicenseType {
     pub grace_days: u32,
 }
 
+/// Longest validity a license type may give: 100 years. With instants
+/// bounded to 2200 it keeps `valid_to` far inside what dates can hold.
+pub const MAX_VALIDITY_DAYS: u32 = 36_500;
+
+/// Longest renewal window or grace period: ten years.
+pub const MAX_WINDOW_DAYS: u32 = 3_650;
+
+impl LicenseType {
+    /// Every problem with the type's numbers, as (field, why). The target is
+    /// held to the bound every SLA target is (`worktime::MAX_TARGET`), so an
+    /// application's clock never computes past the measured span.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let max_target = baladiya_worktime::MAX_TARGET.days;
+        let mut out = Vec::new();
+        if !(1..=max_target).contains(&self.target_days) {
+            out.push((
+                "target_days",
+                format!("must be between 1 and {max_target} working days"),
+            ));
+        }
+        if !(1..=MAX_VALIDITY_DAYS).contains(&self.validity_days) {
+            out.push((
+                "validity_days",
+                format!("must be between 1 and {MAX_VALIDITY_DAYS} days"),
+            ));
+        }
+        if self.renewal_window_days > MAX_WINDOW_DAYS.min(self.validity_days) {
+            out.push((
+                "renewal_window_days",
+                format!("must be at most validity_days and at most {MAX_WINDOW_DAYS} days"),
+            ));
+        }
+        if self.grace_days > MAX_WINDOW_DAYS {
+            out.push((
+                "grace_days",
+                format!("must be at most {MAX_WINDOW_DAYS} days"),
+            ));
+        }
+        out
+    }
+}
+
 /// Where an application stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
@@ -352,6 +394,39 @@ pub fn renewal(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn license_type_numbers_are_bounded() {
+        let mut t = LicenseType {
+            code: "BUILDING".into(),
+            name_ar: "رخصة بناء".into(),
+            name_en: "Building permit".into(),
+            target_days: 15,
+            required_documents: vec![],
+            required_clearances: vec![],
+            required_inspections: vec![],
+            validity_days: 365,
+            renewal_window_days: 30,
+            grace_days: 15,
+        };
+        assert!(t.problems().is_empty());
+        t.target_days = u32::MAX;
+        t.validity_days = u32::MAX;
+        t.renewal_window_days = u32::MAX;
+        t.grace_days = u32::MAX;
+        let fields: Vec<&str> = t.problems().into_iter().map(|p| p.0).collect();
+        assert_eq!(
+            fields,
+            [
+                "target_days",
+                "validity_days",
+                "renewal_window_days",
+                "grace_days"
+            ]
+        );
+        t.target_days = 0;
+        assert_eq!(t.problems()[0].0, "target_days");
+    }
 
     fn permit() -> LicenseType {
         LicenseType {

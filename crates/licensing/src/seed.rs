@@ -33,13 +33,18 @@ pub async fn load(pool: &PgPool, seed_dir: &Path) -> Result<String, SeedError> {
     };
     let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
     let file: TypesFile = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
-    for t in &file.license_type {
-        if t.target_days == 0 || t.validity_days == 0 {
-            return Err(fail(format!(
-                "{}: target_days and validity_days must be positive",
-                t.code
-            )));
-        }
+    let problems: Vec<String> = file
+        .license_type
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| {
+            t.problems()
+                .into_iter()
+                .map(move |(field, why)| format!("license_type[{i}].{field} ({}): {why}", t.code))
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(fail(problems.join("; ")));
     }
     let mut tx = pool.begin().await?;
     let mut added = 0;

@@ -523,6 +523,42 @@ mod tests {
     }
 
     #[test]
+    fn targets_and_delays_beyond_the_bounds_are_refused() {
+        let mut b = body();
+        b.terms[0].acknowledge_within = wd(u32::MAX, 0);
+        b.terms[1].resolve_within = wd(0, u32::MAX);
+        b.ladder[1].delay_after_breach = wd(366, 0);
+        b.clearances.push(Clearance {
+            license_type_code: "BUILDING".into(),
+            description: String::new(),
+            within: wd(3_651, 5_256_001),
+            calendar_id: "sa-gov".into(),
+            warn_at: vec![],
+        });
+        let mut v = Violations::new();
+        b.check("agreement.", &|id| id == "sa-gov", &mut v);
+        let err = v.finish().expect_err("invalid");
+        let fields: Vec<&str> = err.violations.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "agreement.terms[0].acknowledge_within.days",
+                "agreement.terms[1].resolve_within.minutes",
+                "agreement.escalation_ladder[1].delay_after_breach.days",
+                "agreement.clearances[0].within.days",
+                "agreement.clearances[0].within.minutes",
+            ]
+        );
+        // The bounds themselves are accepted.
+        let mut b = body();
+        b.terms[0].resolve_within = MAX_TARGET;
+        b.ladder[1].delay_after_breach = MAX_DELAY;
+        let mut v = Violations::new();
+        b.check("agreement.", &|id| id == "sa-gov", &mut v);
+        assert!(v.is_empty());
+    }
+
+    #[test]
     fn every_bad_field_is_named() {
         let mut b = body();
         b.terms.push(terms("WATER_LEAK", Priority::Any));

@@ -35,8 +35,7 @@ mod spec;
 use std::time::Duration;
 
 use chrono::{
-    DateTime, Datelike, Days, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta,
-    TimeZone, Utc,
+    DateTime, Datelike, Days, LocalResult, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc,
 };
 use chrono_tz::Tz;
 
@@ -189,6 +188,8 @@ pub struct Calendar {
     /// Working seconds in an ordinary week.
     week_secs: u64,
     working_day_secs: u64,
+    /// The local date of `LATEST_INSTANT`: no later date has working time.
+    last_date: NaiveDate,
 }
 
 impl Calendar {
@@ -226,6 +227,7 @@ impl Calendar {
             holidays: merged,
             week_secs,
             working_day_secs,
+            last_date: LATEST_INSTANT.with_timezone(&tz).date_naive(),
         }
     }
 
@@ -281,7 +283,8 @@ impl Calendar {
 
     /// Whether the 7 days from `date` are an ordinary week: no holiday, no
     /// override, the same UTC offset at both ends (no DST change), and
-    /// wholly inside the measured span (nothing clipped).
+    /// wholly inside the measured span (so a skipped week never counts time
+    /// outside it).
     fn ordinary_week(&self, date: NaiveDate) -> bool {
         let Some(end) = date.checked_add_days(Days::new(7)) else {
             return false;
@@ -306,11 +309,20 @@ impl Calendar {
     /// measured span only, so the steps below cannot overflow; they are
     /// checked all the same and saturate.
     fn local_to_utc(&self, date: NaiveDate, secs: u32) -> DateTime<Utc> {
-        let naive: NaiveDateTime = date
-            .and_time(NaiveTime::MIN)
+        let midnight = date.and_time(NaiveTime::MIN);
+        // Dates here lie within days of the measured span, centuries from
+        // chrono's limits: the sums below cannot overflow, and saturate if
+        // they ever did.
+        let naive = midnight
             .checked_add_signed(TimeDelta::seconds(i64::from(secs)))
-            .unwrap_or(NaiveDateTime::MAX);
-        for shift_minutes in (0..=240).step_by(15) {
+            .unwrap_or(midnight);
+        match self.tz.from_local_datetime(&naive) {
+            LocalResult::Single(t) => return t.with_timezone(&Utc),
+            LocalResult::Ambiguous(a, _) => return a.with_timezone(&Utc),
+            LocalResult::None => {}
+        }
+        // In a DST gap: move forward to the first local time that exists.
+        for shift_minutes in (15..=240).step_by(15) {
             let Some(shifted) = naive.checked_add_signed(TimeDelta::minutes(shift_minutes)) else {
                 break;
             };
@@ -329,22 +341,18 @@ impl Calendar {
         t.with_timezone(&self.tz).date_naive()
     }
 
-    /// The local date of the end of the measured span: no date after it has
-    /// working time.
-    fn last_date(&self) -> NaiveDate {
-        self.local_date(LATEST_INSTANT)
-    }
-
-    /// The UTC working intervals of a local date, in order, clipped to the
-    /// measured span (empty ones skipped).
+    /// The UTC working intervals of a local date, in order. Not clipped to
+    /// the measured span: callers clamp their instants into it and check
+    /// what they answer, which keeps this, the hot path, as it was.
     fn intervals_on(
         &self,
         date: NaiveDate,
     ) -> impl Iterator<Item = (DateTime<Utc>, DateTime<Utc>)> + '_ {
-        self.windows_on(date).iter().filter_map(move |w| {
-            let start = self.local_to_utc(date, w.start).max(EARLIEST_INSTANT);
-            let end = self.local_to_utc(date, w.end).min(LATEST_INSTANT);
-            (start < end).then_some((start, end))
+        self.windows_on(date).iter().map(move |w| {
+            (
+                self.local_to_utc(date, w.start),
+                self.local_to_utc(date, w.end),
+            )
         })
     }
 
@@ -371,11 +379,12 @@ impl Calendar {
         if self.always_open {
             return Some(t);
         }
-        let last = self.last_date();
+        let last = self.last_date;
         let mut date = self.local_date(t);
         while date <= last {
             if let Some((s, _)) = self.intervals_on(date).find(|(_, e)| *e > t) {
-                return Some(s.max(t));
+                let next = s.max(t);
+                return (next < LATEST_INSTANT).then_some(next);
             }
             date = date.succ_opt()?;
         }
@@ -405,7 +414,7 @@ impl Calendar {
         if nanos > 0 {
             remaining = remaining.checked_add(1)?;
         }
-        let last = self.last_date();
+        let last = self.last_date;
         let mut date = self.local_date(start);
         let mut first_day = true;
         while date <= last {
@@ -425,7 +434,12 @@ impl Calendar {
                 // at most, so the conversions below cannot lose anything.
                 let available = (e - from).num_seconds().max(0) as u64;
                 if remaining <= available {
-                    return from.checked_add_signed(TimeDelta::seconds(remaining as i64));
+                    // `start` is clamped into the span, so only the end needs
+                    // checking (a week skipped past it leaves the deadline
+                    // further still).
+                    return from
+                        .checked_add_signed(TimeDelta::seconds(remaining as i64))
+                        .filter(|due| *due <= LATEST_INSTANT);
                 }
                 remaining -= available;
             }
@@ -481,3 +495,6 @@ impl Calendar {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod hostile;

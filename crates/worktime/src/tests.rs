@@ -1,6 +1,7 @@
 //! Hand-worked Saudi cases and properties of the arithmetic.
 
 use super::*;
+use chrono::NaiveDateTime;
 use proptest::prelude::*;
 
 fn d(text: &str) -> NaiveDate {
