@@ -707,6 +707,7 @@ async fn status_follows_case_events_and_ratings_come_once_after_resolution() -> 
         category_code: "SEWAGE_OVERFLOW".into(),
         priority: Priority::Urgent as i32,
         tracking_number: report.tracking_number.clone(),
+        version: 0,
     };
     let t0 = intake.platform.clock.now();
     let at = |m: i64| t0 + chrono::Duration::minutes(m);

@@ -450,6 +450,7 @@ async fn shuffled_and_duplicated_case_events_give_identical_clocks_and_escalatio
                 category_code: "WATER_LEAK".into(),
                 priority: 2,
                 tracking_number: "RUH-2026-0000001".into(),
+                version: 0,
             })
         };
         let meta = |m: i64| {
@@ -915,140 +916,85 @@ async fn preview_clock_refuses_hostile_input_and_keeps_ramadan_weekends() -> any
     s.stop().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn preview_clock_refuses_hostile_input_and_keeps_ramadan_weekends() -> anyhow::Result<()> {
-    use baladiya_proto::partners::v1 as partners;
-    use tonic_types::StatusExt;
-    let s = Sla::start("2026-02-19 14:00").await?;
-    let mut sla = s.sla.clone();
-    let wd = |days, minutes| Some(baladiya_proto::common::v1::WorkingDuration { days, minutes });
-    let window = |start: &str, end: &str| partners::TimeWindow {
-        start: start.into(),
-        end: end.into(),
-    };
-    // Sunday to Thursday 07:30-14:30, Ramadan 10:00-15:00 (no days named:
-    // the working weekdays), Founding Day.
-    let saudi = |override_days: Vec<i32>| partners::Calendar {
-        id: "inline".into(),
-        name: "inline".into(),
-        time_zone: "Asia/Riyadh".into(),
-        weekly: vec![partners::WeeklyHours {
-            days: (1..=5).collect(),
-            windows: vec![window("07:30", "14:30")],
-        }],
-        overrides: vec![partners::HoursOverride {
-            name: "Ramadan 1447 hours".into(),
-            start_date: "2026-02-18".into(),
-            end_date: "2026-03-18".into(),
-            windows: vec![window("10:00", "15:00")],
-            days: override_days,
-        }],
-        holidays: vec![partners::Holiday {
-            name: "Founding Day".into(),
-            start_date: "2026-02-22".into(),
-            end_date: "2026-02-22".into(),
-        }],
-        ..Default::default()
-    };
-    let request = |calendar: partners::Calendar| pb::PreviewClockRequest {
-        calendar: Some(pb::preview_clock_request::Calendar::InlineCalendar(
-            calendar,
-        )),
-        target: wd(0, 240),
-        start: Some(timestamp(riyadh("2026-02-19 14:00"))),
-        as_of: Some(timestamp(riyadh("2026-02-19 14:00"))),
-        ..Default::default()
-    };
-    // Friday and Saturday stay weekend in Ramadan; Sunday is Founding Day.
-    let preview = sla
-        .preview_clock(authorized(request(saudi(vec![])), &s.admin))
-        .await?
-        .into_inner();
-    assert_eq!(
-        preview.deadline.as_ref().and_then(instant),
-        Some(riyadh("2026-02-23 13:00"))
-    );
-
-    let refused = |request: pb::PreviewClockRequest| {
-        let (mut sla, admin) = (sla.clone(), s.admin.clone());
-        async move {
-            let status = sla
-                .preview_clock(authorized(request, &admin))
-                .await
-                .expect_err("refused");
-            assert_eq!(status.code(), tonic::Code::InvalidArgument);
-            status
-                .get_error_details()
-                .bad_request()
-                .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-                .unwrap_or_default()
-        }
-    };
-    let base = request(saudi(vec![]));
-    let fields: Vec<String> = refused(pb::PreviewClockRequest {
-        target: wd(u32::MAX, u32::MAX),
-        escalation_delays: vec![wd(366, 0).expect("d")],
-        ..base.clone()
-    })
-    .await;
-    assert_eq!(
-        fields,
-        ["target.days", "target.minutes", "escalation_delays[0].days"]
-    );
-    let year = |y: i32| {
-        Some(timestamp(
-            chrono::NaiveDate::from_ymd_opt(y, 6, 1)
-                .expect("date")
-                .and_hms_opt(0, 0, 0)
-                .expect("time")
-                .and_utc(),
-        ))
-    };
-    let fields: Vec<String> = refused(pb::PreviewClockRequest {
-        start: year(9999),
-        stop: year(1),
-        pauses: vec![year(2300).expect("t")],
-        as_of: year(1999),
-        ..base.clone()
-    })
-    .await;
-    assert_eq!(fields, ["start", "stop", "as_of", "pauses[0]"]);
-    // Within every bound, a calendar open one minute a week cannot reach
-    // the deadline before 2200: refused, not answered with no deadline.
-    let mut sparse = saudi(vec![]);
-    sparse.weekly = vec![partners::WeeklyHours {
-        days: vec![partners::DayOfWeek::Sunday as i32],
-        windows: vec![window("07:30", "07:31")],
-    }];
-    sparse.overrides.clear();
-    let fields: Vec<String> = refused(pb::PreviewClockRequest {
-        target: wd(0, 3_650 * 24 * 60),
-        ..request(sparse)
-    })
-    .await;
-    assert_eq!(fields, ["target"]);
-    // An override naming a weekend day or a day twice is refused by path.
-    let fields: Vec<String> = refused(request(saudi(vec![
-        partners::DayOfWeek::Friday as i32,
-        partners::DayOfWeek::Sunday as i32,
-        partners::DayOfWeek::Sunday as i32,
-    ])))
-    .await;
-    assert_eq!(
-        fields,
-        [
-            "inline_calendar.overrides[0].days[0]",
-            "inline_calendar.overrides[0].days[2]"
-        ]
-    );
-    s.stop().await
-}
-
 /// Requests a webhook server saw: (path, signature header, body).
 type SeenRequests = Arc<std::sync::Mutex<Vec<(String, String, Vec<u8>)>>>;
 
+/// Publishes MEWA's agreement version 2, effective 2026-04-01, asking for
+/// level 1 (at breach) and level 2 (a working day later) by webhook on these
+/// paths of `hooks`, and waits until the SLA watcher's replica has it.
+async fn publish_mewa_webhooks(
+    s: &Sla,
+    hooks: &HookServer,
+    level1: &str,
+    level2: &str,
+) -> anyhow::Result<()> {
+    let operator = s.platform.token(Role::Operator);
+    let url = |path: &str| format!("https://localhost:{}{path}", hooks.port);
+    let wd = |days, minutes| Some(baladiya_proto::common::v1::WorkingDuration { days, minutes });
+    let client =
+        partners::partner_service_client::PartnerServiceClient::new(s.platform.channel().await?);
+    let agreement = partners::Agreement {
+        partner_code: "MEWA".into(),
+        effective_from: Some(timestamp(riyadh("2026-04-01 00:00"))),
+        terms: vec![partners::SlaTerms {
+            acknowledge_within: wd(0, 240),
+            resolve_within: wd(3, 0),
+            calendar_id: "sa-gov".into(),
+            ..Default::default()
+        }],
+        escalation_ladder: vec![
+            partners::EscalationLevel {
+                level: 1,
+                delay_after_breach: wd(0, 0),
+                contact: "focal point".into(),
+                webhook_url: url(level1),
+                ..Default::default()
+            },
+            partners::EscalationLevel {
+                level: 2,
+                delay_after_breach: wd(1, 0),
+                contact: "deputy minister".into(),
+                webhook_url: url(level2),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let published = eventually(20, "the seeded MEWA agreement", || {
+        let (mut client, operator, agreement) =
+            (client.clone(), operator.clone(), agreement.clone());
+        async move {
+            Ok(client
+                .publish_agreement(authorized(
+                    partners::PublishAgreementRequest {
+                        request_id: uuid::Uuid::now_v7().to_string(),
+                        agreement: Some(agreement),
+                    },
+                    &operator,
+                ))
+                .await
+                .ok()
+                .map(|r| r.into_inner()))
+        }
+    })
+    .await?;
+    assert_eq!(published.version, 2);
+    let pool = sqlx::PgPool::connect(&s.env.database_url()).await?;
+    eventually(20, "version 2 in the watcher's replica", || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sla_watcher.agreements WHERE partner_code = 'MEWA' AND version = 2",
+        )
+        .fetch_one(&pool)
+        .await?;
+        Ok((n == 1).then_some(()))
+    })
+    .await?;
+    pool.close().await;
+    Ok(())
+}
+
 /// A partner's HTTPS webhook server: answers 500 on `/flaky` once then 200,
-/// and always 500 on `/dead`; records every request.
+/// always 500 on `/dead` and always 200 on `/ok`; records every request.
 struct HookServer {
     port: u16,
     ca_file: std::path::PathBuf,
@@ -1130,7 +1076,7 @@ impl HookServer {
                         seen.push((path.clone(), signature, body));
                         earlier
                     };
-                    let ok = path == "/flaky" && earlier >= 1;
+                    let ok = path == "/ok" || (path == "/flaky" && earlier >= 1);
                     let status = if ok {
                         "200 OK"
                     } else {
@@ -1162,66 +1108,7 @@ async fn escalations_reach_partner_webhooks_signed_retried_and_dead_lettered() -
     section.insert("webhook_backoff_ms".into(), 50.into());
     let s = Sla::start_with("2026-04-02 13:00", section).await?;
     // MEWA asks for level 1 and level 2 escalations by webhook.
-    let operator = s.platform.token(Role::Operator);
-    let url = |path: &str| format!("https://localhost:{}{path}", hooks.port);
-    let wd = |days, minutes| Some(baladiya_proto::common::v1::WorkingDuration { days, minutes });
-    let mut client =
-        partners::partner_service_client::PartnerServiceClient::new(s.platform.channel().await?);
-    let published = eventually(20, "the seeded MEWA agreement", || {
-        let (mut client, operator) = (client.clone(), operator.clone());
-        let agreement = partners::Agreement {
-            partner_code: "MEWA".into(),
-            effective_from: Some(timestamp(riyadh("2026-04-01 00:00"))),
-            terms: vec![partners::SlaTerms {
-                acknowledge_within: wd(0, 240),
-                resolve_within: wd(3, 0),
-                calendar_id: "sa-gov".into(),
-                ..Default::default()
-            }],
-            escalation_ladder: vec![
-                partners::EscalationLevel {
-                    level: 1,
-                    delay_after_breach: wd(0, 0),
-                    contact: "focal point".into(),
-                    webhook_url: url("/flaky"),
-                    ..Default::default()
-                },
-                partners::EscalationLevel {
-                    level: 2,
-                    delay_after_breach: wd(1, 0),
-                    contact: "deputy minister".into(),
-                    webhook_url: url("/dead"),
-                    ..Default::default()
-                },
-            ],
-            ..Default::default()
-        };
-        async move {
-            Ok(client
-                .publish_agreement(authorized(
-                    partners::PublishAgreementRequest {
-                        request_id: uuid::Uuid::now_v7().to_string(),
-                        agreement: Some(agreement),
-                    },
-                    &operator,
-                ))
-                .await
-                .ok()
-                .map(|r| r.into_inner()))
-        }
-    })
-    .await?;
-    assert_eq!(published.version, 2);
-    client
-        .get_partner(authorized(
-            partners::GetPartnerRequest {
-                code: "MEWA".into(),
-            },
-            &operator,
-        ))
-        .await?;
-    // Let the replica take version 2 before the case arrives.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    publish_mewa_webhooks(&s, &hooks, "/flaky", "/dead").await?;
 
     let case = s.report("WATER_LEAK", "water").await?;
     let clocks = s.clocks(&case.id, 3).await?;
@@ -1569,4 +1456,207 @@ async fn a_hold_past_max_hold_fires_provisionally_and_the_late_acknowledgement_w
     let again = events_of(&s.sla_events().await?, &ack.id);
     assert_eq!(again.len(), events.len(), "nothing fires again: {again:?}");
     s.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_escalation_sends_the_partner_a_signed_withdrawal_and_a_pending_one_is_cancelled()
+-> anyhow::Result<()> {
+    let hooks = HookServer::start().await?;
+    let mut section = toml::Table::new();
+    section.insert(
+        "webhook_ca_file".into(),
+        hooks.ca_file.display().to_string().into(),
+    );
+    section.insert("max_hold_secs".into(), 60.into());
+    let s = Sla::start_with("2026-04-02 13:00", section).await?;
+    // Level 1 is delivered at once; level 2's server is down.
+    publish_mewa_webhooks(&s, &hooks, "/ok", "/dead").await?;
+    let (case, ack, held) = acknowledged_before_the_deadline(&s, true).await?;
+    assert_eq!(ack.agreement_version, 2);
+    // Past the hold, Monday 10:30: the breach, level 1 (delivered) and level
+    // 2 (failing, pending a retry) go out provisional.
+    s.platform.clock.set(riyadh("2026-04-06 10:30")).await?;
+    let sla = s.sla.clone();
+    let admin = s.admin.clone();
+    let listed = |state: pb::EscalationState| {
+        let (mut sla, admin, ack_id) = (sla.clone(), admin.clone(), ack.id.clone());
+        async move {
+            let list = sla
+                .list_escalations(authorized(
+                    pb::ListEscalationsRequest {
+                        partner_code: "MEWA".into(),
+                        state: state as i32,
+                        ..Default::default()
+                    },
+                    &admin,
+                ))
+                .await?
+                .into_inner()
+                .escalations;
+            anyhow::Ok(
+                list.into_iter()
+                    .filter(|e| e.clock_id == ack_id)
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let raised = eventually(30, "level 1 delivered, level 2 failing", || async {
+        let open = listed(pb::EscalationState::Open).await?;
+        let done = open
+            .iter()
+            .any(|e| e.level == 1 && e.webhook_state == "delivered")
+            && open
+                .iter()
+                .any(|e| e.level == 2 && e.webhook_attempts >= 1 && e.webhook_state == "pending");
+        Ok(done.then_some(open))
+    })
+    .await?;
+    assert!(raised.iter().all(|e| e.provisional));
+
+    // The acknowledgement arrives: both escalations are withdrawn.
+    held.expect("held").rollback().await?;
+    let withdrawn = eventually(30, "both escalations withdrawn", || async {
+        let gone = listed(pb::EscalationState::Withdrawn).await?;
+        Ok((gone.len() == 2).then_some(gone))
+    })
+    .await?;
+    assert!(
+        withdrawn
+            .iter()
+            .all(|e| e.withdrawal_reason == "late_event")
+    );
+    // MEWA's server gets a signed withdrawal of level 1 (it had the
+    // escalation), and of level 2 (an attempt was made: it may have it).
+    let seen = eventually(30, "the withdrawal POSTs", || async {
+        let seen = hooks.seen.lock().expect("lock").clone();
+        let withdrawals: Vec<_> = seen
+            .into_iter()
+            .filter(|(_, _, body)| {
+                serde_json::from_slice::<serde_json::Value>(body)
+                    .is_ok_and(|b| b["type"] == "escalation.withdrawn")
+            })
+            .collect();
+        Ok(withdrawals
+            .iter()
+            .any(|(path, _, _)| path == "/ok")
+            .then_some(withdrawals))
+    })
+    .await?;
+    let (_, signature, body) = seen
+        .iter()
+        .find(|(path, _, _)| path == "/ok")
+        .expect("withdrawal of level 1");
+    let secret = baladiya_platform::config::hex_bytes(
+        baladiya_sla_watcher::SlaConfig::default()
+            .webhook_secret
+            .expose(),
+    )
+    .expect("hex");
+    assert_eq!(
+        *signature,
+        baladiya_sla_watcher::webhook::signature(&secret, body),
+        "signed like the escalation"
+    );
+    let body: serde_json::Value = serde_json::from_slice(body)?;
+    let level1 = withdrawn.iter().find(|e| e.level == 1).expect("level 1");
+    assert_eq!(body["escalation_id"], level1.id.as_str());
+    assert_eq!(body["reason"], "late_event");
+    assert_eq!(body["tracking_number"], case.tracking_number.as_str());
+
+    // Level 2's server had failed once, so it may have the escalation: it is
+    // told too, and the escalation's own delivery stops retrying.
+    let pool = sqlx::PgPool::connect(&s.env.database_url()).await?;
+    let raised_states: Vec<(String, String)> = sqlx::query_as(
+        "SELECT kind, state FROM sla_watcher.webhook_deliveries d
+         JOIN sla_watcher.escalations e ON e.id = d.escalation_id
+         WHERE e.clock_id = $1::uuid AND e.level = 2 ORDER BY kind",
+    )
+    .bind(&ack.id)
+    .fetch_all(&pool)
+    .await?;
+    pool.close().await;
+    assert_eq!(
+        raised_states,
+        [
+            ("raised".to_string(), "cancelled".to_string()),
+            ("withdrawn".to_string(), "pending".to_string())
+        ],
+        "level 2's delivery stopped and its withdrawal queued"
+    );
+    let _ = std::fs::remove_file(&hooks.ca_file);
+    s.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawing_an_escalation_never_sent_cancels_its_delivery_and_tells_nobody()
+-> anyhow::Result<()> {
+    use baladiya_platform::app::ServiceModule;
+    let env = TestEnv::new();
+    let config = env.config();
+    baladiya_platform::db::ensure_database(&config.database).await?;
+    let pool = baladiya_platform::db::schema_pool(&config.database, "sla_watcher")?;
+    baladiya_platform::db::migrate(&pool, "sla_watcher", &SlaWatcher.migrator()).await?;
+    // Two escalations with a delivery each: one never attempted, one delivered.
+    let clock_id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO clocks (id, key, subject_kind, subject_id, metric, partner_code, agreement_version, calendar_id,
+                             target_secs, warn_at, ladder, tracking_number, municipality_code, category_code, inputs,
+                             state, elapsed_secs, updated_at)
+         VALUES ($1, 'k', 'case', gen_random_uuid(), 'acknowledge', 'MEWA', 1, 'sa-gov', 3600,
+                 '[]', '[]', 'RUH-1', 'RIYADH', 'WATER_LEAK', '[]', 'breached', 0, now())",
+    )
+    .bind(clock_id)
+    .execute(&pool)
+    .await?;
+    let mut ids = Vec::new();
+    for level in [1, 2] {
+        let id = uuid::Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO escalations (id, clock_id, level, partner_code, subject_kind, subject_id, tracking_number,
+                                      metric, contact, agreement_version, raised_at, overdue_working_secs, overdue_wall_secs)
+             VALUES ($1, $2, $3, 'MEWA', 'case', gen_random_uuid(), 'RUH-1', 'acknowledge', 'focal point', 1, now(), 0, 0)",
+        )
+        .bind(id)
+        .bind(clock_id)
+        .bind(level)
+        .execute(&pool)
+        .await?;
+        let mut conn = pool.acquire().await?;
+        baladiya_sla_watcher::webhook::enqueue(
+            &mut conn,
+            id,
+            baladiya_sla_watcher::webhook::Delivery::Raised,
+            "https://mewa.example/hook",
+            b"{}",
+        )
+        .await?;
+        ids.push(id);
+    }
+    sqlx::query(
+        "UPDATE webhook_deliveries SET state = 'delivered', attempts = 1 WHERE escalation_id = $1",
+    )
+    .bind(ids[1])
+    .execute(&pool)
+    .await?;
+    let mut tx = pool.begin().await?;
+    let told_never_sent = baladiya_sla_watcher::webhook::withdraw(&mut tx, ids[0], b"{}").await?;
+    let told_delivered = baladiya_sla_watcher::webhook::withdraw(&mut tx, ids[1], b"{}").await?;
+    tx.commit().await?;
+    assert_eq!((told_never_sent, told_delivered), (false, true));
+    let rows: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(
+        "SELECT escalation_id, kind, state FROM webhook_deliveries ORDER BY escalation_id, kind",
+    )
+    .fetch_all(&pool)
+    .await?;
+    assert_eq!(
+        rows,
+        [
+            (ids[0], "raised".into(), "cancelled".into()),
+            (ids[1], "raised".into(), "delivered".into()),
+            (ids[1], "withdrawn".into(), "pending".into()),
+        ]
+    );
+    pool.close().await;
+    env.cleanup().await;
+    Ok(())
 }

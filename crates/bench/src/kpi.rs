@@ -336,6 +336,7 @@ impl Case {
             category_code: self.category.into(),
             priority: self.priority as i32,
             tracking_number: self.tracking.clone(),
+            version: 0,
         }
     }
 }

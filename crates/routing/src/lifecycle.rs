@@ -107,6 +107,7 @@ pub fn case_ref(c: &CaseRow, assignee: &str) -> Option<ev::CaseRef> {
         category_code: c.category_code.clone(),
         priority: c.priority,
         tracking_number: c.tracking_number.clone(),
+        version: c.version,
     })
 }
 

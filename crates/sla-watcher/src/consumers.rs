@@ -167,6 +167,7 @@ impl EventHandler for CaseClocks {
             at: event.occurred_at,
             assignee: case.assignee_code.clone(),
             report_received_at: received.as_ref().and_then(baladiya_proto::convert::instant),
+            seq: case.version,
         };
         let facts = SubjectFacts {
             tracking_number: case.tracking_number.clone(),
@@ -292,6 +293,18 @@ impl EventHandler for PartnerReplica {
                     })?;
                 let body = baladiya_partners::convert::body_from_proto(&a);
                 store::put_agreement(conn, &a.partner_code, a.version, effective, &body).await?;
+                let n = engine::recompute_partner_since(
+                    conn,
+                    &self.clock,
+                    &self.config,
+                    &a.partner_code,
+                    a.version,
+                    effective,
+                )
+                .await?;
+                if n > 0 {
+                    tracing::info!(partner = %a.partner_code, version = a.version, subjects = n, "clocks took the terms of a version effective at their start");
+                }
             }
             "sa.baladiya.partners.calendar.changed.v1" => {
                 let changed: partners::CalendarChanged = event.decode()?;

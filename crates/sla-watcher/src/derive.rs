@@ -20,7 +20,8 @@ use uuid::Uuid;
 
 use crate::clock::{Input, InputKind};
 
-/// A case lifecycle event, in the order applied at equal instants.
+/// A case lifecycle event. At equal instants the case's own order of steps
+/// ([`CaseEvent::seq`]) decides; this order only where that is unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum CaseEventKind {
     Routed,
@@ -79,6 +80,10 @@ pub struct CaseEvent {
     /// The assignee after the event (for a rejection: the body that rejected).
     pub assignee: String,
     pub report_received_at: Option<DateTime<Utc>>,
+    /// The case's version after the event (0: not known): an acknowledgement
+    /// stamped with the instant of a reroute belongs to whoever was assignee
+    /// when routing applied it.
+    pub seq: i64,
 }
 
 /// What a clock measures.
@@ -120,7 +125,7 @@ pub struct ClockSpec {
 /// The clocks of a case.
 pub fn case_clocks(case_id: Uuid, events: &[CaseEvent]) -> Vec<ClockSpec> {
     let mut sorted = events.to_vec();
-    sorted.sort_by_key(|e| (e.at, e.kind, e.id));
+    sorted.sort_by_key(|e| (e.at, e.seq, e.kind, e.id));
     sorted.dedup_by_key(|e| e.id);
     let mut clocks: BTreeMap<String, ClockSpec> = BTreeMap::new();
     let mut current: Option<(String, String)> = None; // (ack key, resolve key)
@@ -333,7 +338,56 @@ mod tests {
             at: DateTime::from_timestamp(1_775_000_000 + minute * 60, 0).expect("t"),
             assignee: assignee.into(),
             report_received_at: None,
+            seq: minute,
         }
+    }
+
+    #[test]
+    fn at_equal_instants_the_cases_own_order_decides_who_acknowledged() {
+        let case = Uuid::from_u128(8);
+        // Rerouted to MEWA and acknowledged by MEWA in the same minute: the
+        // acknowledgement came second in routing's order, so it is MEWA's,
+        // though acknowledgements sort before reroutes by kind.
+        let mut ack = event(CaseEventKind::Acknowledged, 10, "MEWA");
+        ack.seq = 3;
+        let mut reroute = event(CaseEventKind::Rerouted, 10, "MEWA");
+        reroute.seq = 2;
+        let mut routed = event(CaseEventKind::Routed, 0, "MOTLS");
+        routed.seq = 1;
+        let clocks = case_clocks(case, &[ack.clone(), reroute.clone(), routed.clone()]);
+        let ack_of = |partner: &str| {
+            clocks
+                .iter()
+                .find(|c| c.metric == Metric::Acknowledge && c.partner == partner)
+                .map(|c| c.inputs.iter().map(|i| i.kind).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            ack_of("MOTLS"),
+            Some(vec![InputKind::Start, InputKind::Cancel])
+        );
+        assert_eq!(
+            ack_of("MEWA"),
+            Some(vec![InputKind::Start, InputKind::Stop])
+        );
+        // The other way round in routing's order, MOTLS acknowledged first
+        // (its clock stops, then the reroute's cancel comes too late to count)
+        // and MEWA's clock runs.
+        let (mut ack, mut reroute) = (ack, reroute);
+        ack.seq = 2;
+        ack.assignee = "MOTLS".into();
+        reroute.seq = 3;
+        let clocks = case_clocks(case, &[reroute, ack, routed]);
+        let ack_of = |partner: &str| {
+            clocks
+                .iter()
+                .find(|c| c.metric == Metric::Acknowledge && c.partner == partner)
+                .map(|c| c.inputs.iter().map(|i| i.kind).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            ack_of("MOTLS"),
+            Some(vec![InputKind::Start, InputKind::Stop, InputKind::Cancel])
+        );
+        assert_eq!(ack_of("MEWA"), Some(vec![InputKind::Start]));
     }
 
     #[test]

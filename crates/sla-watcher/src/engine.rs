@@ -412,7 +412,27 @@ async fn recompute_subject_with(
         let old = existing.iter().find(|c| c.key == spec.key);
         let start = spec.inputs.iter().map(|i| i.at).min().unwrap_or(now);
         let mut row = match old {
-            Some(o) => o.clone(),
+            Some(o) => {
+                let mut row = o.clone();
+                // A version published late with an effective instant at or
+                // before the clock's start: its terms are the ones in force.
+                if cause == Cause::AgreementPublished
+                    && matches!(
+                        spec.metric,
+                        Metric::Acknowledge | Metric::Resolve | Metric::Clearance
+                    )
+                    && let Some((_, version, calendar_id, terms, ladder)) =
+                        new_clock(conn, replica, config, &spec, &facts, start).await?
+                    && version != row.agreement_version
+                {
+                    row.agreement_version = version;
+                    row.calendar_id = calendar_id;
+                    row.target_secs = terms.target.as_secs() as i64;
+                    row.warn_at = terms.warn_at;
+                    row.ladder = ladder;
+                }
+                row
+            }
             None => {
                 let Some((partner, version, calendar_id, terms, ladder)) =
                     new_clock(conn, replica, config, &spec, &facts, start).await?
@@ -526,6 +546,8 @@ pub enum Cause {
     SubjectEvent,
     /// A change of the calendar the clock runs on.
     CalendarChanged,
+    /// An agreement version published after clocks it governs had started.
+    AgreementPublished,
 }
 
 impl Cause {
@@ -533,6 +555,7 @@ impl Cause {
         match self {
             Self::SubjectEvent => ev::WithdrawalReason::LateEvent,
             Self::CalendarChanged => ev::WithdrawalReason::CalendarChanged,
+            Self::AgreementPublished => ev::WithdrawalReason::AgreementChanged,
         }
     }
 
@@ -541,6 +564,7 @@ impl Cause {
         match self {
             Self::SubjectEvent => "late_event",
             Self::CalendarChanged => "calendar_changed",
+            Self::AgreementPublished => "agreement_changed",
         }
     }
 }
@@ -594,32 +618,33 @@ async fn withdraw(
         .kind
         .strip_prefix("escalation:")
         .and_then(|l| l.parse::<i32>().ok())
+        && let Some(e) = store::withdraw_escalation(conn, c.id, level, cause.as_str(), now).await?
     {
-        if let Some(e) = store::withdraw_escalation(conn, c.id, level, cause.as_str(), now).await? {
-            let body = escalation_body(
-                "escalation.withdrawn",
-                c,
-                &e,
-                c.original_deadline.unwrap_or(t.due_at),
-                serde_json::json!({
-                    "withdrawn_at": now.to_rfc3339(),
-                    "reason": cause.as_str(),
-                }),
-            );
-            crate::webhook::withdraw(conn, e.id, &body).await?;
-            emit(conn, "escalation", "withdrawn", c, now, |meta| {
-                ev::EscalationWithdrawn {
-                    meta,
-                    escalation_id: e.id.to_string(),
-                    clock: clock_ref(c),
-                    level: level as u32,
-                    contact: e.contact.clone(),
-                    reason,
-                    raised_event_id: fired_event,
-                }
-            })
-            .await?;
-        }
+        // The deadline the escalation named: its breach.
+        let breach = e.raised_at - chrono::TimeDelta::seconds(e.overdue_wall_secs);
+        let body = escalation_body(
+            "escalation.withdrawn",
+            c,
+            &e,
+            breach,
+            serde_json::json!({
+                "withdrawn_at": now.to_rfc3339(),
+                "reason": cause.as_str(),
+            }),
+        );
+        crate::webhook::withdraw(conn, e.id, &body).await?;
+        emit(conn, "escalation", "withdrawn", c, now, |meta| {
+            ev::EscalationWithdrawn {
+                meta,
+                escalation_id: e.id.to_string(),
+                clock: clock_ref(c),
+                level: level as u32,
+                contact: e.contact.clone(),
+                reason,
+                raised_event_id: fired_event,
+            }
+        })
+        .await?;
     }
     store::unfire(conn, t).await?;
     tracing::info!(clock = %c.id, kind = %t.kind, due = %t.due_at, reason = cause.as_str(), "withdrew a firing that turned out wrong");
@@ -691,6 +716,34 @@ impl Failing {
         self.attempts.remove(&key);
         self.until.remove(&key);
     }
+}
+
+/// Recomputes the clocks of `partner` that started at or after
+/// `effective_from` under an older agreement version, after a version
+/// effective then was published: each takes the terms in force at its start.
+pub async fn recompute_partner_since(
+    conn: &mut PgConnection,
+    clock: &Clock,
+    config: &SlaConfig,
+    partner: &str,
+    version: i64,
+    effective_from: DateTime<Utc>,
+) -> Result<usize, HandlerError> {
+    let subjects = store::subjects_of_partner_since(conn, partner, version, effective_from).await?;
+    let mut replica = Replica::default();
+    for (kind, id) in &subjects {
+        recompute_subject_with(
+            conn,
+            &mut replica,
+            clock,
+            config,
+            kind,
+            *id,
+            Cause::AgreementPublished,
+        )
+        .await?;
+    }
+    Ok(subjects.len())
 }
 
 /// Fires every timer due by the clock's now that may fire (see

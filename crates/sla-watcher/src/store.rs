@@ -117,6 +117,7 @@ pub async fn add_case_event(
         &e.assignee,
         facts,
         e.report_received_at,
+        e.seq,
     )
     .await
 }
@@ -138,6 +139,7 @@ pub async fn add_application_event(
         &e.partner,
         facts,
         None,
+        0,
     )
     .await
 }
@@ -153,11 +155,12 @@ async fn add_event(
     party: &str,
     facts: &SubjectFacts,
     report_received_at: Option<DateTime<Utc>>,
+    seq: i64,
 ) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query(
         "INSERT INTO subject_events (event_id, subject_kind, subject_id, kind, at, assignee_code, tracking_number,
-                                     municipality_code, category_code, priority, report_received_at, target_days)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
+                                     municipality_code, category_code, priority, report_received_at, target_days, seq)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
     )
     .bind(event_id)
     .bind(subject_kind)
@@ -171,6 +174,7 @@ async fn add_event(
     .bind(facts.priority)
     .bind(report_received_at)
     .bind(facts.target_days)
+    .bind(seq)
     .execute(&mut *conn)
     .await?
     .rows_affected()
@@ -222,8 +226,8 @@ pub async fn case_events(
 ) -> Result<(Vec<CaseEvent>, Option<SubjectFacts>), sqlx::Error> {
     let rows = sqlx::query(
         "SELECT event_id, kind, at, assignee_code, tracking_number, municipality_code, category_code, priority,
-                report_received_at, target_days
-         FROM subject_events WHERE subject_kind = 'case' AND subject_id = $1 ORDER BY at, event_id",
+                report_received_at, target_days, seq
+         FROM subject_events WHERE subject_kind = 'case' AND subject_id = $1 ORDER BY at, seq, event_id",
     )
     .bind(case_id)
     .fetch_all(&mut *conn)
@@ -244,9 +248,29 @@ pub async fn case_events(
             at: r.try_get("at")?,
             assignee: r.try_get("assignee_code")?,
             report_received_at: r.try_get("report_received_at")?,
+            seq: r.try_get("seq")?,
         });
     }
     Ok((events, facts))
+}
+
+/// Subjects with a clock of `partner` started at or after `since` under a
+/// version older than `version`.
+pub async fn subjects_of_partner_since(
+    conn: &mut PgConnection,
+    partner: &str,
+    version: i64,
+    since: DateTime<Utc>,
+) -> Result<Vec<(String, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT DISTINCT subject_kind, subject_id FROM clocks
+         WHERE partner_code = $1 AND agreement_version < $2 AND agreement_version > 0 AND started_at >= $3",
+    )
+    .bind(partner)
+    .bind(version)
+    .bind(since)
+    .fetch_all(&mut *conn)
+    .await
 }
 
 /// Subjects with open clocks on a calendar.
@@ -387,6 +411,8 @@ pub async fn put_clock(conn: &mut PgConnection, c: &ClockRow) -> Result<(), sqlx
                              state, elapsed_secs, deadline, original_deadline, breached_at, started_at, ended_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
          ON CONFLICT (id) DO UPDATE SET inputs = EXCLUDED.inputs, state = EXCLUDED.state,
+           agreement_version = EXCLUDED.agreement_version, calendar_id = EXCLUDED.calendar_id,
+           target_secs = EXCLUDED.target_secs, warn_at = EXCLUDED.warn_at, ladder = EXCLUDED.ladder,
            elapsed_secs = EXCLUDED.elapsed_secs, deadline = EXCLUDED.deadline,
            original_deadline = EXCLUDED.original_deadline, breached_at = EXCLUDED.breached_at,
            started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at, updated_at = EXCLUDED.updated_at",

@@ -193,21 +193,23 @@ pub async fn enqueue(
 }
 
 /// Tells the partner an escalation is withdrawn, in the withdrawal's
-/// transaction: a delivery of it never attempted is cancelled (the partner
-/// never heard of it); otherwise, delivered, dead or in flight (the partner
-/// may have it), a signed withdrawal is queued. Returns whether one was.
+/// transaction: the escalation's delivery stops if still pending (an attempt
+/// in flight records nothing over it), and unless it was never attempted (the
+/// partner cannot have it) a signed withdrawal is queued. Returns whether one
+/// was.
 pub async fn withdraw(
     conn: &mut PgConnection,
     escalation_id: Uuid,
     body: &[u8],
 ) -> Result<bool, sqlx::Error> {
     let raised: Option<(String, bool)> = sqlx::query_as(
-        "WITH cancelled AS (
-             UPDATE webhook_deliveries SET state = 'cancelled', lease = NULL
-             WHERE escalation_id = $1 AND kind = 'raised' AND state = 'pending' AND attempts = 0 AND lease IS NULL
-             RETURNING id)
-         SELECT url, EXISTS (SELECT 1 FROM cancelled) FROM webhook_deliveries
-         WHERE escalation_id = $1 AND kind = 'raised'",
+        "WITH raised AS (
+             SELECT id, url, state, attempts, lease FROM webhook_deliveries
+             WHERE escalation_id = $1 AND kind = 'raised' FOR UPDATE),
+         cancelled AS (
+             UPDATE webhook_deliveries d SET state = 'cancelled', lease = NULL
+             FROM raised r WHERE d.id = r.id AND r.state = 'pending' RETURNING d.id)
+         SELECT url, (state = 'pending' AND attempts = 0 AND lease IS NULL) AS never_sent FROM raised",
     )
     .bind(escalation_id)
     .fetch_optional(&mut *conn)
