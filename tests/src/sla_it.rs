@@ -1660,3 +1660,108 @@ async fn withdrawing_an_escalation_never_sent_cancels_its_delivery_and_tells_nob
     env.cleanup().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calendar_change_recomputes_clocks_in_steps_and_a_failure_midway_loses_nothing()
+-> anyhow::Result<()> {
+    // 150 water leaks from Thursday 13:00: MEWA resolves within 3 working
+    // days, by Tuesday 13:00.
+    let s = Sla::start("2026-04-02 13:00").await?;
+    let at = s.platform.clock.now();
+    for _ in 0..150 {
+        publish_report_received(
+            &s.env,
+            &ReceivedReport {
+                report_id: uuid::Uuid::now_v7(),
+                category: "WATER_LEAK",
+                group: "water",
+                municipality: "RIYADH",
+                duplicate_of: None,
+                at,
+            },
+        )
+        .await?;
+    }
+    let pool = sqlx::PgPool::connect(&s.env.database_url()).await?;
+    let resolve_deadlines = || async {
+        let rows: Vec<(Option<DateTime<Utc>>,)> = sqlx::query_as(
+            "SELECT deadline FROM sla_watcher.clocks WHERE metric = 'resolve' AND partner_code = 'MEWA'",
+        )
+        .fetch_all(&pool)
+        .await?;
+        anyhow::Ok(rows.into_iter().map(|r| r.0).collect::<Vec<_>>())
+    };
+    eventually(60, "150 resolve clocks", || async {
+        let d = resolve_deadlines().await?;
+        Ok((d.len() == 150).then_some(()))
+    })
+    .await?;
+    assert!(
+        resolve_deadlines()
+            .await?
+            .iter()
+            .all(|d| *d == Some(riyadh("2026-04-07 13:00")))
+    );
+    // The watcher stops; its replica of sa-gov learns of a holiday on Monday
+    // 6 April, and the recomputation is asked for, as the partners event
+    // would have it.
+    s.platform.trigger_shutdown();
+    let Sla { platform, env, .. } = s;
+    platform.join().await?;
+    let watcher = baladiya_platform::db::schema_pool(&env.config().database, "sla_watcher")?;
+    let holiday = r#"[{"name": "Announced", "from": "2026-04-06", "to": "2026-04-06"}]"#;
+    sqlx::query(
+        "UPDATE calendars SET spec = jsonb_set(spec, '{holidays}', (spec -> 'holidays') || $1::jsonb),
+                              revision = revision + 1 WHERE id = 'sa-gov'",
+    )
+    .bind(holiday)
+    .execute(&watcher)
+    .await?;
+    let revision: i64 = sqlx::query_scalar("SELECT revision FROM calendars WHERE id = 'sa-gov'")
+        .fetch_one(&watcher)
+        .await?;
+    let mut conn = watcher.acquire().await?;
+    baladiya_sla_watcher::store::request_calendar_recompute(&mut conn, "sa-gov", revision, None)
+        .await?;
+    drop(conn);
+    let clock = baladiya_platform::clock::Clock::manual(riyadh("2026-04-02 14:00"));
+    let config = baladiya_sla_watcher::SlaConfig::default();
+    let step = || baladiya_sla_watcher::engine::recompute_calendar_step(&watcher, &clock, &config);
+    let moved = || async {
+        Ok::<_, anyhow::Error>(
+            resolve_deadlines()
+                .await?
+                .iter()
+                .filter(|d| **d == Some(riyadh("2026-04-08 13:00")))
+                .count(),
+        )
+    };
+    // A first step recomputes one batch and commits it with the cursor.
+    assert_eq!(step().await.map_err(|e| anyhow::anyhow!("{e}"))?, 100);
+    assert_eq!(moved().await?, 100);
+    // The second fails midway (the calendar is gone from the replica): it
+    // writes nothing, and the job stays where it was.
+    let spec: serde_json::Value =
+        sqlx::query_scalar("DELETE FROM calendars WHERE id = 'sa-gov' RETURNING spec")
+            .fetch_one(&watcher)
+            .await?;
+    assert!(step().await.is_err());
+    assert_eq!(moved().await?, 100);
+    sqlx::query("INSERT INTO calendars (id, spec, revision) VALUES ('sa-gov', $1, $2)")
+        .bind(&spec)
+        .bind(revision)
+        .execute(&watcher)
+        .await?;
+    // Resumed, it does the other 50 and ends the job.
+    assert_eq!(step().await.map_err(|e| anyhow::anyhow!("{e}"))?, 50);
+    assert_eq!(moved().await?, 150);
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM calendar_recomputes")
+        .fetch_one(&watcher)
+        .await?;
+    assert_eq!(jobs, 0);
+    assert_eq!(step().await.map_err(|e| anyhow::anyhow!("{e}"))?, 0);
+    watcher.close().await;
+    pool.close().await;
+    env.cleanup().await;
+    Ok(())
+}

@@ -318,11 +318,16 @@ impl EventHandler for PartnerReplica {
                     )));
                 }
                 store::put_calendar(conn, &record, proto.revision).await?;
-                let n =
-                    engine::recompute_calendar(conn, &self.clock, &self.config, &record.id).await?;
-                if n > 0 {
-                    tracing::info!(calendar = %record.id, subjects = n, "recomputed clocks after a calendar change");
-                }
+                // Clocks that ended before the first changed date keep their
+                // outcome; later ones (and open ones) are recomputed in steps.
+                let ended_since =
+                    chrono::NaiveDate::parse_from_str(&changed.affected_start_date, "%Y-%m-%d")
+                        .ok()
+                        .and_then(|d| d.pred_opt())
+                        .and_then(|d| d.and_hms_opt(0, 0, 0))
+                        .map(|d| d.and_utc());
+                store::request_calendar_recompute(conn, &record.id, proto.revision, ended_since)
+                    .await?;
             }
             _ => {}
         }

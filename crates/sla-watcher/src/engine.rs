@@ -651,18 +651,28 @@ async fn withdraw(
     Ok(())
 }
 
-/// Recomputes every open clock on a calendar after it changed.
-pub async fn recompute_calendar(
-    conn: &mut PgConnection,
+/// Subjects a calendar recomputation takes per transaction.
+const CALENDAR_BATCH: i64 = 100;
+
+/// Works through one step of a pending calendar recomputation (see
+/// [`store::request_calendar_recompute`]): the next batch of subjects on the
+/// calendar, recomputed in one transaction that also moves the job's cursor,
+/// so a failure redoes at most this batch. Returns how many subjects it
+/// recomputed; 0 when no job waits (or another replica holds each).
+pub async fn recompute_calendar_step(
+    pool: &sqlx::PgPool,
     clock: &Clock,
     config: &SlaConfig,
-    calendar_id: &str,
 ) -> Result<usize, HandlerError> {
-    let subjects = store::subjects_on_calendar(conn, calendar_id).await?;
+    let mut tx = pool.begin().await?;
+    let Some(job) = store::claim_calendar_recompute(&mut tx).await? else {
+        return Ok(0);
+    };
+    let subjects = store::calendar_subjects(&mut tx, &job, CALENDAR_BATCH).await?;
     let mut replica = Replica::default();
     for (kind, id) in &subjects {
         recompute_subject_with(
-            conn,
+            &mut tx,
             &mut replica,
             clock,
             config,
@@ -672,7 +682,18 @@ pub async fn recompute_calendar(
         )
         .await?;
     }
-    Ok(subjects.len())
+    let last = (subjects.len() as i64 == CALENDAR_BATCH)
+        .then(|| subjects.last())
+        .flatten();
+    store::advance_calendar_recompute(&mut tx, &job.calendar_id, last).await?;
+    tx.commit().await?;
+    baladiya_platform::events::outbox::committed(crate::SCHEMA);
+    timers_changed();
+    if last.is_none() {
+        tracing::info!(calendar = %job.calendar_id, "recomputed the clocks on a changed calendar");
+    }
+    // A finished job with no subjects still counts as progress.
+    Ok(subjects.len().max(1))
 }
 
 /// What the timer loop needs to decide what may fire.

@@ -4,8 +4,9 @@
 //!
 //! - [`clock`]: one clock computed from its inputs (pure; the edge rules);
 //! - [`derive`]: which clocks a case has, from its event log (pure);
-//! - [`engine`]: recomputation after events and calendar changes (which
-//!   withdraws whatever fired and turned out wrong), and firing durable
+//! - [`engine`]: recomputation after events and calendar changes (these in
+//!   resumable steps; both withdraw whatever fired and turned out wrong),
+//!   and firing durable
 //!   timers with `FOR UPDATE SKIP LOCKED` once the watcher knows every event
 //!   up to their instant;
 //! - [`consumers`]: case and application events with their producers'
@@ -305,6 +306,39 @@ async fn fire_timers(
     }
 }
 
+/// Works through calendar recomputations until shutdown: at once after a
+/// commit that may have asked for one (the wake-up of the timer loop), and
+/// every `poll` otherwise, backing off while one fails.
+async fn recompute_calendars(
+    pool: PgPool,
+    clock: Clock,
+    config: Arc<SlaConfig>,
+    poll: Duration,
+    mut stop: Shutdown,
+) {
+    let mut changed = baladiya_platform::wake::subscribe(engine::TIMERS_TOPIC);
+    let mut failures = 0u32;
+    loop {
+        let wait = match engine::recompute_calendar_step(&pool, &clock, &config).await {
+            Ok(0) => poll,
+            Ok(_) => {
+                failures = 0;
+                continue;
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %e, failures, "calendar recomputation step failed; it resumes from its last step");
+                Duration::from_millis((250u64 << failures.min(8)).min(60_000))
+            }
+        };
+        tokio::select! {
+            _ = stop.wait() => return,
+            _ = changed.changed(), if failures == 0 => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
 /// The SLA watcher module.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SlaWatcher;
@@ -392,9 +426,16 @@ impl ServiceModule for SlaWatcher {
                     consumers::applications_spec(),
                     consumers::ApplicationClocks {
                         clock: ctx.clock.clone(),
-                        config,
+                        config: config.clone(),
                     },
                 ),
+                Box::pin(recompute_calendars(
+                    ctx.pool.clone(),
+                    ctx.clock.clone(),
+                    config,
+                    Duration::from_secs(1),
+                    ctx.background_shutdown(),
+                )),
                 Box::pin(deliveries),
                 Box::pin(fire_timers(
                     knowledge,
