@@ -3,6 +3,10 @@
 //! migration), and every state-changing handler writes its row with
 //! [`Audit::record`] inside the transaction of the change. Admins read the
 //! logs through `baladiya.admin.v1.AuditService` ([`AuditAdmin`]).
+//!
+//! A row's `at` is when the change was recorded. A back-dated action (a
+//! partner's acknowledgement synced minutes after it happened) is written
+//! with [`Audit::record_action`], which notes when it happened beside it.
 
 use std::collections::BTreeMap;
 
@@ -44,13 +48,27 @@ impl Audit {
         at: DateTime<Utc>,
         target: &str,
     ) -> Result<(), ApiError> {
+        self.record_action(conn, at, at, target).await
+    }
+
+    /// Writes the audit row of an action on `target` that was recorded at
+    /// `recorded_at` and, as the caller says, happened at `occurred_at`; the
+    /// row notes `occurred_at` only where it is earlier.
+    pub async fn record_action(
+        &self,
+        conn: &mut PgConnection,
+        recorded_at: DateTime<Utc>,
+        occurred_at: DateTime<Utc>,
+        target: &str,
+    ) -> Result<(), ApiError> {
         let c = &self.caller;
         sqlx::query(
-            "INSERT INTO audit_events (id, at, actor, role, partner, municipality, channel, rpc, target)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO audit_events (id, at, occurred_at, actor, role, partner, municipality, channel, rpc, target)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(Uuid::now_v7())
-        .bind(at)
+        .bind(recorded_at)
+        .bind((occurred_at < recorded_at).then_some(occurred_at))
         .bind(&c.subject)
         .bind(c.role.to_string())
         .bind(c.partner.as_deref().unwrap_or_default())
@@ -82,6 +100,7 @@ impl AuditAdmin {
 type Row = (
     Uuid,
     DateTime<Utc>,
+    Option<DateTime<Utc>>,
     String,
     String,
     String,
@@ -128,7 +147,7 @@ impl baladiya_proto::admin::v1::audit_service_server::AuditService for AuditAdmi
             return Err(ApiError::internal(&"checked request lost a field").into());
         };
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, at, actor, role, partner, municipality, channel, rpc, target
+            "SELECT id, at, occurred_at, actor, role, partner, municipality, channel, rpc, target
                FROM audit_events
               WHERE ($1 = '' OR actor = $1)
                 AND ($2 = '' OR target = $2)
@@ -153,10 +172,22 @@ impl baladiya_proto::admin::v1::audit_service_server::AuditService for AuditAdmi
             events: rows
                 .into_iter()
                 .map(
-                    |(id, at, actor, role, partner, municipality, channel, rpc, target)| {
+                    |(
+                        id,
+                        at,
+                        occurred_at,
+                        actor,
+                        role,
+                        partner,
+                        municipality,
+                        channel,
+                        rpc,
+                        target,
+                    )| {
                         pb::AuditEvent {
                             id: id.to_string(),
                             at: Some(baladiya_proto::convert::timestamp(at)),
+                            occurred_at: occurred_at.map(baladiya_proto::convert::timestamp),
                             actor,
                             role,
                             partner_code: partner,

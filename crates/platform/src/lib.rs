@@ -8,6 +8,7 @@
 //! | [`error`] | the one mapping from errors to gRPC status codes |
 //! | [`db`] | a pool pinned to the service's schema and embedded migrations |
 //! | [`events`] | CloudEvents over JetStream, the outbox relay, idempotent consumers |
+//! | [`backdating`] | how far in the past a caller may say its action happened |
 //! | [`idempotency`] | `request_id` handling for creates |
 //! | [`paging`] | opaque, tamper-checked page tokens |
 //! | [`geo`] | points, polygons, distances |
@@ -20,6 +21,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod backdating;
 pub mod clock;
 pub mod config;
 pub mod db;
