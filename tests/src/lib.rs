@@ -38,7 +38,11 @@ mod server_it;
 #[cfg(test)]
 mod sla_it;
 #[cfg(test)]
+mod sla_oracle_it;
+#[cfg(test)]
 mod stories_it;
+#[cfg(test)]
+mod watermark_it;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

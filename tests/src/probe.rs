@@ -130,7 +130,9 @@ pub async fn write_note(
         .execute(&mut *conn)
         .await?;
     let event_id = Uuid::now_v7();
-    let now = clock.now();
+    let now = outbox::fenced_now(conn, clock)
+        .await
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
     let payload = pb::NoteWritten {
         meta: Some(baladiya_proto::events::v1::EventMeta {
             event_id: event_id.to_string(),

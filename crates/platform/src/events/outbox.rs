@@ -56,6 +56,25 @@ pub async fn noting_enqueues<F: std::future::Future>(work: F) -> (F::Output, boo
         .await
 }
 
+/// Takes the outbox fence of the connection's schema (shared, until the
+/// transaction ends) and then reads `clock`: the instant a writer of a stream
+/// with watermarks stamps its events with. A watermark never claims an event
+/// stamped this way before it is on the stream (see
+/// [`super::watermark`]); one stamped from a clock read before the fence is
+/// covered only while the gap is under `events.watermark_margin_ms`, since a
+/// writer can wait at the fence behind a relay's cut.
+pub async fn fenced_now(
+    conn: &mut PgConnection,
+    clock: &Clock,
+) -> Result<DateTime<Utc>, EventError> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock_shared(hashtext('baladiya_outbox_fence.' || current_schema()))",
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(clock.now())
+}
+
 /// Writes `event` to the outbox of the connection's schema, inside the
 /// caller's transaction; call [`committed`] after the commit.
 pub async fn enqueue(conn: &mut PgConnection, event: &OutboundEvent) -> Result<(), EventError> {

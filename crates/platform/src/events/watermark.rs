@@ -8,9 +8,10 @@
 //! A stream with a watermark subject ([`StreamSpec::watermark`]) has its
 //! relay, in each round, take a *cut* before reading the outbox:
 //!
-//! 1. Every writer takes the schema's *fence* in shared mode in the statement
-//!    that writes its first outbox row ([`super::outbox::enqueue`]), and holds
-//!    it until its transaction ends.
+//! 1. Every writer takes the schema's *fence* in shared mode before it reads
+//!    the clock it stamps its events with ([`super::outbox::fenced_now`]; the
+//!    outbox insert, [`super::outbox::enqueue`], takes it too), and holds it
+//!    until its transaction ends.
 //! 2. The relay passes the fence in exclusive mode and lets go at once
 //!    ([`barrier`]): this waits until every writer that holds it has
 //!    committed or rolled back. Then it reads its clock, `t`, and only then
@@ -34,11 +35,14 @@
 //! - *Clock skew between replicas.* A writer's clock may be behind the
 //!   relay's: `margin` (`events.watermark_margin_ms`) must exceed the skew
 //!   the deployment allows (NTP keeps Kubernetes nodes within milliseconds).
-//! - *A writer slow between reading its clock and writing its event* (it
-//!   read the clock before the barrier and took the fence after it): covered
-//!   while that gap is under `margin` less the skew. A relay that reads a
-//!   row recorded before a watermark it already published counts it in
-//!   `baladiya_outbox_late_events` and logs it.
+//! - *A writer that read its clock before taking the fence* (a stamp taken
+//!   with `clock.now()` rather than `fenced_now`): it can wait at the fence
+//!   behind a relay's cut, which itself waits for a slow writer, so its gap
+//!   is unbounded; it is covered only while the gap stays under `margin`
+//!   less the skew. Writers of streams with watermarks stamp with
+//!   `fenced_now`. A relay that reads a row recorded before a watermark it
+//!   already published counts it in `baladiya_outbox_late_events` and logs
+//!   it (`watermark_it` shows both).
 //!
 //! What no watermark can cover, and the SLA watcher corrects instead of
 //! waiting for: an action the writer records with an earlier `occurred_at`
