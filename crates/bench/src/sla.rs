@@ -28,7 +28,12 @@
 //!    Clock ids are v7-shaped and increase with n, like the watcher's own
 //!    ids, so the load appends to the indexes. `VACUUM (ANALYZE)` then leaves
 //!    the tables as autovacuum would after such a load.
-//! 3. The burst. The watcher starts alone on that database. Once it is ready:
+//! 3. The burst. The watcher starts on that database, with routing in a
+//!    process of its own beside it: the watcher fires a case's timer only
+//!    once routing's low watermark (published every
+//!    `events.watermark_interval_ms` while routing is idle) has passed the
+//!    due instant, so the lag includes waiting for it, as in production.
+//!    Once the watcher is ready:
 //!    - a plain NATS subscriber here listens on
 //!      `<namespace>.baladiya.sla.clock.breached.>`;
 //!    - one transaction moves the 10,000 parked clocks so that their
@@ -270,7 +275,10 @@ async fn measure_on(env: &Env, database: &str, namespace: &str) -> anyhow::Resul
         thousands(pending_timers)
     );
 
-    // 3. The watcher alone, and the burst.
+    // 3. The watcher, and the burst. Routing runs beside it in a process of
+    // its own: the watcher fires a case's timers only once routing's
+    // watermark has passed them, so the figure includes that wait.
+    let routing = Platform::start(env, "routing", database, namespace).await?;
     let starting = Instant::now();
     let watcher = Platform::start(env, "sla-watcher", database, namespace).await?;
     let ready_s = starting.elapsed().as_secs_f64();
@@ -296,6 +304,7 @@ async fn measure_on(env: &Env, database: &str, namespace: &str) -> anyhow::Resul
         .await?;
     rss.push(watcher.resident_mib()?);
     watcher.stop().await;
+    routing.stop().await;
 
     // 4. The figures.
     let peak = rss.iter().copied().fold(0.0, f64::max);
