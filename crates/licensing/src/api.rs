@@ -2,6 +2,7 @@
 
 use baladiya_platform::audit::Audit;
 use baladiya_platform::auth::{CallerIdentity, Role, caller};
+use baladiya_platform::backdating::BackdatingBound;
 use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, ErrorKind, Violations};
 use baladiya_platform::events::{EventType, OutboundEvent, outbox};
@@ -31,6 +32,8 @@ pub struct LicensingApi {
     pub tokens: PageTokens,
     pub pseudonym_key: Vec<u8>,
     pub suspend_on_critical: bool,
+    /// How far before now an inspection may be said to have happened.
+    pub backdating: BackdatingBound,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -151,7 +154,9 @@ fn type_proto(t: &LicenseType) -> pb::LicenseType {
     }
 }
 
-/// Puts an event in the outbox.
+/// Puts an event in the outbox: it happened at `at` and was recorded at
+/// `recorded_at`, which the event carries where it is later (an inspection
+/// recorded after it took place, an expiry found by the sweep).
 #[allow(clippy::too_many_arguments)]
 async fn emit<M: prost::Message + prost::Name>(
     conn: &mut PgConnection,
@@ -161,6 +166,7 @@ async fn emit<M: prost::Message + prost::Name>(
     scope: &str,
     subject: &str,
     at: DateTime<Utc>,
+    recorded_at: DateTime<Utc>,
     payload: impl FnOnce(Option<EventMeta>) -> M,
 ) -> Result<(), ApiError> {
     let id = Uuid::now_v7();
@@ -177,7 +183,8 @@ async fn emit<M: prost::Message + prost::Name>(
         subject,
         at,
         &payload(meta),
-    );
+    )
+    .recorded(recorded_at);
     outbox::enqueue(conn, &out)
         .await
         .map_err(|e| ApiError::internal(&e))
@@ -252,6 +259,7 @@ impl LicensingApi {
             &a.license_type_code,
             &a.id.to_string(),
             now,
+            now,
             |meta| ev::ApplicationStep {
                 meta,
                 application: application_ref(&a, &t),
@@ -269,12 +277,14 @@ impl LicensingApi {
     }
 }
 
-/// Puts a license event (issued, renewed, suspended, expired) in the outbox.
+/// Puts a license event (issued, renewed, suspended, expired) in the outbox:
+/// it happened at `at`, and was recorded at `recorded_at`.
 async fn license_changed(
     conn: &mut PgConnection,
     event: &'static str,
     l: &LicenseRow,
     at: DateTime<Utc>,
+    recorded_at: DateTime<Utc>,
 ) -> Result<(), ApiError> {
     emit(
         conn,
@@ -284,6 +294,7 @@ async fn license_changed(
         &l.license_type_code,
         &l.number,
         at,
+        recorded_at,
         |meta| ev::LicenseChanged {
             meta,
             license_number: l.number.clone(),
@@ -307,7 +318,7 @@ pub async fn expire(pool: &PgPool, clock: &Clock) -> Result<usize, ApiError> {
     let due = store::expired(&mut tx, now, 100).await?;
     for l in &due {
         store::set_license_status(&mut tx, &l.number, "expired", None).await?;
-        license_changed(&mut tx, "expired", l, l.valid_to).await?;
+        license_changed(&mut tx, "expired", l, l.valid_to, now).await?;
     }
     tx.commit().await?;
     outbox::committed(crate::SCHEMA);
@@ -413,6 +424,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
             &a.municipality_code,
             &a.license_type_code,
             &a.id.to_string(),
+            now,
             now,
             |meta| ev::ApplicationStep {
                 meta,
@@ -715,7 +727,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         store::update_application(&mut tx, &a)
             .await
             .map_err(ApiError::from)?;
-        license_changed(&mut tx, "issued", &l, now).await?;
+        license_changed(&mut tx, "issued", &l, now, now).await?;
         audit.record(&mut tx, now, &l.number).await?;
         tx.commit().await.map_err(ApiError::from)?;
         outbox::committed(crate::SCHEMA);
@@ -786,7 +798,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         store::set_license_status(&mut tx, &old.number, "renewed", None)
             .await
             .map_err(ApiError::from)?;
-        license_changed(&mut tx, "renewed", &new, now).await?;
+        license_changed(&mut tx, "renewed", &new, now, now).await?;
         let response = license_proto(&new);
         idempotency::complete(&mut tx, "RenewLicense", &req.request_id, &response).await?;
         audit.record(&mut tx, now, &new.number).await?;
@@ -821,7 +833,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         store::set_license_status(&mut tx, &l.number, "suspended", Some(req.reason.trim()))
             .await
             .map_err(ApiError::from)?;
-        license_changed(&mut tx, "suspended", &l, now).await?;
+        license_changed(&mut tx, "suspended", &l, now, now).await?;
         let l = store::license(&mut tx, &req.number, false)
             .await
             .map_err(ApiError::from)?
@@ -863,12 +875,18 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
                 "is required for a failed item",
             );
         }
+        // When it happened: unset means now; a given instant lies within the
+        // back-dating bound, so nobody moves a result into a period already
+        // reported.
+        let now = self.clock.now();
         let at = match req.inspected_at.as_ref().map(instant) {
-            None => self.clock.now(),
-            Some(Some(t)) if t <= self.clock.now() => t,
-            Some(_) => {
-                v.add("inspected_at", "must be a valid instant, not in the future");
-                self.clock.now()
+            None => now,
+            Some(Some(t)) => v
+                .absorb(self.backdating.check("inspected_at", t, now))
+                .map_or(now, |()| t),
+            Some(None) => {
+                v.add("inspected_at", "is not a valid timestamp");
+                now
             }
         };
         v.finish()?;
@@ -930,6 +948,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
             compliant,
             &items,
             at,
+            now,
             suspend,
         )
         .await
@@ -943,7 +962,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
             )
             .await
             .map_err(ApiError::from)?;
-            license_changed(&mut tx, "suspended", &license, at).await?;
+            license_changed(&mut tx, "suspended", &license, at, now).await?;
         }
         emit(
             &mut tx,
@@ -953,6 +972,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
             &req.activity,
             &id.to_string(),
             at,
+            now,
             |meta| ev::FacilityInspectionRecorded {
                 meta,
                 inspection_id: id.to_string(),
@@ -979,6 +999,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
             inspected_at: Some(timestamp(at)),
             suspended_license: suspend,
             municipality_code: license.municipality_code.clone(),
+            recorded_at: Some(timestamp(now)),
         };
         idempotency::complete(
             &mut tx,
@@ -988,7 +1009,7 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         )
         .await?;
         audit
-            .record(&mut tx, self.clock.now(), &id.to_string())
+            .record_action(&mut tx, now, at, &id.to_string())
             .await?;
         tx.commit().await.map_err(ApiError::from)?;
         outbox::committed(crate::SCHEMA);

@@ -21,6 +21,7 @@ use std::time::Duration;
 use baladiya_platform::app::{
     BackgroundTask, ServiceContext, ServiceModule, StartError, seed_error,
 };
+use baladiya_platform::backdating::{BackdatingBound, DEFAULT_MAX_BACKDATE_SECS};
 use baladiya_platform::clock::Clock;
 use baladiya_platform::config::{
     Environment, KeyError, Secret, SectionHandler, ServiceConfig, hex_bytes,
@@ -48,6 +49,11 @@ pub struct LicensingConfig {
     pub suspend_on_critical: bool,
     /// How often to look for licenses past validity and grace, in seconds.
     pub expiry_check_secs: u64,
+    /// How far before licensing's clock a caller may say a facility
+    /// inspection happened (`inspected_at`), in seconds: 0 to 604800 (7
+    /// days). Older results are refused, so nobody moves an inspection into a
+    /// period whose compliance is already reported.
+    pub max_backdate_secs: u64,
 }
 
 impl Default for LicensingConfig {
@@ -56,6 +62,7 @@ impl Default for LicensingConfig {
             pseudonym_key: Secret::new(DEV_PSEUDONYM_KEY),
             suspend_on_critical: true,
             expiry_check_secs: 60,
+            max_backdate_secs: DEFAULT_MAX_BACKDATE_SECS,
         }
     }
 }
@@ -85,6 +92,10 @@ impl ServiceConfig for LicensingConfig {
                 message: "must be at least 1".into(),
             });
         }
+        errors.extend(BackdatingBound::validate_config(
+            "max_backdate_secs",
+            self.max_backdate_secs,
+        ));
         errors
     }
 }
@@ -163,6 +174,7 @@ impl ServiceModule for LicensingService {
                         tokens: ctx.config.server.page_tokens(),
                         pseudonym_key: hex_bytes(config.pseudonym_key.expose()).unwrap_or_default(),
                         suspend_on_critical: config.suspend_on_critical,
+                        backdating: BackdatingBound::seconds(config.max_backdate_secs),
                     })
                     .max_decoding_message_size(ctx.config.server.max_request_bytes),
                 ),

@@ -360,6 +360,8 @@ pub async fn expired(
     .collect()
 }
 
+/// Records a compliance inspection that happened at `at` and was recorded at
+/// `recorded_at`.
 #[allow(clippy::too_many_arguments)]
 pub async fn insert_facility_inspection(
     conn: &mut PgConnection,
@@ -371,12 +373,13 @@ pub async fn insert_facility_inspection(
     compliant: bool,
     items: &serde_json::Value,
     at: DateTime<Utc>,
+    recorded_at: DateTime<Utc>,
     suspended: bool,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO facility_inspections (id, license_number, activity, operator_code, private_operator, compliant,
-                                           items, inspected_at, suspended_license, municipality_code)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                           items, inspected_at, recorded_at, suspended_license, municipality_code)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(id)
     .bind(&license.number)
@@ -386,6 +389,7 @@ pub async fn insert_facility_inspection(
     .bind(compliant)
     .bind(items)
     .bind(at)
+    .bind(recorded_at)
     .bind(suspended)
     .bind(&license.municipality_code)
     .execute(&mut *conn)

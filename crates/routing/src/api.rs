@@ -185,8 +185,15 @@ impl RoutingApi {
         )
         .await?;
         let history = store::history(&mut tx, id).await.map_err(ApiError::from)?;
+        // The step's instant is when the action happened; the row's, when
+        // it was recorded.
         audit
-            .record(&mut tx, self.clock.now(), &id.to_string())
+            .record_action(
+                &mut tx,
+                self.clock.now(),
+                case.last_step_at,
+                &id.to_string(),
+            )
             .await?;
         tx.commit().await.map_err(ApiError::from)?;
         outbox::committed(crate::SCHEMA);

@@ -103,6 +103,7 @@ impl RouteReports {
                     &case.assignee_code,
                     id,
                     received_at,
+                    received_at,
                     &payload,
                 )
                 .await
@@ -175,6 +176,9 @@ impl RouteReports {
             },
         )
         .await?;
+        // Routed at the report's receipt, with no recorded time of its own:
+        // no clock of the case existed before this event, so nothing the SLA
+        // watcher fired can be wrong for want of it.
         let id = Uuid::now_v7();
         let payload = ev::CaseRouted {
             meta: meta(id, case.id, received_at),
@@ -188,6 +192,7 @@ impl RouteReports {
             &case,
             &case.assignee_code,
             id,
+            received_at,
             received_at,
             &payload,
         )

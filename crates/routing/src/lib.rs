@@ -25,6 +25,7 @@ use std::time::Duration;
 use baladiya_platform::app::{
     BackgroundTask, ServiceContext, ServiceModule, StartError, seed_error,
 };
+use baladiya_platform::backdating::{BackdatingBound, DEFAULT_MAX_BACKDATE_SECS};
 use baladiya_platform::clock::Clock;
 use baladiya_platform::config::{Environment, KeyError, SectionHandler, ServiceConfig};
 use baladiya_platform::events::{StreamSpec, outbox, streams};
@@ -50,6 +51,11 @@ pub struct RoutingConfig {
     pub auto_close_after_days: u32,
     /// How often to look for quiet resolved cases, in seconds.
     pub auto_close_check_secs: u64,
+    /// How far before routing's clock a caller may say a case action happened
+    /// (`CaseAction.occurred_at`), in seconds: 0 to 604800 (7 days). Partner
+    /// systems that sync every few minutes send the true instant; anything
+    /// older is refused, so nobody rewrites a clock's record after the fact.
+    pub max_backdate_secs: u64,
 }
 
 impl Default for RoutingConfig {
@@ -58,6 +64,7 @@ impl Default for RoutingConfig {
             reopen_within_days: 14,
             auto_close_after_days: 7,
             auto_close_check_secs: 60,
+            max_backdate_secs: DEFAULT_MAX_BACKDATE_SECS,
         }
     }
 }
@@ -85,6 +92,10 @@ impl ServiceConfig for RoutingConfig {
                 message: "must be at least 1".into(),
             });
         }
+        errors.extend(BackdatingBound::validate_config(
+            "max_backdate_secs",
+            self.max_backdate_secs,
+        ));
         errors
     }
 }
@@ -189,6 +200,7 @@ impl ServiceModule for RoutingService {
             let config: RoutingConfig = ctx.section()?;
             let limits = Limits {
                 reopen_within: chrono::Duration::days(i64::from(config.reopen_within_days)),
+                backdating: BackdatingBound::seconds(config.max_backdate_secs),
             };
             mounted.add(
                 ctx.protect(

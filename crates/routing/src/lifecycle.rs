@@ -1,8 +1,16 @@
 //! One transition of a case, as every caller performs it: lock the case, check
 //! who is acting, the state, the etag and the instant, write the new state and
 //! the history entry, and emit the event, all in the caller's transaction.
+//!
+//! The instant is the caller's `occurred_at` (a partner system syncing every
+//! few minutes sends when the action really happened) or routing's clock. A
+//! given instant must lie within [`Limits::backdating`] before the clock and not
+//! before the case's previous step; the history entry keeps it beside when it
+//! was recorded, and the event carries both (`baladiya-recordedtime`), so the
+//! SLA watcher can correct what it fired before it knew of the action.
 
 use baladiya_platform::auth::{CallerIdentity, Role};
+use baladiya_platform::backdating::BackdatingBound;
 use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, ErrorKind};
 use baladiya_platform::events::{EventType, OutboundEvent, outbox};
@@ -36,6 +44,8 @@ pub struct Step {
 pub struct Limits {
     /// A resolved case may be reopened for this long.
     pub reopen_within: Duration,
+    /// How far before now a caller may say an action happened.
+    pub backdating: BackdatingBound,
 }
 
 /// Who is acting: a caller, or the platform itself (automatic close).
@@ -111,7 +121,10 @@ pub fn case_ref(c: &CaseRow, assignee: &str) -> Option<ev::CaseRef> {
     })
 }
 
-/// Puts a case event in the outbox.
+/// Puts a case event in the outbox, marked as recorded at `recorded_at`
+/// where that is later than when it happened (`at`): an action a caller
+/// back-dated. Events of the platform's own making pass `at` for both.
+#[allow(clippy::too_many_arguments)]
 pub async fn emit<M: prost::Message + prost::Name>(
     conn: &mut PgConnection,
     event: &'static str,
@@ -119,6 +132,7 @@ pub async fn emit<M: prost::Message + prost::Name>(
     assignee: &str,
     id: Uuid,
     at: DateTime<Utc>,
+    recorded_at: DateTime<Utc>,
     payload: &M,
 ) -> Result<(), ApiError> {
     let kind = EventType::new("routing", "case", event);
@@ -130,7 +144,8 @@ pub async fn emit<M: prost::Message + prost::Name>(
         case.id.to_string(),
         at,
         payload,
-    );
+    )
+    .recorded(recorded_at);
     outbox::enqueue(conn, &out)
         .await
         .map_err(|e| ApiError::internal(&e))
@@ -190,13 +205,13 @@ pub async fn apply(
             case.status.as_str()
         )));
     };
-    let at = step.occurred_at.unwrap_or(now);
-    if at > now {
-        return Err(ApiError::invalid_field(
-            "action.occurred_at",
-            "must not be in the future",
-        ));
-    }
+    let at = match step.occurred_at {
+        Some(at) => {
+            limits.backdating.check("action.occurred_at", at, now)?;
+            at
+        }
+        None => now,
+    };
     if at < case.last_step_at {
         return Err(ApiError::invalid_field(
             "action.occurred_at",
@@ -284,6 +299,7 @@ pub async fn apply(
                 assignee,
                 event_id,
                 at,
+                now,
                 &ev::CaseAcknowledged {
                     meta: m,
                     case: case_ref(&next, assignee),
@@ -299,6 +315,7 @@ pub async fn apply(
                 assignee,
                 event_id,
                 at,
+                now,
                 &ev::CaseWorkStarted {
                     meta: m,
                     case: case_ref(&next, assignee),
@@ -312,7 +329,7 @@ pub async fn apply(
                 case: case_ref(&next, assignee),
                 reason: step.note.clone(),
             };
-            emit(conn, "put_on_hold", &next, assignee, event_id, at, &p).await?
+            emit(conn, "put_on_hold", &next, assignee, event_id, at, now, &p).await?
         }
         Action::Resume => {
             emit(
@@ -322,6 +339,7 @@ pub async fn apply(
                 assignee,
                 event_id,
                 at,
+                now,
                 &ev::CaseResumed {
                     meta: m,
                     case: case_ref(&next, assignee),
@@ -336,7 +354,7 @@ pub async fn apply(
                 resolution: step.note.clone(),
                 proof_uris: step.proof_uris.clone(),
             };
-            emit(conn, "resolved", &next, assignee, event_id, at, &p).await?
+            emit(conn, "resolved", &next, assignee, event_id, at, now, &p).await?
         }
         Action::Reject => {
             // The event names the body that sent the case back.
@@ -353,6 +371,7 @@ pub async fn apply(
                 &case.assignee_code,
                 event_id,
                 at,
+                now,
                 &p,
             )
             .await?
@@ -364,7 +383,7 @@ pub async fn apply(
                 previous_assignee_code: case.assignee_code.clone(),
                 reason: step.note.clone(),
             };
-            emit(conn, "rerouted", &next, assignee, event_id, at, &p).await?
+            emit(conn, "rerouted", &next, assignee, event_id, at, now, &p).await?
         }
         Action::Reopen => {
             let p = ev::CaseReopened {
@@ -372,7 +391,7 @@ pub async fn apply(
                 case: case_ref(&next, assignee),
                 reason: step.note.clone(),
             };
-            emit(conn, "reopened", &next, assignee, event_id, at, &p).await?
+            emit(conn, "reopened", &next, assignee, event_id, at, now, &p).await?
         }
         Action::Close => {
             let p = ev::CaseClosed {
@@ -380,7 +399,7 @@ pub async fn apply(
                 case: case_ref(&next, assignee),
                 automatic: matches!(by, By::System),
             };
-            emit(conn, "closed", &next, assignee, event_id, at, &p).await?
+            emit(conn, "closed", &next, assignee, event_id, at, now, &p).await?
         }
     }
     Ok(next)

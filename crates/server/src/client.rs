@@ -539,10 +539,13 @@ fn case_detail(c: &routing::Case) -> String {
         out.push_str(&format!("resolution: {}\n", c.resolution));
     }
     out.push('\n');
-    let mut t = Table::new(&["when", "action", "to", "assignee", "actor", "note"]);
+    let mut t = Table::new(&[
+        "when", "recorded", "action", "to", "assignee", "actor", "note",
+    ]);
     for h in &c.history {
         t.row(vec![
             render::time(h.occurred_at.as_ref()),
+            render::recorded_if_later(h.occurred_at.as_ref(), h.recorded_at.as_ref()),
             h.action.clone(),
             enum_word(h.to_status().as_str_name(), "CASE_STATUS_"),
             or_dash(&h.assignee_code),

@@ -102,6 +102,22 @@ pub fn time(t: Option<&prost_types::Timestamp>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// When a step was recorded, where that shows a later second than when it
+/// happened (an action back-dated within the service's bound); empty otherwise.
+pub fn recorded_if_later(
+    occurred: Option<&prost_types::Timestamp>,
+    recorded: Option<&prost_types::Timestamp>,
+) -> String {
+    let second = |t: Option<&prost_types::Timestamp>| {
+        t.and_then(baladiya_proto::convert::instant)
+            .map(|t| t.timestamp())
+    };
+    match (second(occurred), second(recorded)) {
+        (Some(o), Some(r)) if r > o => time(recorded),
+        _ => String::new(),
+    }
+}
+
 /// A duration as hours and minutes, or `-`.
 pub fn duration(d: Option<&prost_types::Duration>) -> String {
     d.map(|d| {
@@ -142,6 +158,22 @@ mod tests {
         t.row(vec!["X".into(), "y".into()]);
         assert_eq!(t.render(), "code     name\nPOTHOLE  حفرة\nX        y\n");
         assert_eq!(Table::new(&["a"]).render(), "a\n(none)\n");
+    }
+
+    #[test]
+    fn recorded_time_shows_only_when_a_later_second() {
+        let at = |seconds, nanos| Some(prost_types::Timestamp { seconds, nanos });
+        let t = 1_764_489_600;
+        assert_eq!(
+            recorded_if_later(at(t, 0).as_ref(), at(t + 300, 0).as_ref()),
+            "2025-11-30T08:05:00Z"
+        );
+        assert_eq!(
+            recorded_if_later(at(t, 0).as_ref(), at(t, 900_000_000).as_ref()),
+            ""
+        );
+        assert_eq!(recorded_if_later(at(t, 0).as_ref(), None), "");
+        assert_eq!(recorded_if_later(None, at(t, 0).as_ref()), "");
     }
 
     #[test]
