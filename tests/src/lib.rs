@@ -36,6 +36,8 @@ mod security_it;
 #[cfg(test)]
 mod server_it;
 #[cfg(test)]
+mod sla_faults_it;
+#[cfg(test)]
 mod sla_it;
 #[cfg(test)]
 mod sla_oracle_it;

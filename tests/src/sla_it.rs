@@ -669,6 +669,7 @@ async fn two_replicas_fire_ten_thousand_timers_once_and_an_aborted_firing_loses_
             applications: Some(clock.now()),
         },
         max_hold: std::time::Duration::from_secs(600),
+        watching_since: clock.now(),
     };
     let replicas = (0..2).map(|_| {
         let (pool, clock) = (pool.clone(), clock.clone());

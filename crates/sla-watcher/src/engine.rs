@@ -704,6 +704,23 @@ pub struct FireRules {
     /// How long a due timer waits for complete knowledge before it fires
     /// anyway, marked provisional (`sla.max_hold_secs`).
     pub max_hold: Duration,
+    /// When this watcher started watching: the hold counts from the later
+    /// of a timer's due instant and this, so a watcher that was itself down
+    /// first catches up on its consumers instead of firing everything due
+    /// while it was away as provisional.
+    pub watching_since: DateTime<Utc>,
+}
+
+impl FireRules {
+    /// Timers due at or before this instant may fire provisional at `now`.
+    pub fn held_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let hold = chrono::TimeDelta::from_std(self.max_hold).unwrap_or(chrono::TimeDelta::MAX);
+        match now.checked_sub_signed(hold) {
+            Some(until) if self.watching_since <= until => until,
+            // Not watching for a whole hold yet (or a hold past any instant).
+            _ => DateTime::UNIX_EPOCH,
+        }
+    }
 }
 
 /// Timers that failed to fire lately, kept out of the next rounds for a
@@ -781,8 +798,7 @@ pub async fn fire_due(
     let mut total = 0;
     loop {
         let now = clock.now();
-        let held_until =
-            now - chrono::TimeDelta::from_std(rules.max_hold).unwrap_or(chrono::TimeDelta::MAX);
+        let held_until = rules.held_until(now);
         let mut tx = pool.begin().await?;
         let due = store::claim_due(
             &mut tx,

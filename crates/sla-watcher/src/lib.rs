@@ -260,9 +260,14 @@ async fn fire_timers(
     let mut changed = baladiya_platform::wake::subscribe(engine::TIMERS_TOPIC);
     let mut failing = engine::Failing::default();
     metrics.init_sla_provisional(&["warning", "breach", "escalation"]);
+    let watching_since = clock.now();
     loop {
         let known = knowledge.refresh(&clock, &metrics).await;
-        let rules = engine::FireRules { known, max_hold };
+        let rules = engine::FireRules {
+            known,
+            max_hold,
+            watching_since,
+        };
         if let Err(e) = engine::fire_due(&pool, &clock, &metrics, rules, &mut failing).await {
             tracing::warn!(error = %e, "firing timers failed; will retry");
         }
@@ -281,8 +286,7 @@ async fn fire_timers(
             metrics.set_sla_timers_held(producer, n);
         }
         // The oldest timer that may fire and still waits (see the warnings above).
-        let held_until =
-            now - chrono::TimeDelta::from_std(max_hold).unwrap_or(chrono::TimeDelta::MAX);
+        let held_until = rules.held_until(now);
         let oldest = match pool.acquire().await {
             Ok(mut conn) => store::oldest_fireable(&mut conn, now, known, held_until)
                 .await
