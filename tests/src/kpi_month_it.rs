@@ -1692,3 +1692,184 @@ async fn the_dashboard_asks_for_a_token_and_shows_each_caller_its_own_scorecards
     env.cleanup().await;
     Ok(())
 }
+
+/// The SLA events of a withdrawn breach and escalation, and of a breach that
+/// stands, as the KPI consumer receives them.
+fn withdrawal_history() -> Vec<baladiya_platform::events::InboundEvent> {
+    let clock = |id: &str| sla::ClockRef {
+        clock_id: id.into(),
+        subject_kind: "case".into(),
+        subject_id: format!("case-{id}"),
+        metric: "resolve".into(),
+        partner_code: "MEWA".into(),
+        municipality_code: "RIYADH".into(),
+        category_code: "WATER_LEAK".into(),
+        ..Default::default()
+    };
+    let at = |text: &str| instant(text);
+    let meta = |id: Uuid, t: DateTime<Utc>, clock: &str| {
+        Some(EventMeta {
+            event_id: id.to_string(),
+            occurred_at: Some(timestamp(t)),
+            aggregate_id: clock.into(),
+        })
+    };
+    let event = |kind: &str,
+                 id: Uuid,
+                 t: &str,
+                 clock_id: &str,
+                 payload: &dyn Fn(Option<EventMeta>) -> Vec<u8>,
+                 schema: String| {
+        let (aggregate, name) = kind.split_once('.').expect("aggregate.event");
+        let out = OutboundEvent {
+            id,
+            subject: format!("baladiya.sla.{aggregate}.{name}.MEWA"),
+            ce_type: format!("sa.baladiya.sla.{kind}.v1"),
+            source: "/baladiya/sla-watcher".into(),
+            aggregate_id: clock_id.into(),
+            occurred_at: at(t),
+            dataschema: schema,
+            payload: payload(meta(id, at(t), clock_id)),
+            traceparent: None,
+            recorded_at: None,
+        };
+        baladiya_platform::events::InboundEvent::from_parts(
+            out.subject.clone(),
+            &out.headers(),
+            out.payload.clone().into(),
+        )
+        .expect("inbound")
+    };
+    let type_url = |name: &str| format!("type.googleapis.com/baladiya.sla.events.v1.{name}");
+    let (b1, e1, b2) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    vec![
+        event(
+            "clock.breached",
+            b1,
+            "2026-11-25T07:00:00Z",
+            "c1",
+            &|meta| {
+                prost::Message::encode_to_vec(&sla::ClockBreached {
+                    meta,
+                    clock: Some(clock("c1")),
+                    provisional: true,
+                    ..Default::default()
+                })
+            },
+            type_url("ClockBreached"),
+        ),
+        event(
+            "escalation.raised",
+            e1,
+            "2026-11-25T07:00:00Z",
+            "c1",
+            &|meta| {
+                prost::Message::encode_to_vec(&sla::EscalationRaised {
+                    meta,
+                    clock: Some(clock("c1")),
+                    level: 1,
+                    provisional: true,
+                    ..Default::default()
+                })
+            },
+            type_url("EscalationRaised"),
+        ),
+        event(
+            "clock.breached",
+            b2,
+            "2026-11-25T08:00:00Z",
+            "c2",
+            &|meta| {
+                prost::Message::encode_to_vec(&sla::ClockBreached {
+                    meta,
+                    clock: Some(clock("c2")),
+                    ..Default::default()
+                })
+            },
+            type_url("ClockBreached"),
+        ),
+        event(
+            "clock.breach_withdrawn",
+            Uuid::now_v7(),
+            "2026-11-25T07:20:00Z",
+            "c1",
+            &|meta| {
+                prost::Message::encode_to_vec(&sla::ClockBreachWithdrawn {
+                    meta,
+                    clock: Some(clock("c1")),
+                    breach_event_id: b1.to_string(),
+                    ..Default::default()
+                })
+            },
+            type_url("ClockBreachWithdrawn"),
+        ),
+        event(
+            "escalation.withdrawn",
+            Uuid::now_v7(),
+            "2026-11-25T07:20:00Z",
+            "c1",
+            &|meta| {
+                prost::Message::encode_to_vec(&sla::EscalationWithdrawn {
+                    meta,
+                    clock: Some(clock("c1")),
+                    level: 1,
+                    raised_event_id: e1.to_string(),
+                    ..Default::default()
+                })
+            },
+            type_url("EscalationWithdrawn"),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawn_breaches_and_escalations_are_netted_out_in_any_order() -> anyhow::Result<()> {
+    let history = withdrawal_history();
+    let mut dumps = Vec::new();
+    // In stream order and reversed (withdrawals before what they withdraw),
+    // each event in a transaction of its own.
+    for order in [history.clone(), history.iter().rev().cloned().collect()] {
+        let env = TestEnv::new();
+        let config = env.config();
+        baladiya_platform::db::ensure_database(&config.database).await?;
+        let pool = baladiya_platform::db::schema_pool(&config.database, "kpi")?;
+        baladiya_platform::db::migrate(
+            &pool,
+            "kpi",
+            &baladiya_platform::app::ServiceModule::migrator(&KpiService),
+        )
+        .await?;
+        for event in &order {
+            let mut tx = pool.begin().await?;
+            baladiya_kpi::project::apply(&mut tx, event)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            tx.commit().await?;
+        }
+        let counts: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT kind, count(*) FROM facts WHERE kind IN ('clock_breached', 'escalation') GROUP BY kind ORDER BY kind",
+        )
+        .fetch_all(&pool)
+        .await?;
+        assert_eq!(
+            counts,
+            [("clock_breached".to_string(), 1)],
+            "only the breach that stands counts; the withdrawn escalation is gone"
+        );
+        let overdue: Vec<(String, f64)> = sqlx::query_as(
+            "SELECT subject, value FROM states WHERE kind = 'resolve_overdue' AND until IS NULL ORDER BY subject",
+        )
+        .fetch_all(&pool)
+        .await?;
+        assert_eq!(
+            overdue,
+            [("case-c1".to_string(), 0.0), ("case-c2".to_string(), 1.0)],
+            "the withdrawn breach's case is not overdue"
+        );
+        dumps.push(table_dump(&pool).await?);
+        pool.close().await;
+        env.cleanup().await;
+    }
+    assert_eq!(dumps[0], dumps[1], "any order, the same tables");
+    Ok(())
+}

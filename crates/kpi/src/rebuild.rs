@@ -24,12 +24,13 @@ use sqlx::{AssertSqlSafe, Connection, PgPool};
 use crate::project;
 
 /// The tables a rebuild fills, in the order they are copied.
-pub const TABLES: [&str; 5] = [
+pub const TABLES: [&str; 6] = [
     "facts",
     "states",
     "case_reports",
     "report_channels",
     "license_type_targets",
+    "withdrawn_events",
 ];
 
 /// The schema a rebuild writes into.
