@@ -780,3 +780,139 @@ async fn licenses_renew_suspend_expire_and_inspections_judge_compliance() -> any
     pool.close().await;
     l.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inspection_back_dated_within_the_bound_keeps_both_instants_and_older_is_refused()
+-> anyhow::Result<()> {
+    let env = TestEnv::new();
+    let platform = RunningPlatform::start(env.config(), vec![Arc::new(LicensingService)]).await?;
+    let mut client = LicensingServiceClient::new(platform.channel().await?);
+    let officer = platform.token(Role::Operator);
+    let app = client
+        .submit_application(authorized(
+            pb::SubmitApplicationRequest {
+                request_id: uuid::Uuid::now_v7().to_string(),
+                license_type_code: "PROFESSIONAL_LICENSE".into(),
+                applicant_id: "balady-account-1029384756".into(),
+                municipality_code: "RIYADH".into(),
+                facility_name: "مطعم الواحة".into(),
+                activity: "restaurant".into(),
+                documents: vec!["commercial_registration".into(), "lease_contract".into()],
+            },
+            &platform.token(Role::Channel),
+        ))
+        .await?
+        .into_inner();
+    client
+        .approve_application(authorized(
+            pb::ApproveApplicationRequest { id: app.id.clone() },
+            &officer,
+        ))
+        .await?;
+    let license = client
+        .issue_license(authorized(
+            pb::IssueLicenseRequest {
+                application_id: app.id.clone(),
+            },
+            &officer,
+        ))
+        .await?
+        .into_inner();
+    let inspect_at = |at: chrono::DateTime<chrono::Utc>| pb::RecordFacilityInspectionRequest {
+        request_id: uuid::Uuid::now_v7().to_string(),
+        license_number: license.number.clone(),
+        activity: "PUBLIC_HEALTH".into(),
+        operator_code: "MUNICIPAL".into(),
+        items: vec![pb::ChecklistItem {
+            code: "CLEANLINESS".into(),
+            passed: true,
+            ..Default::default()
+        }],
+        inspected_at: Some(timestamp(at)),
+    };
+    let pool = baladiya_platform::db::schema_pool(&platform.config.database, "licensing")?;
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await }
+    };
+    let inspections = "SELECT count(*) FROM facility_inspections";
+    let events =
+        "SELECT count(*) FROM outbox WHERE ce_type LIKE '%.facility.inspection_recorded.v1'";
+    let audits = "SELECT count(*) FROM audit_events WHERE rpc LIKE '%/RecordFacilityInspection'";
+
+    // Recorded 20 minutes on, one said to be 16 minutes old is refused, and
+    // so is one from the future.
+    platform.clock.advance(Duration::from_secs(20 * 60)).await?;
+    let now = platform.clock.now();
+    for (at, why) in [
+        (
+            now - chrono::Duration::minutes(16),
+            "must be within 900 seconds before now",
+        ),
+        (
+            now + chrono::Duration::seconds(1),
+            "must not be in the future",
+        ),
+    ] {
+        let refused = client
+            .record_facility_inspection(authorized(inspect_at(at), &officer))
+            .await
+            .expect_err(why);
+        assert_eq!(refused.code(), Code::InvalidArgument, "{why}");
+        let found: Vec<(String, String)> = refused
+            .get_error_details()
+            .bad_request()
+            .map(|b| {
+                b.field_violations
+                    .iter()
+                    .map(|v| (v.field.clone(), v.description.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "inspected_at");
+        assert!(found[0].1.contains(why), "{}", found[0].1);
+    }
+    assert_eq!(count(inspections).await?, 0, "nothing written");
+    assert_eq!(count(events).await?, 0);
+    assert_eq!(count(audits).await?, 0);
+
+    // Five minutes back: accepted, with both instants.
+    let happened = now - chrono::Duration::minutes(5);
+    let recorded = client
+        .record_facility_inspection(authorized(inspect_at(happened), &officer))
+        .await?
+        .into_inner();
+    assert_eq!(recorded.inspected_at, Some(timestamp(happened)));
+    assert_eq!(recorded.recorded_at, Some(timestamp(now)));
+    let stored: (
+        chrono::DateTime<chrono::Utc>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) = sqlx::query_as("SELECT inspected_at, recorded_at FROM facility_inspections")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(stored, (happened, Some(now)));
+    let audit: (
+        chrono::DateTime<chrono::Utc>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) = sqlx::query_as(
+        "SELECT at, occurred_at FROM audit_events WHERE rpc LIKE '%/RecordFacilityInspection'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(audit, (now, Some(happened)));
+    let event: (
+        chrono::DateTime<chrono::Utc>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) = sqlx::query_as(
+        "SELECT occurred_at, recorded_at FROM outbox
+              WHERE ce_type LIKE '%.facility.inspection_recorded.v1'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(event, (happened, Some(now)), "the event carries both");
+    pool.close().await;
+    platform.stop().await?;
+    env.cleanup().await;
+    Ok(())
+}

@@ -760,11 +760,12 @@ async fn partners_see_and_act_on_their_own_cases_only() -> anyhow::Result<()> {
         .expect_err("stale etag");
     assert_eq!(lost.code(), Code::Aborted);
 
-    // Instants: never in the future, never before the previous step.
+    // Instants: never in the future, never older than the back-dating bound
+    // (before the previous step: see the back-dating test).
     let now = r.platform.clock.now();
     for (at, why) in [
         (now + chrono::Duration::minutes(5), "future"),
-        (now - chrono::Duration::days(1), "before the previous step"),
+        (now - chrono::Duration::days(1), "older than the bound"),
     ] {
         let refused = client
             .start_work(authorized(
@@ -905,8 +906,12 @@ async fn reject_then_reroute_gives_a_clean_event_sequence_and_quiet_cases_close(
     let mut sequence = Vec::new();
     while let Some(Ok(m)) = batch.next().await {
         let subject = m.subject.to_string();
-        let parts: Vec<&str> = subject.split('.').collect();
-        sequence.push(format!("{}@{}", parts[4], parts[6]));
+        // Case events only: the stream also carries routing's watermarks.
+        if let [_, _, _, "case", event, _, assignee] =
+            subject.split('.').collect::<Vec<_>>().as_slice()
+        {
+            sequence.push(format!("{event}@{assignee}"));
+        }
     }
     assert_eq!(
         sequence,
@@ -919,5 +924,170 @@ async fn reject_then_reroute_gives_a_clean_event_sequence_and_quiet_cases_close(
             "closed@MEWA"
         ]
     );
+    r.stop().await
+}
+
+/// The violated fields of an `INVALID_ARGUMENT`, with their descriptions.
+fn violations(status: &tonic::Status) -> Vec<(String, String)> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| {
+            b.field_violations
+                .iter()
+                .map(|v| (v.field.clone(), v.description.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_back_dated_within_the_bound_keeps_both_instants_and_older_is_refused()
+-> anyhow::Result<()> {
+    let r = Routing::start().await?;
+    let report = r
+        .receive("ROAD_WORKS_DAMAGE", "roads", "RIYADH", None)
+        .await?;
+    let case = r.case_of(&report).await?;
+    let motls = partner_token(&r.platform.config, "MOTLS");
+    let mut client = r.client.clone();
+    let pool = baladiya_platform::db::schema_pool(&r.platform.config.database, "routing")?;
+    let count = |sql: &'static str| {
+        let (pool, id) = (pool.clone(), case.id.clone());
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+        }
+    };
+    let acknowledged_events =
+        "SELECT count(*) FROM outbox WHERE ce_subject = $1 AND ce_type LIKE '%.acknowledged.v1'";
+    let acknowledge_audits =
+        "SELECT count(*) FROM audit_events WHERE target = $1 AND rpc LIKE '%/AcknowledgeCase'";
+    let acknowledge_at = |at: chrono::DateTime<chrono::Utc>| pb::AcknowledgeCaseRequest {
+        action: Some(pb::CaseAction {
+            occurred_at: Some(timestamp(at)),
+            ..act(&case).expect("action")
+        }),
+    };
+
+    // A partner system syncing 20 minutes after the case was routed sends an
+    // acknowledgement from 16 minutes ago: beyond the 15-minute bound.
+    r.platform
+        .clock
+        .advance(Duration::from_secs(20 * 60))
+        .await?;
+    let now = r.platform.clock.now();
+    let refused = client
+        .acknowledge_case(authorized(
+            acknowledge_at(now - chrono::Duration::minutes(16)),
+            &motls,
+        ))
+        .await
+        .expect_err("older than the bound");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let found = violations(&refused);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "action.occurred_at");
+    assert!(
+        found[0].1.contains("must be within 900 seconds before now"),
+        "{}",
+        found[0].1
+    );
+    // Nothing written: no history entry, no event, no audit row, same state.
+    let unchanged = r.get(&case.id, &r.admin).await?;
+    assert_eq!(unchanged.status, S::Routed as i32);
+    assert_eq!(unchanged.history.len(), 1, "only the routing step");
+    assert_eq!(count(acknowledged_events).await?, 0);
+    assert_eq!(count(acknowledge_audits).await?, 0);
+
+    // Five minutes back is within the bound: accepted, both instants kept.
+    let happened = now - chrono::Duration::minutes(5);
+    let acked = client
+        .acknowledge_case(authorized(acknowledge_at(happened), &motls))
+        .await?
+        .into_inner();
+    assert_eq!(acked.status, S::Acknowledged as i32);
+    let entry = acked.history.last().expect("the acknowledgement");
+    assert_eq!(entry.action, "acknowledged");
+    assert_eq!(entry.occurred_at, Some(timestamp(happened)));
+    assert_eq!(entry.recorded_at, Some(timestamp(now)));
+    let read = r.get(&case.id, &r.admin).await?;
+    assert_eq!(read.history.last(), Some(entry), "as stored");
+    let (audit_at, audit_occurred): (
+        chrono::DateTime<chrono::Utc>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) = sqlx::query_as(
+        "SELECT at, occurred_at FROM audit_events WHERE target = $1 AND rpc LIKE '%/AcknowledgeCase'",
+    )
+    .bind(&case.id)
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!((audit_at, audit_occurred), (now, Some(happened)));
+
+    // Within the bound but before the case's previous step: refused too.
+    let before_ack = happened - chrono::Duration::minutes(1);
+    let refused = client
+        .start_work(authorized(
+            pb::StartWorkRequest {
+                action: Some(pb::CaseAction {
+                    occurred_at: Some(timestamp(before_ack)),
+                    ..act(&case).expect("action")
+                }),
+            },
+            &motls,
+        ))
+        .await
+        .expect_err("before the previous step");
+    let found = violations(&refused);
+    assert_eq!(found[0].0, "action.occurred_at");
+    assert!(found[0].1.contains("previous step"), "{}", found[0].1);
+
+    // The published event says when it happened and when it was recorded.
+    let js = async_nats::jetstream::new(r.env.nats().await?);
+    let stream = js
+        .get_stream(format!("{}_ROUTING", r.env.namespace))
+        .await?;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            filter_subject: format!("{}.baladiya.routing.case.acknowledged.>", r.env.namespace),
+            ..Default::default()
+        })
+        .await?;
+    let message = eventually(20, "the acknowledged event", || {
+        let consumer = consumer.clone();
+        async move {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await?;
+            batch
+                .next()
+                .await
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("fetching the event: {e}"))
+        }
+    })
+    .await?;
+    let headers = message.headers.clone().unwrap_or_default();
+    let header = |name: &str| headers.get(name).map(|v| v.as_str().to_string());
+    assert_eq!(
+        header("ce-time"),
+        Some(happened.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    );
+    assert_eq!(
+        header(baladiya_platform::events::RECORDED_AT_HEADER),
+        Some(now.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    );
+    use prost::Message as _;
+    let payload =
+        baladiya_proto::routing::events::v1::CaseAcknowledged::decode(message.payload.as_ref())?;
+    let meta = payload.meta.unwrap_or_default();
+    assert_eq!(meta.occurred_at, Some(timestamp(happened)));
+    pool.close().await;
     r.stop().await
 }
