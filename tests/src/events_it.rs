@@ -29,18 +29,25 @@ async fn probe_pool(config: &Config) -> anyhow::Result<PgPool> {
     Ok(pool)
 }
 
+/// The events on a stream: its messages less the watermark it keeps, if
+/// any (each replaces the one before).
 async fn stream_messages(
     js: &jetstream::Context,
     ns: &Namespace,
     spec: &StreamSpec,
 ) -> anyhow::Result<u64> {
-    Ok(js
-        .get_stream(ns.stream(spec.name))
-        .await?
-        .info()
-        .await?
-        .state
-        .messages)
+    let mut stream = js.get_stream(ns.stream(spec.name)).await?;
+    let messages = stream.info().await?.state.messages;
+    let watermark = match spec.watermark {
+        Some(subject) => u64::from(
+            stream
+                .get_last_raw_message_by_subject(&ns.subject(subject))
+                .await
+                .is_ok(),
+        ),
+        None => 0,
+    };
+    Ok(messages - watermark)
 }
 
 async fn count(pool: &PgPool, sql: &'static str) -> anyhow::Result<i64> {

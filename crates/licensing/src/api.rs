@@ -234,8 +234,11 @@ impl LicensingApi {
     ) -> Reply<pb::Application> {
         let who = &audit.caller;
         let id = parse_id(id, "id")?;
-        let now = self.clock.now();
         let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        // Stamped under the outbox fence: see `baladiya_platform::events::watermark`.
+        let now = outbox::fenced_now(&mut tx, &self.clock)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
         let mut a = store::application(&mut tx, id, true)
             .await
             .map_err(ApiError::from)?
@@ -357,8 +360,11 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
             "facility_name",
             "must be at most 300 characters",
         );
-        let now = self.clock.now();
         let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        // Stamped under the outbox fence: see `baladiya_platform::events::watermark`.
+        let now = outbox::fenced_now(&mut tx, &self.clock)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
         let t = store::license_type(&mut tx, &req.license_type_code)
             .await
             .map_err(ApiError::from)?;
@@ -688,8 +694,11 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
     async fn issue_license(&self, request: Request<pb::IssueLicenseRequest>) -> Reply<pb::License> {
         let audit = Audit::of(&request)?;
         let id = parse_id(&request.get_ref().application_id, "application_id")?;
-        let now = self.clock.now();
         let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        // Stamped under the outbox fence: see `baladiya_platform::events::watermark`.
+        let now = outbox::fenced_now(&mut tx, &self.clock)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
         let mut a = store::application(&mut tx, id, true)
             .await
             .map_err(ApiError::from)?
@@ -752,8 +761,11 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         idempotency::check_request_id(&req.request_id, &mut v);
         v.require(&req.number, "number");
         v.finish()?;
-        let now = self.clock.now();
         let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        // Stamped under the outbox fence: see `baladiya_platform::events::watermark`.
+        let now = outbox::fenced_now(&mut tx, &self.clock)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
         if let Claim::Replay(original) = idempotency::claim::<pb::License>(
             &mut tx,
             "RenewLicense",
@@ -816,8 +828,11 @@ impl pb::licensing_service_server::LicensingService for LicensingApi {
         if req.reason.trim().is_empty() {
             return Err(ApiError::invalid_field("reason", "is required").into());
         }
-        let now = self.clock.now();
         let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        // Stamped under the outbox fence: see `baladiya_platform::events::watermark`.
+        let now = outbox::fenced_now(&mut tx, &self.clock)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
         let l = store::license(&mut tx, &req.number, true)
             .await
             .map_err(ApiError::from)?

@@ -3,7 +3,7 @@
 
 use baladiya_platform::clock::Clock;
 use baladiya_platform::events::consumer::{ConsumerSpec, EventHandler, HandlerError};
-use baladiya_platform::events::{InboundEvent, streams};
+use baladiya_platform::events::{InboundEvent, outbox, streams};
 use baladiya_platform::geo::Point;
 use baladiya_proto::intake::events::v1::ReportReceived;
 use baladiya_proto::routing::events::v1 as ev;
@@ -83,6 +83,10 @@ impl RouteReports {
         let report: ReportReceived = event.decode()?;
         let report_id = uuid(&report.report_id, "report_id")?;
         let received_at = event.occurred_at;
+        // Routing records what happened at the report's receipt now: its
+        // events say both, stamped under the outbox fence (see
+        // `baladiya_platform::events::watermark`).
+        let recorded_at = outbox::fenced_now(conn, &self.clock).await?;
         if !report.duplicate_of.is_empty() {
             let master = uuid(&report.duplicate_of, "duplicate_of")?;
             let case = store::case_of_report(conn, master).await?.ok_or_else(|| {
@@ -103,7 +107,7 @@ impl RouteReports {
                     &case.assignee_code,
                     id,
                     received_at,
-                    received_at,
+                    recorded_at,
                     &payload,
                 )
                 .await
@@ -153,7 +157,7 @@ impl RouteReports {
             proof_uris: Vec::new(),
             supporters: 0,
             overdue_since: None,
-            created_at: self.clock.now(),
+            created_at: recorded_at,
         };
         if !store::insert_case(conn, &case).await? {
             return Ok(());
@@ -176,9 +180,10 @@ impl RouteReports {
             },
         )
         .await?;
-        // Routed at the report's receipt, with no recorded time of its own:
-        // no clock of the case existed before this event, so nothing the SLA
-        // watcher fired can be wrong for want of it.
+        // Routed at the report's receipt, recorded now: no clock of the case
+        // existed before this event, so nothing the SLA watcher fired can be
+        // wrong for want of it; the recorded instant keeps the relay from
+        // counting it late.
         let id = Uuid::now_v7();
         let payload = ev::CaseRouted {
             meta: meta(id, case.id, received_at),
@@ -193,7 +198,7 @@ impl RouteReports {
             &case.assignee_code,
             id,
             received_at,
-            received_at,
+            recorded_at,
             &payload,
         )
         .await

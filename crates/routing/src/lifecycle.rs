@@ -173,7 +173,11 @@ pub async fn apply(
     by: By<'_>,
     step: Step,
 ) -> Result<CaseRow, ApiError> {
-    let now = clock.now();
+    // Stamped under the outbox fence, so a watermark never claims this
+    // step before its event is on the stream.
+    let now = outbox::fenced_now(conn, clock)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     let hidden = |c: &CallerIdentity| matches!(c.role, Role::Partner | Role::Operator);
     let case = match (store::case(conn, id, true).await?, by) {
         (Some(case), _) => case,
