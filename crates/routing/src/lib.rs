@@ -138,7 +138,8 @@ async fn auto_close(
                     By::System,
                     Step {
                         note: "closed automatically after the quiet period".into(),
-                        occurred_at: Some(clock.now()),
+                        // Now, as `apply` reads it under the outbox fence.
+                        occurred_at: None,
                         ..Step::default()
                     },
                 )
