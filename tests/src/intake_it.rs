@@ -639,6 +639,7 @@ async fn publish_case_event<M: prost::Message + prost::Name>(
         event_id: id.to_string(),
         occurred_at: Some(timestamp(at)),
         aggregate_id: case.case_id.clone(),
+        recorded_at: None,
     });
     let kind = EventType::new(
         "routing",

@@ -66,6 +66,7 @@ impl Bus {
             event_id: id.to_string(),
             occurred_at: Some(timestamp(at)),
             aggregate_id: aggregate.to_string(),
+            recorded_at: None,
         }));
         let event = OutboundEvent::new("script", kind, scope, id, aggregate, at, &payload);
         outbox::publish(&self.js, &self.ns, &event).await?;
@@ -1712,6 +1713,7 @@ fn withdrawal_history() -> Vec<baladiya_platform::events::InboundEvent> {
             event_id: id.to_string(),
             occurred_at: Some(timestamp(t)),
             aggregate_id: clock.into(),
+            recorded_at: None,
         })
     };
     let event = |kind: &str,

@@ -662,6 +662,7 @@ pub async fn publish_report_received(env: &TestEnv, r: &ReceivedReport<'_>) -> a
             event_id: id.to_string(),
             occurred_at: Some(timestamp(r.at)),
             aggregate_id: r.report_id.to_string(),
+            recorded_at: None,
         }),
         report_id: r.report_id.to_string(),
         tracking_number: format!("RUH-2026-{}", &r.report_id.simple().to_string()[24..]),

@@ -138,6 +138,7 @@ pub async fn write_note(
             event_id: event_id.to_string(),
             occurred_at: Some(baladiya_proto::convert::timestamp(now)),
             aggregate_id: note_id.to_string(),
+            recorded_at: None,
         }),
         note_id: note_id.to_string(),
         body: body.to_string(),

@@ -1088,6 +1088,7 @@ async fn an_action_back_dated_within_the_bound_keeps_both_instants_and_older_is_
         baladiya_proto::routing::events::v1::CaseAcknowledged::decode(message.payload.as_ref())?;
     let meta = payload.meta.unwrap_or_default();
     assert_eq!(meta.occurred_at, Some(timestamp(happened)));
+    assert_eq!(meta.recorded_at, Some(timestamp(now)));
     pool.close().await;
     r.stop().await
 }

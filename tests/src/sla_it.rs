@@ -458,6 +458,7 @@ async fn shuffled_and_duplicated_case_events_give_identical_clocks_and_escalatio
                 event_id: String::new(),
                 occurred_at: Some(timestamp(t(m))),
                 aggregate_id: case.into(),
+                recorded_at: None,
             })
         };
         let out = |event: &'static str,

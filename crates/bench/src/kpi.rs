@@ -424,6 +424,7 @@ impl Story {
             event_id: id.to_string(),
             occurred_at: Some(timestamp(at)),
             aggregate_id: aggregate.to_string(),
+            recorded_at: None,
         }));
         self.events.push(OutboundEvent::new(
             service, kind, scope, id, aggregate, at, &payload,

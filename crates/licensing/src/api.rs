@@ -174,6 +174,7 @@ async fn emit<M: prost::Message + prost::Name>(
         event_id: id.to_string(),
         occurred_at: Some(timestamp(at)),
         aggregate_id: subject.to_string(),
+        recorded_at: (recorded_at > at).then(|| timestamp(recorded_at)),
     });
     let out = OutboundEvent::new(
         SERVICE,

@@ -26,6 +26,7 @@ fn meta(id: Uuid, aggregate: &str, at: DateTime<Utc>) -> Option<EventMeta> {
         event_id: id.to_string(),
         occurred_at: Some(timestamp(at)),
         aggregate_id: aggregate.to_string(),
+        recorded_at: None,
     })
 }
 

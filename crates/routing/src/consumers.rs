@@ -95,7 +95,7 @@ impl RouteReports {
             if let Some(supporters) = store::add_supporter(conn, case.id, report_id).await? {
                 let id = Uuid::now_v7();
                 let payload = ev::CaseSupporterAdded {
-                    meta: meta(id, case.id, received_at),
+                    meta: meta(id, case.id, received_at, recorded_at),
                     case: case_ref(&case, &case.assignee_code),
                     supporter_report_id: report_id.to_string(),
                     supporters: supporters.max(0) as u32,
@@ -186,7 +186,7 @@ impl RouteReports {
         // counting it late.
         let id = Uuid::now_v7();
         let payload = ev::CaseRouted {
-            meta: meta(id, case.id, received_at),
+            meta: meta(id, case.id, received_at, recorded_at),
             case: case_ref(&case, &case.assignee_code),
             rule_id: case.rule_id.map(|r| r.to_string()).unwrap_or_default(),
             report_received_at: report.received_at,

@@ -151,12 +151,20 @@ pub async fn emit<M: prost::Message + prost::Name>(
         .map_err(|e| ApiError::internal(&e))
 }
 
-/// Event identity and time.
-pub fn meta(id: Uuid, case_id: Uuid, at: DateTime<Utc>) -> Option<EventMeta> {
+/// Event identity and time: it happened at `at` and was recorded at
+/// `recorded_at`, which the payload carries where it is later (as `emit`
+/// puts it in the `baladiya-recordedtime` header).
+pub fn meta(
+    id: Uuid,
+    case_id: Uuid,
+    at: DateTime<Utc>,
+    recorded_at: DateTime<Utc>,
+) -> Option<EventMeta> {
     Some(EventMeta {
         event_id: id.to_string(),
         occurred_at: Some(timestamp(at)),
         aggregate_id: case_id.to_string(),
+        recorded_at: (recorded_at > at).then(|| timestamp(recorded_at)),
     })
 }
 
@@ -291,7 +299,7 @@ pub async fn apply(
     .await?;
 
     let event_id = Uuid::now_v7();
-    let m = meta(event_id, id, at);
+    let m = meta(event_id, id, at, now);
     let assignee = next.assignee_code.as_str();
     match action {
         Action::Note => {}

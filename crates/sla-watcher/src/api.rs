@@ -371,6 +371,7 @@ impl pb::sla_service_server::SlaService for SlaApi {
                 event_id: event_id.to_string(),
                 occurred_at: Some(timestamp(now)),
                 aggregate_id: c.id.to_string(),
+                recorded_at: None,
             }),
             escalation_id: id.to_string(),
             clock: clock_ref(&c),

@@ -251,6 +251,7 @@ fn meta(id: Uuid, clock: Uuid, at: DateTime<Utc>) -> Option<EventMeta> {
         event_id: id.to_string(),
         occurred_at: Some(timestamp(at)),
         aggregate_id: clock.to_string(),
+        recorded_at: None,
     })
 }
 

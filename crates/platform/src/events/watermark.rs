@@ -140,6 +140,7 @@ pub async fn publish(
             event_id: id.clone(),
             occurred_at: Some(timestamp(complete_before)),
             aggregate_id: producer.to_string(),
+            recorded_at: None,
         }),
         complete_before: Some(timestamp(complete_before)),
         producer: producer.to_string(),
