@@ -37,6 +37,15 @@ impl Sla {
     }
 
     async fn start_with(at: &str, sla_section: toml::Table) -> anyhow::Result<Self> {
+        Self::start_beside(at, sla_section, Vec::new()).await
+    }
+
+    /// Starts with `others` running beside partners, routing and the watcher.
+    async fn start_beside(
+        at: &str,
+        sla_section: toml::Table,
+        others: Vec<Arc<dyn baladiya_platform::app::ServiceModule>>,
+    ) -> anyhow::Result<Self> {
         let env = TestEnv::new();
         let mut config = env.config();
         config.clock.start = riyadh(at).to_rfc3339();
@@ -45,11 +54,15 @@ impl Sla {
             .insert("sla".into(), toml::Value::Table(sla_section));
         let platform = RunningPlatform::start(
             config,
-            vec![
-                Arc::new(PartnersService),
-                Arc::new(RoutingService),
-                Arc::new(SlaWatcher),
-            ],
+            [
+                vec![
+                    Arc::new(PartnersService) as Arc<dyn baladiya_platform::app::ServiceModule>,
+                    Arc::new(RoutingService),
+                    Arc::new(SlaWatcher),
+                ],
+                others,
+            ]
+            .concat(),
         )
         .await?;
         crate::sla_watcher_has_the_seed(&env).await?;
@@ -1766,4 +1779,135 @@ async fn a_calendar_change_recomputes_clocks_in_steps_and_a_failure_midway_loses
     pool.close().await;
     env.cleanup().await;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_acknowledging_late_within_the_bound_withdraws_the_breach_everywhere()
+-> anyhow::Result<()> {
+    let hooks = HookServer::start().await?;
+    let mut section = toml::Table::new();
+    section.insert(
+        "webhook_ca_file".into(),
+        hooks.ca_file.display().to_string().into(),
+    );
+    let s = Sla::start_beside(
+        "2026-04-02 13:00",
+        section,
+        vec![Arc::new(baladiya_kpi::KpiService)],
+    )
+    .await?;
+    publish_mewa_webhooks(&s, &hooks, "/ok", "/ok").await?;
+    let case = s.report("WATER_LEAK", "water").await?;
+    let ack = s.clocks(&case.id, 3).await?["acknowledge:MEWA"].clone();
+    // 10:05 on Sunday: routing has said nothing by then, so the breach of
+    // 10:00 and level 1 fire on complete knowledge, and MEWA is told.
+    s.platform.clock.set(riyadh("2026-04-05 10:05")).await?;
+    let delivered = |kind: &'static str| {
+        let hooks = hooks.seen.clone();
+        move || {
+            let hooks = hooks.clone();
+            async move {
+                let seen = hooks.lock().expect("lock").clone();
+                Ok(seen
+                    .into_iter()
+                    .filter_map(|(_, signature, body)| {
+                        let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
+                        (json["type"] == kind).then_some((signature, body, json))
+                    })
+                    .next())
+            }
+        }
+    };
+    let (_, _, raised) = eventually(
+        30,
+        "the escalation at MEWA's webhook",
+        delivered("escalation.raised"),
+    )
+    .await?;
+    assert_eq!(raised["provisional"], false);
+    // MEWA's system syncs: it acknowledged at 09:55, ten minutes back.
+    s.routing
+        .clone()
+        .acknowledge_case(authorized(
+            routing::AcknowledgeCaseRequest {
+                action: Some(routing::CaseAction {
+                    case_id: case.id.clone(),
+                    occurred_at: Some(timestamp(riyadh("2026-04-05 09:55"))),
+                    ..Default::default()
+                }),
+            },
+            &s.partner("MEWA"),
+        ))
+        .await?;
+    // Met in time: the breach and the escalation are withdrawn, MEWA gets a
+    // signed withdrawal, the case is not overdue, and the KPIs drop both.
+    let met = eventually(30, "met, its breach withdrawn", || async {
+        let c = s.clocks(&case.id, 3).await?["acknowledge:MEWA"].clone();
+        Ok((c.state == pb::ClockState::Met as i32 && c.withdrawals >= 2).then_some(c))
+    })
+    .await?;
+    assert_eq!(met.escalation_levels_fired, 0);
+    let (signature, body, withdrawal) = eventually(
+        30,
+        "the withdrawal at MEWA's webhook",
+        delivered("escalation.withdrawn"),
+    )
+    .await?;
+    assert_eq!(withdrawal["escalation_id"], raised["escalation_id"]);
+    assert_eq!(withdrawal["reason"], "late_event");
+    let secret = baladiya_platform::config::hex_bytes(
+        baladiya_sla_watcher::SlaConfig::default()
+            .webhook_secret
+            .expose(),
+    )
+    .expect("hex");
+    assert_eq!(
+        signature,
+        baladiya_sla_watcher::webhook::signature(&secret, &body)
+    );
+    let mut r = s.routing.clone();
+    let case_now = r
+        .get_case(authorized(
+            routing::GetCaseRequest {
+                id: case.id.clone(),
+            },
+            &s.admin,
+        ))
+        .await?
+        .into_inner();
+    assert!(!case_now.overdue);
+    let pool = sqlx::PgPool::connect(&s.env.database_url()).await?;
+    eventually(30, "the KPIs net the breach and the escalation out", || async {
+        let withdrawn: i64 = sqlx::query_scalar("SELECT count(*) FROM kpi.withdrawn_events")
+            .fetch_one(&pool)
+            .await?;
+        let standing: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM kpi.facts WHERE subject = $1 AND kind IN ('clock_breached', 'escalation')",
+        )
+        .bind(&case.id)
+        .fetch_one(&pool)
+        .await?;
+        Ok((withdrawn >= 2 && standing == 0).then_some(()))
+    })
+    .await?;
+    pool.close().await;
+    let kinds: Vec<String> = events_of(&s.sla_events().await?, &ack.id)
+        .into_iter()
+        .map(|(k, _, _)| k)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "clock.started",
+            "clock.warning",
+            "clock.warning",
+            "clock.breached",
+            "escalation.raised",
+            "clock.breach_withdrawn",
+            "escalation.withdrawn",
+            "clock.met"
+        ]
+    );
+    let _ = std::fs::remove_file(&hooks.ca_file);
+    s.stop().await
 }
