@@ -38,21 +38,17 @@
 //! `SLA_ORACLE_CASES` cases (default 24), and a failure shrinks to a minimal
 //! history, printed with its timeline.
 //!
-//! # Finding: a reopen's clock on a stale partner
+//! # Finding: a reopen's clock on a stale partner (fixed)
 //!
-//! The property found one bug (minimized in
-//! [`known_bug_a_reopen_clock_keeps_the_partner_of_a_view_without_a_late_reroute`]):
-//! a reopen's resolve clock is keyed by the reopen alone, and its partner is
-//! the assignee the watcher knew when it first recorded the reopen. A reroute
-//! that happened before the reopen but reaches the watcher after it (a retry
-//! of the reroute while later steps apply, a parked event replayed, a relay
-//! behind) leaves the clock on the previous partner, with that partner's
-//! terms and calendar, for good: warnings, breach and escalations go to the
-//! wrong body at the wrong instants and are never withdrawn. Until the engine
-//! re-derives a kept clock's partner (and withdraws what it fired for the
-//! old one), the property leaves such clocks, and only those, out of its
-//! comparison with the oracle and counts the cases; `SLA_ORACLE_STRICT=1`
-//! compares them too.
+//! The property found one bug, kept as
+//! [`a_reroute_that_arrives_after_a_reopen_moves_its_clock_to_the_new_partner`]:
+//! a reopen's resolve clock is keyed by the reopen alone, and the watcher
+//! took its partner from the assignee it knew when it first recorded the
+//! reopen. A reroute that happened before the reopen but reached the watcher
+//! after it left the clock on the previous partner for good. The engine now
+//! retires a clock the whole log gives to another party (or no longer gives):
+//! what it fired is withdrawn, it is cancelled under a key of its own
+//! (`~superseded~`), and the true clock takes its key.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -455,38 +451,6 @@ struct Oracle {
     due: BTreeMap<TimerKey, DateTime<Utc>>,
     /// By clock key: partner (empty end to end), calendar-built terms.
     clocks: BTreeMap<String, (Metric, String, Terms)>,
-    /// Clocks the known bug (see [`stale_partner_clocks`]) leaves on the
-    /// wrong partner: left out of the comparison with the oracle unless
-    /// strict.
-    stale: BTreeSet<String>,
-}
-
-/// The known bug this test found (see the module doc): a reopen's resolve
-/// clock takes the partner (and terms) of the assignee the watcher knew when
-/// it first recorded the reopen, and keeps them when a reroute that happened
-/// before the reopen arrives after it. These are the clocks of a history on
-/// which the watcher's first view names another partner than full knowledge.
-fn stale_partner_clocks(h: &History) -> BTreeSet<String> {
-    let all: Vec<CaseEvent> = h.events.iter().map(|p| p.event.clone()).collect();
-    let full: HashMap<String, String> = derive::case_clocks(h.case_id, &all)
-        .into_iter()
-        .map(|c| (c.key, c.partner))
-        .collect();
-    let mut order: Vec<usize> = (0..h.events.len()).collect();
-    order.sort_by_key(|&i| (h.events[i].arrives, i));
-    let mut known = Vec::new();
-    let mut first: HashMap<String, String> = HashMap::new();
-    for i in order {
-        known.push(h.events[i].event.clone());
-        for c in derive::case_clocks(h.case_id, &known) {
-            first.entry(c.key).or_insert(c.partner);
-        }
-    }
-    first
-        .into_iter()
-        .filter(|(key, partner)| full.get(key).is_some_and(|p| p != partner))
-        .map(|(key, _)| key)
-        .collect()
 }
 
 fn oracle(h: &History, replica: &Replica, end: DateTime<Utc>) -> Oracle {
@@ -510,11 +474,7 @@ fn oracle(h: &History, replica: &Replica, end: DateTime<Utc>) -> Oracle {
         }
         clocks.insert(spec.key.clone(), (spec.metric, spec.partner.clone(), terms));
     }
-    Oracle {
-        due,
-        clocks,
-        stale: stale_partner_clocks(h),
-    }
+    Oracle { due, clocks }
 }
 
 // ------------------------------------------------------------ the simulation
@@ -812,8 +772,6 @@ fn decode(
 /// What the cases exercised, over a run.
 #[derive(Default)]
 struct Stats {
-    /// Cases with a clock of the known bug.
-    stale: AtomicUsize,
     firings: AtomicUsize,
     provisional: AtomicUsize,
     withdrawals: AtomicUsize,
@@ -833,11 +791,18 @@ async fn check(
         .map_err(fail)?;
     drop(conn);
 
-    // The clocks kept are the oracle's, with its partner and terms.
+    // The clocks kept are the oracle's, with its partner and terms; a clock
+    // the watcher retired (it had it on another party) is cancelled.
+    let (retired, stored): (Vec<_>, Vec<_>) = stored
+        .into_iter()
+        .partition(|c| c.key.contains("~superseded~"));
+    for c in &retired {
+        prop_assert_eq!(c.state.as_str(), "cancelled", "retired clock {}", c.key);
+    }
     let kept: BTreeSet<&str> = stored.iter().map(|c| c.key.as_str()).collect();
     let wanted: BTreeSet<&str> = oracle.clocks.keys().map(String::as_str).collect();
     prop_assert_eq!(&kept, &wanted, "the clocks kept");
-    for c in stored.iter().filter(|c| !oracle.stale.contains(&c.key)) {
+    for c in &stored {
         let (metric, partner, terms) = &oracle.clocks[&c.key];
         if *metric != Metric::EndToEnd {
             prop_assert_eq!(&c.partner_code, partner, "partner of clock {}", c.key);
@@ -939,14 +904,13 @@ async fn check(
     // 1: net firings are the oracle's, each once, at its instant.
     let mut net: BTreeMap<TimerKey, Vec<DateTime<Utc>>> = BTreeMap::new();
     for (id, f) in &firings {
-        if !withdrawn.contains(id) && !oracle.stale.contains(&f.timer.0) {
+        if !withdrawn.contains(id) {
             net.entry(f.timer.clone()).or_default().push(f.due);
         }
     }
     let expected: BTreeMap<TimerKey, Vec<DateTime<Utc>>> = oracle
         .due
         .iter()
-        .filter(|((key, _), _)| !oracle.stale.contains(key))
         .map(|(k, due)| (k.clone(), vec![*due]))
         .collect();
     prop_assert_eq!(net, expected, "net firings against the oracle's");
@@ -976,7 +940,6 @@ fn describe(d: &Drawn, h: &History, oracle: &Oracle, written: &[Written]) -> Str
             local(p.arrives)
         );
     }
-    let _ = writeln!(s, "clocks left on a stale partner: {:?}", oracle.stale);
     s.push_str("oracle:\n");
     for ((key, kind), due) in &oracle.due {
         let _ = writeln!(s, "  {key} {kind} due {}", local(*due));
@@ -995,13 +958,11 @@ fn describe(d: &Drawn, h: &History, oracle: &Oracle, written: &[Written]) -> Str
     s
 }
 
-/// Runs one case; unless `strict`, the clocks of the known bug are left out
-/// of the comparison with the oracle (and counted in `stats`).
+/// Runs one case.
 async fn run_case(
     pool: &PgPool,
     replica: &Replica,
     d: &Drawn,
-    strict: bool,
     stats: &Stats,
 ) -> Result<(), TestCaseError> {
     reset(pool).await.map_err(fail)?;
@@ -1015,12 +976,7 @@ async fn run_case(
     // Well past every deadline: the longest chain is a resolve target and
     // its last level, five working days, or the end-to-end target.
     let end = last + TimeDelta::days(45);
-    let mut oracle = oracle(&h, replica, end);
-    if strict {
-        oracle.stale.clear();
-    } else if !oracle.stale.is_empty() {
-        stats.stale.fetch_add(1, Ordering::Relaxed);
-    }
+    let oracle = oracle(&h, replica, end);
     let written = simulate(pool, replica, &h, &oracle, end).await;
     let written = match written {
         Ok(w) => w,
@@ -1080,9 +1036,9 @@ impl Harness {
         }
     }
 
-    fn run(&self, d: &Drawn, strict: bool, stats: &Stats) -> Result<(), TestCaseError> {
+    fn run(&self, d: &Drawn, stats: &Stats) -> Result<(), TestCaseError> {
         self.rt
-            .block_on(run_case(&self.pool, &self.replica, d, strict, stats))
+            .block_on(run_case(&self.pool, &self.replica, d, stats))
     }
 
     fn close(self) {
@@ -1104,13 +1060,10 @@ fn seed() -> [u8; 32] {
     seed
 }
 
-/// The property. `SLA_ORACLE_STRICT=1` compares the clocks of the known
-/// bug too (see [`stale_partner_clocks`]; it then fails on the seeds that
-/// draw one): remove the exclusion with the fix.
+/// The property.
 #[test]
 fn late_events_give_exactly_the_firings_and_corrections_of_full_knowledge() {
     let cases: u32 = env_number("SLA_ORACLE_CASES").unwrap_or(24);
-    let strict = std::env::var("SLA_ORACLE_STRICT").is_ok_and(|v| v == "1");
     let harness = Harness::new();
     let mut runner = TestRunner::new_with_rng(
         Config {
@@ -1122,18 +1075,17 @@ fn late_events_give_exactly_the_firings_and_corrections_of_full_knowledge() {
         TestRng::from_seed(RngAlgorithm::ChaCha, &seed()),
     );
     let stats = Stats::default();
-    let result = runner.run(&drawn(), |d| harness.run(&d, strict, &stats));
+    let result = runner.run(&drawn(), |d| harness.run(&d, &stats));
     harness.close();
     if let Err(e) = result {
         panic!("{e}");
     }
     let load = |n: &AtomicUsize| n.load(Ordering::Relaxed);
     println!(
-        "{cases} cases: {} firings, {} of them provisional, {} withdrawals; {} cases had a reopen clock on a stale partner (the known bug), compared without it",
+        "{cases} cases: {} firings, {} of them provisional, {} withdrawals",
         load(&stats.firings),
         load(&stats.provisional),
         load(&stats.withdrawals),
-        load(&stats.stale),
     );
 }
 
@@ -1141,16 +1093,11 @@ fn late_events_give_exactly_the_firings_and_corrections_of_full_knowledge() {
 /// at 08:00 on a Sunday is rerouted to MOTLS at 09:00, but the reroute
 /// reaches the watcher only on Monday; MOTLS acknowledges at 09:30, resolves
 /// at 10:00, and the citizen reopens at 10:30, all delivered at once. The
-/// watcher records the reopen's resolve clock as MEWA's (the assignee it
-/// knew), and when the reroute arrives the clock keeps MEWA, MEWA's terms
-/// and calendar: its warnings, breach and escalations go to the wrong
-/// partner at the wrong instants, and nothing is withdrawn. Full knowledge
-/// puts it on MOTLS. This test passes while the bug stands; when the engine
-/// re-derives a clock's partner from the whole log (withdrawing what it
-/// fired for the old one), it fails: then delete it and the exclusion.
+/// watcher first records the reopen's resolve clock as MEWA's (the assignee
+/// it knew); when the reroute arrives the clock must move to MOTLS, with
+/// MOTLS's terms, and whatever fired for MEWA be withdrawn.
 #[test]
-#[should_panic(expected = "partner of clock")]
-fn known_bug_a_reopen_clock_keeps_the_partner_of_a_view_without_a_late_reroute() {
+fn a_reroute_that_arrives_after_a_reopen_moves_its_clock_to_the_new_partner() {
     let d = Drawn {
         start_minute: 8 * 60,
         received_before: 0,
@@ -1165,7 +1112,7 @@ fn known_bug_a_reopen_clock_keeps_the_partner_of_a_view_without_a_late_reroute()
         probes: vec![],
     };
     let harness = Harness::new();
-    let result = harness.run(&d, true, &Stats::default());
+    let result = harness.run(&d, &Stats::default());
     harness.close();
     if let Err(e) = result {
         panic!("{e}");

@@ -409,8 +409,19 @@ async fn recompute_subject_with(
     };
     let Some(facts) = facts else { return Ok(()) };
     let now = clock.now();
+    // A clock the whole log no longer has, or has for another party (a
+    // reroute that arrived after the steps it preceded), was never the
+    // truth: what it fired is withdrawn and it is cancelled.
+    for stale in existing.iter().filter(|c| !superseded(c)) {
+        let wanted = specs.iter().find(|s| s.key == stale.key);
+        if wanted.is_none_or(|s| !same_party(s, stale)) {
+            supersede(conn, stale, cause, now).await?;
+        }
+    }
     for spec in specs {
-        let old = existing.iter().find(|c| c.key == spec.key);
+        let old = existing
+            .iter()
+            .find(|c| c.key == spec.key && !superseded(c) && same_party(&spec, c));
         let start = spec.inputs.iter().map(|i| i.at).min().unwrap_or(now);
         let mut row = match old {
             Some(o) => {
@@ -514,7 +525,7 @@ async fn store_computed(
             .iter()
             .any(|(k, _, due)| *k == t.kind && *due == t.due_at)
         {
-            withdraw(conn, &row, &computed, t, cause, now).await?;
+            withdraw(conn, &row, computed.deadline, t, cause, now).await?;
             t.fired_at = None;
         }
     }
@@ -538,6 +549,63 @@ async fn store_computed(
     let due: Vec<DateTime<Utc>> = changed.iter().map(|(_, _, d)| *d).collect();
     store::put_timers(conn, row.id, &kinds, &seqs, &due).await?;
     emit_changes(conn, old, &row, &computed, working_day).await
+}
+
+/// Whether a clock row was superseded (see [`supersede`]).
+fn superseded(c: &ClockRow) -> bool {
+    c.key.contains(SUPERSEDED)
+}
+
+/// What a superseded clock's key gets, so the key is free for the true clock.
+const SUPERSEDED: &str = "~superseded~";
+
+/// Whether a stored clock belongs to the party the log now gives its spec
+/// (a municipal clock's party is the municipality, not in the spec).
+fn same_party(spec: &derive::ClockSpec, c: &ClockRow) -> bool {
+    spec.partner.is_empty()
+        || matches!(spec.metric, Metric::EndToEnd | Metric::Decision)
+        || spec.partner == c.partner_code
+}
+
+/// Retires a clock the event log no longer gives (or gives another party):
+/// withdraws what it fired, drops what it had yet to fire, and cancels it
+/// under a key of its own, so its events and escalations stay accounted for.
+async fn supersede(
+    conn: &mut PgConnection,
+    c: &ClockRow,
+    cause: Cause,
+    now: DateTime<Utc>,
+) -> Result<(), HandlerError> {
+    for t in store::timers_of(conn, c.id).await? {
+        if t.fired_at.is_some() {
+            withdraw(conn, c, None, &t, cause, now).await?;
+        }
+    }
+    let kinds: Vec<String> = store::timers_of(conn, c.id)
+        .await?
+        .into_iter()
+        .map(|t| t.kind)
+        .collect();
+    let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+    store::drop_timers(conn, c.id, &kinds).await?;
+    let mut retired = c.clone();
+    retired.key = format!("{}{SUPERSEDED}{}", c.key, c.id);
+    retired.state = State::Cancelled.as_str().into();
+    retired.ended_at = Some(now);
+    retired.deadline = None;
+    retired.breached_at = None;
+    retired.updated_at = now;
+    store::put_clock(conn, &retired).await?;
+    store::rekey_clock(conn, c.id, &retired.key).await?;
+    emit(conn, "clock", "cancelled", &retired, now, |meta| {
+        ev::ClockCancelled {
+            meta,
+            clock: clock_ref(&retired),
+        }
+    })
+    .await?;
+    tracing::info!(clock = %c.id, key = %c.key, partner = %c.partner_code, reason = cause.as_str(), "retired a clock the event log no longer gives");
+    Ok(())
 }
 
 /// What made a recomputation: the reason a firing it finds wrong is withdrawn.
@@ -577,7 +645,7 @@ impl Cause {
 async fn withdraw(
     conn: &mut PgConnection,
     c: &ClockRow,
-    computed: &Computed,
+    corrected_deadline: Option<DateTime<Utc>>,
     t: &TimerRow,
     cause: Cause,
     now: DateTime<Utc>,
@@ -609,7 +677,7 @@ async fn withdraw(
                 clock: clock_ref(c),
                 breach_event_id: fired_event,
                 withdrawn_deadline: Some(timestamp(t.due_at)),
-                deadline: computed.deadline.map(timestamp),
+                deadline: corrected_deadline.map(timestamp),
                 reason,
                 other_breaches,
             }

@@ -530,6 +530,16 @@ pub async fn put_clock(conn: &mut PgConnection, c: &ClockRow) -> Result<(), sqlx
     Ok(())
 }
 
+/// Gives a clock a new key (a superseded clock frees its key).
+pub async fn rekey_clock(conn: &mut PgConnection, id: Uuid, key: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE clocks SET key = $2 WHERE id = $1")
+        .bind(id)
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Breached clocks, newest breach first, breached by `as_of`.
 pub async fn breaches(
     conn: &mut PgConnection,
