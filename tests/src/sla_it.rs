@@ -1605,37 +1605,22 @@ async fn a_withdrawn_escalation_sends_the_partner_a_signed_withdrawal_and_a_pend
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn withdrawing_an_escalation_never_sent_cancels_its_delivery_and_tells_nobody()
 -> anyhow::Result<()> {
-    use baladiya_platform::app::ServiceModule;
     let env = TestEnv::new();
-    let config = env.config();
-    baladiya_platform::db::ensure_database(&config.database).await?;
-    let pool = baladiya_platform::db::schema_pool(&config.database, "sla_watcher")?;
-    baladiya_platform::db::migrate(&pool, "sla_watcher", &SlaWatcher.migrator()).await?;
+    let (pool, clock_id, first) = watcher_schema(&env).await?;
     // Two escalations with a delivery each: one never attempted, one delivered.
-    let clock_id = uuid::Uuid::now_v7();
+    let second = uuid::Uuid::now_v7();
     sqlx::query(
-        "INSERT INTO clocks (id, key, subject_kind, subject_id, metric, partner_code, agreement_version, calendar_id,
-                             target_secs, warn_at, ladder, tracking_number, municipality_code, category_code, inputs,
-                             state, elapsed_secs, updated_at)
-         VALUES ($1, 'k', 'case', gen_random_uuid(), 'acknowledge', 'MEWA', 1, 'sa-gov', 3600,
-                 '[]', '[]', 'RUH-1', 'RIYADH', 'WATER_LEAK', '[]', 'breached', 0, now())",
+        "INSERT INTO escalations (id, clock_id, level, partner_code, subject_kind, subject_id, tracking_number,
+                                  metric, contact, agreement_version, raised_at, overdue_working_secs, overdue_wall_secs)
+         SELECT $1, clock_id, 2, partner_code, subject_kind, subject_id, tracking_number, metric, 'deputy minister',
+                agreement_version, raised_at, 0, 0 FROM escalations WHERE clock_id = $2",
     )
+    .bind(second)
     .bind(clock_id)
     .execute(&pool)
     .await?;
-    let mut ids = Vec::new();
-    for level in [1, 2] {
-        let id = uuid::Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO escalations (id, clock_id, level, partner_code, subject_kind, subject_id, tracking_number,
-                                      metric, contact, agreement_version, raised_at, overdue_working_secs, overdue_wall_secs)
-             VALUES ($1, $2, $3, 'MEWA', 'case', gen_random_uuid(), 'RUH-1', 'acknowledge', 'focal point', 1, now(), 0, 0)",
-        )
-        .bind(id)
-        .bind(clock_id)
-        .bind(level)
-        .execute(&pool)
-        .await?;
+    let ids = [first, second];
+    for id in ids {
         let mut conn = pool.acquire().await?;
         baladiya_sla_watcher::webhook::enqueue(
             &mut conn,
@@ -1645,7 +1630,6 @@ async fn withdrawing_an_escalation_never_sent_cancels_its_delivery_and_tells_nob
             b"{}",
         )
         .await?;
-        ids.push(id);
     }
     sqlx::query(
         "UPDATE webhook_deliveries SET state = 'delivered', attempts = 1 WHERE escalation_id = $1",
@@ -1910,4 +1894,152 @@ async fn a_partner_acknowledging_late_within_the_bound_withdraws_the_breach_ever
     );
     let _ = std::fs::remove_file(&hooks.ca_file);
     s.stop().await
+}
+
+/// The SLA watcher's schema on a fresh database, with one breached case
+/// clock (MEWA, acknowledge) and an escalation of it; returns (pool, clock id,
+/// escalation id).
+async fn watcher_schema(env: &TestEnv) -> anyhow::Result<(sqlx::PgPool, uuid::Uuid, uuid::Uuid)> {
+    use baladiya_platform::app::ServiceModule;
+    let config = env.config();
+    baladiya_platform::db::ensure_database(&config.database).await?;
+    let pool = baladiya_platform::db::schema_pool(&config.database, "sla_watcher")?;
+    baladiya_platform::db::migrate(&pool, "sla_watcher", &SlaWatcher.migrator()).await?;
+    let clock_id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO clocks (id, key, subject_kind, subject_id, metric, partner_code, agreement_version, calendar_id,
+                             target_secs, warn_at, ladder, tracking_number, municipality_code, category_code, inputs,
+                             state, elapsed_secs, breached_at, updated_at)
+         VALUES ($1, 'k', 'case', gen_random_uuid(), 'acknowledge', 'MEWA', 1, 'sa-gov', 3600,
+                 '[]', '[]', 'RUH-1', 'RIYADH', 'WATER_LEAK', '[]', 'breached', 0, now() - interval '1 hour', now())",
+    )
+    .bind(clock_id)
+    .execute(&pool)
+    .await?;
+    let escalation_id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO escalations (id, clock_id, level, partner_code, subject_kind, subject_id, tracking_number,
+                                  metric, contact, agreement_version, raised_at, overdue_working_secs, overdue_wall_secs)
+         VALUES ($1, $2, 1, 'MEWA', 'case', gen_random_uuid(), 'RUH-1', 'acknowledge', 'focal point', 1, now(), 0, 0)",
+    )
+    .bind(escalation_id)
+    .bind(clock_id)
+    .execute(&pool)
+    .await?;
+    Ok((pool, clock_id, escalation_id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_replicas_webhook_outcome_never_overwrites_a_later_one_and_dead_ones_redrive()
+-> anyhow::Result<()> {
+    use baladiya_sla_watcher::webhook::{self, Delivery, Outcome};
+    let env = TestEnv::new();
+    let (pool, _, escalation) = watcher_schema(&env).await?;
+    let mut conn = pool.acquire().await?;
+    webhook::enqueue(
+        &mut conn,
+        escalation,
+        Delivery::Raised,
+        "https://mewa.example/hook",
+        b"{}",
+    )
+    .await?;
+    drop(conn);
+    // Replica A claims the delivery and hangs on a slow partner; its lease
+    // runs out and replica B claims it again and delivers.
+    let a = webhook::claim_due(&pool, Duration::from_secs(30), 20).await?;
+    assert_eq!(a.len(), 1);
+    assert!(
+        webhook::claim_due(&pool, Duration::from_secs(30), 20)
+            .await?
+            .is_empty(),
+        "leased"
+    );
+    sqlx::query("UPDATE webhook_deliveries SET next_attempt_at = now()")
+        .execute(&pool)
+        .await?;
+    let b = webhook::claim_due(&pool, Duration::from_secs(30), 20).await?;
+    assert_eq!((b.len(), b[0].attempt), (1, 1));
+    assert!(webhook::record(&pool, &b[0], &Outcome::Delivered).await?);
+    // A's timeout comes back late: it records nothing over B's outcome.
+    let late = Outcome::Failed {
+        error: "timed out".into(),
+        dead: false,
+        retry_in: Duration::from_secs(1),
+    };
+    assert!(!webhook::record(&pool, &a[0], &late).await?);
+    let (state, attempts): (String, i32) =
+        sqlx::query_as("SELECT state, attempts FROM webhook_deliveries")
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!((state.as_str(), attempts), ("delivered", 1));
+
+    // A delivery whose every attempt failed is dead until redriven.
+    sqlx::query("UPDATE webhook_deliveries SET state = 'dead', attempts = 20, delivered_at = NULL")
+        .execute(&pool)
+        .await?;
+    assert!(
+        webhook::claim_due(&pool, Duration::from_secs(30), 20)
+            .await?
+            .is_empty()
+    );
+    assert_eq!(webhook::redrive(&pool, None).await?, 1);
+    let again = webhook::claim_due(&pool, Duration::from_secs(30), 20).await?;
+    assert_eq!(
+        (again.len(), again[0].attempt),
+        (1, 1),
+        "due again, attempts reset"
+    );
+    pool.close().await;
+    env.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_that_keeps_failing_does_not_hold_back_the_others() -> anyhow::Result<()> {
+    let env = TestEnv::new();
+    let (pool, clock_id, _) = watcher_schema(&env).await?;
+    // Two timers due an hour ago: one that cannot fire (a kind this watcher
+    // does not know, as a corrupt row would be), due first, and the breach.
+    sqlx::query(
+        "INSERT INTO timers (clock_id, kind, seq, due_at) VALUES
+           ($1, 'bogus', 0, now() - interval '2 hours'), ($1, 'breach', 100, now() - interval '1 hour')",
+    )
+    .bind(clock_id)
+    .execute(&pool)
+    .await?;
+    let clock = baladiya_platform::clock::Clock::system();
+    let rules = baladiya_sla_watcher::engine::FireRules {
+        known: baladiya_sla_watcher::store::Known {
+            cases: Some(clock.now()),
+            applications: Some(clock.now()),
+        },
+        max_hold: Duration::from_secs(600),
+        watching_since: clock.now(),
+    };
+    let metrics = baladiya_platform::metrics::Metrics::new();
+    let mut failing = baladiya_sla_watcher::engine::Failing::default();
+    let fired =
+        baladiya_sla_watcher::engine::fire_due(&pool, &clock, &metrics, rules, &mut failing)
+            .await?;
+    assert_eq!(fired, 1, "the breach fired beside the failing timer");
+    let unfired: Vec<String> = sqlx::query_scalar("SELECT kind FROM timers WHERE fired_at IS NULL")
+        .fetch_all(&pool)
+        .await?;
+    assert_eq!(unfired, ["bogus"]);
+    // The failing one waits out a backoff instead of being tried every round.
+    assert_eq!(
+        baladiya_sla_watcher::engine::fire_due(&pool, &clock, &metrics, rules, &mut failing)
+            .await?,
+        0
+    );
+    let breaches: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE ce_type = 'sa.baladiya.sla.clock.breached.v1'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(breaches, 1);
+    pool.close().await;
+    env.cleanup().await;
+    Ok(())
 }

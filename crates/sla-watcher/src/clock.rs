@@ -466,6 +466,23 @@ mod tests {
     }
 
     #[test]
+    fn a_resume_arriving_after_the_stop_it_preceded_gives_the_full_knowledge_clock() {
+        let start = at(InputKind::Start, "2026-04-05 08:00");
+        let pause = at(InputKind::Pause, "2026-04-05 09:00");
+        let resume = at(InputKind::Resume, "2026-04-06 09:00");
+        let stop = at(InputKind::Stop, "2026-04-06 11:00");
+        let now = riyadh("2026-04-10 00:00");
+        // The stop arrives first: the clock ends paused, an hour counted.
+        let early = compute(&gov(), &terms(), &[start, pause, stop], now);
+        assert_eq!((early.state, early.elapsed), (State::Met, hours(1)));
+        // Then the resume that happened before it: three hours, met.
+        let late = compute(&gov(), &terms(), &[start, pause, stop, resume], now);
+        let full = compute(&gov(), &terms(), &[start, pause, resume, stop], now);
+        assert_eq!(late, full);
+        assert_eq!((late.state, late.elapsed), (State::Met, hours(3)));
+    }
+
+    #[test]
     fn warnings_round_up_to_whole_minutes() {
         assert_eq!(
             warning_threshold(Duration::from_secs(7 * 60), 0.5),

@@ -236,75 +236,131 @@ pub async fn redrive(pool: &PgPool, id: Option<Uuid>) -> Result<u64, sqlx::Error
     .rows_affected())
 }
 
+/// A delivery claimed for one attempt, under a lease of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub id: Uuid,
+    pub url: String,
+    pub body: Vec<u8>,
+    /// This attempt's number.
+    pub attempt: i32,
+    /// The claim's token: its outcome is recorded only while it holds.
+    pub lease: Uuid,
+}
+
+/// What an attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    /// Failed: retried after `retry_in`, or dead after the last attempt.
+    Failed {
+        error: String,
+        dead: bool,
+        retry_in: Duration,
+    },
+}
+
+/// Claims up to `limit` due deliveries, each for `lease` (past the client's
+/// timeout), in a short transaction of its own.
+pub async fn claim_due(
+    pool: &PgPool,
+    lease: Duration,
+    limit: i64,
+) -> Result<Vec<Claim>, sqlx::Error> {
+    sqlx::query(
+        "UPDATE webhook_deliveries SET next_attempt_at = now() + make_interval(secs => $1), lease = gen_random_uuid()
+         WHERE id IN (SELECT id FROM webhook_deliveries
+                      WHERE state = 'pending' AND next_attempt_at <= now()
+                      ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+         RETURNING id, url, body, attempts, lease",
+    )
+    .bind(lease.as_secs_f64())
+    .bind(limit)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| {
+        Ok(Claim {
+            id: row.try_get("id")?,
+            url: row.try_get("url")?,
+            body: row.try_get("body")?,
+            attempt: row.try_get::<i32, _>("attempts")? + 1,
+            lease: row.try_get("lease")?,
+        })
+    })
+    .collect()
+}
+
+/// Records an attempt's outcome, only while its claim's lease holds: a
+/// replica whose lease expired while it waited on a slow partner records
+/// nothing over a later claim (or over a cancellation). Returns whether it
+/// was recorded.
+pub async fn record(pool: &PgPool, claim: &Claim, outcome: &Outcome) -> Result<bool, sqlx::Error> {
+    let done = match outcome {
+        Outcome::Delivered => sqlx::query(
+            "UPDATE webhook_deliveries SET state = 'delivered', attempts = $2, delivered_at = now(), last_error = NULL, lease = NULL
+             WHERE id = $1 AND lease = $3 AND state = 'pending'",
+        )
+        .bind(claim.id)
+        .bind(claim.attempt)
+        .bind(claim.lease),
+        Outcome::Failed {
+            error,
+            dead,
+            retry_in,
+        } => sqlx::query(
+            "UPDATE webhook_deliveries SET attempts = $2, last_error = $4,
+                    state = CASE WHEN $5 THEN 'dead' ELSE 'pending' END,
+                    next_attempt_at = now() + make_interval(secs => $6), lease = NULL
+             WHERE id = $1 AND lease = $3 AND state = 'pending'",
+        )
+        .bind(claim.id)
+        .bind(claim.attempt)
+        .bind(claim.lease)
+        .bind(error)
+        .bind(*dead)
+        .bind(retry_in.as_secs_f64()),
+    }
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Attempts up to 20 due deliveries once each; returns how many were
 /// attempted.
 ///
 /// A delivery is claimed by moving its next attempt past the client's timeout
-/// (a lease) in a short transaction of its own; the POST runs with no
-/// transaction open, and its outcome is recorded after. A replica that dies
-/// mid-POST leaves the lease to expire and the delivery is tried again (at
-/// least once; receivers deduplicate on `X-Baladiya-Delivery`).
+/// (a lease, [`claim_due`]); the POST runs with no transaction open, and its
+/// outcome is recorded after, under the lease ([`record`]). A replica that
+/// dies mid-POST leaves the lease to expire and the delivery is tried again
+/// (at least once; receivers deduplicate on `X-Baladiya-Delivery`).
 pub async fn deliver_due(
     pool: &PgPool,
     client: &WebhookClient,
     max_attempts: i32,
     backoff: Duration,
 ) -> Result<usize, sqlx::Error> {
-    let lease = client.timeout.saturating_mul(3).as_secs_f64();
-    let due = sqlx::query(
-        "UPDATE webhook_deliveries SET next_attempt_at = now() + make_interval(secs => $1), lease = gen_random_uuid()
-         WHERE id IN (SELECT id FROM webhook_deliveries
-                      WHERE state = 'pending' AND next_attempt_at <= now()
-                      ORDER BY next_attempt_at LIMIT 20 FOR UPDATE SKIP LOCKED)
-         RETURNING id, url, body, attempts, lease",
-    )
-    .bind(lease)
-    .fetch_all(pool)
-    .await?;
-    for row in &due {
-        let id: Uuid = row.try_get("id")?;
-        let url: String = row.try_get("url")?;
-        let body: Vec<u8> = row.try_get("body")?;
-        let attempts: i32 = row.try_get::<i32, _>("attempts")? + 1;
-        // Outcomes are recorded under this claim's lease: a replica whose
-        // lease expired while it waited records nothing over a later claim.
-        let lease: Uuid = row.try_get("lease")?;
-        match client.post(&url, id, &body).await {
-            Ok(status) if (200..300).contains(&status) => {
-                sqlx::query("UPDATE webhook_deliveries SET state = 'delivered', attempts = $2, delivered_at = now(), last_error = NULL, lease = NULL
-                             WHERE id = $1 AND lease = $3 AND state = 'pending'")
-                    .bind(id)
-                    .bind(attempts)
-                    .bind(lease)
-                    .execute(pool)
-                    .await?;
-            }
+    let due = claim_due(pool, client.timeout.saturating_mul(3), 20).await?;
+    for claim in &due {
+        let outcome = match client.post(&claim.url, claim.id, &claim.body).await {
+            Ok(status) if (200..300).contains(&status) => Outcome::Delivered,
             other => {
                 let error = match other {
                     Ok(status) => format!("HTTP {status}"),
                     Err(e) => e.to_string(),
                 };
-                let dead = attempts >= max_attempts;
-                let wait = backoff
-                    .saturating_mul(1u32 << (attempts - 1).clamp(0, 16) as u32)
-                    .min(Duration::from_secs(3600));
-                tracing::warn!(delivery = %id, attempts, dead, error = %error, "webhook delivery failed");
-                sqlx::query(
-                    "UPDATE webhook_deliveries SET attempts = $2, last_error = $3,
-                            state = CASE WHEN $4 THEN 'dead' ELSE 'pending' END,
-                            next_attempt_at = now() + make_interval(secs => $5), lease = NULL
-                     WHERE id = $1 AND lease = $6 AND state = 'pending'",
-                )
-                .bind(id)
-                .bind(attempts)
-                .bind(&error)
-                .bind(dead)
-                .bind(wait.as_secs_f64())
-                .bind(lease)
-                .execute(pool)
-                .await?;
+                let dead = claim.attempt >= max_attempts;
+                tracing::warn!(delivery = %claim.id, attempts = claim.attempt, dead, error = %error, "webhook delivery failed");
+                Outcome::Failed {
+                    error,
+                    dead,
+                    retry_in: backoff
+                        .saturating_mul(1u32 << (claim.attempt - 1).clamp(0, 16) as u32)
+                        .min(Duration::from_secs(3600)),
+                }
             }
-        }
+        };
+        record(pool, claim, &outcome).await?;
     }
     Ok(due.len())
 }
