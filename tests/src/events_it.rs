@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use baladiya_platform::auth::Role;
-use baladiya_platform::config::Config;
-use baladiya_platform::db;
 use baladiya_platform::events::consumer::{self, Consumer};
 use baladiya_platform::events::outbox::{self, Relay};
 use baladiya_platform::events::{Namespace, StreamSpec};
@@ -16,18 +14,6 @@ use sqlx::PgPool;
 
 use crate::probe::{self, Probe, pb};
 use crate::{NatsProcess, RunningPlatform, TestEnv, authorized, eventually};
-
-async fn probe_pool(config: &Config) -> anyhow::Result<PgPool> {
-    db::ensure_database(&config.database).await?;
-    let pool = db::schema_pool(&config.database, "probe")?;
-    db::migrate(
-        &pool,
-        "probe",
-        &baladiya_platform::app::ServiceModule::migrator(&Probe::default()),
-    )
-    .await?;
-    Ok(pool)
-}
 
 /// The events on a stream: its messages less the watermark it keeps, if
 /// any (each replaces the one before).
@@ -93,7 +79,7 @@ async fn events_written_while_nats_is_down_are_published_once_when_it_returns() 
     for i in 0..5 {
         write(&mut client, &token, &format!("while-down-{i}")).await?;
     }
-    let pool = probe_pool(&config).await?;
+    let pool = probe::schema_pool(&config).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         count(&pool, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await?,
@@ -129,7 +115,7 @@ async fn a_relay_that_died_between_publish_and_mark_sent_causes_no_duplicate() -
 {
     let env = TestEnv::new();
     let config = env.config();
-    let pool = probe_pool(&config).await?;
+    let pool = probe::schema_pool(&config).await?;
     let js = jetstream::new(env.nats().await?);
     let ns = Namespace::new(&env.namespace);
     probe::STREAM.ensure(&js, &ns, &config.events).await?;
@@ -275,7 +261,7 @@ async fn failures_are_retried_poison_is_parked_and_replay_applies_it_once() -> a
     write(&mut client, &token, "poison").await?;
     write(&mut client, &token, "after-poison").await?;
 
-    let pool = probe_pool(&config).await?;
+    let pool = probe::schema_pool(&config).await?;
     eventually(30, "flaky retried and applied, poison parked, the next applied", || async {
         let parked = count(&pool, "SELECT count(*) FROM parked_events").await?;
         let applied = count(&pool, "SELECT count(*) FROM applications a JOIN notes n ON n.id = a.note_id WHERE n.body IN ('flaky', 'after-poison')").await?;
@@ -348,7 +334,7 @@ async fn failures_are_retried_poison_is_parked_and_replay_applies_it_once() -> a
 async fn noting_enqueues_tells_work_that_enqueued_from_work_that_did_not() -> anyhow::Result<()> {
     let env = TestEnv::new();
     let config = env.config();
-    let pool = probe_pool(&config).await?;
+    let pool = probe::schema_pool(&config).await?;
     let clock = baladiya_platform::app::clock_from_config(&config.clock)?;
     let mut tx = pool.begin().await?;
     let (written, enqueued) =

@@ -696,6 +696,35 @@ pub async fn publish_report_received(env: &TestEnv, r: &ReceivedReport<'_>) -> a
     Ok(())
 }
 
+/// The case routing opened for a report, once it exists (read as `admin`).
+pub async fn case_of_report(
+    routing: &baladiya_proto::routing::v1::routing_service_client::RoutingServiceClient<Channel>,
+    admin: &str,
+    report_id: uuid::Uuid,
+) -> anyhow::Result<baladiya_proto::routing::v1::Case> {
+    use baladiya_proto::routing::v1::ListCasesRequest;
+    eventually(30, "the case", || {
+        let mut routing = routing.clone();
+        async move {
+            let list = routing
+                .list_cases(authorized(
+                    ListCasesRequest {
+                        page_size: 500,
+                        ..Default::default()
+                    },
+                    admin,
+                ))
+                .await?
+                .into_inner();
+            Ok(list
+                .cases
+                .into_iter()
+                .find(|c| c.report_id == report_id.to_string()))
+        }
+    })
+    .await
+}
+
 /// Polls `check` until it returns `Some`, for up to `seconds`.
 pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> anyhow::Result<T>
 where

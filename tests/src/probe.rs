@@ -105,6 +105,14 @@ impl ServiceModule for Probe {
     }
 }
 
+/// The probe's schema on the test's database, migrated.
+pub async fn schema_pool(config: &baladiya_platform::config::Config) -> anyhow::Result<PgPool> {
+    baladiya_platform::db::ensure_database(&config.database).await?;
+    let pool = baladiya_platform::db::schema_pool(&config.database, "probe")?;
+    baladiya_platform::db::migrate(&pool, "probe", &Probe::default().migrator()).await?;
+    Ok(pool)
+}
+
 /// The probe consumer's subscription.
 pub fn consumer_spec() -> ConsumerSpec {
     ConsumerSpec {

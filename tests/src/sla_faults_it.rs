@@ -71,26 +71,7 @@ async fn water_leak(
     let admin = producer.token(Role::Admin);
     let cases =
         routing::routing_service_client::RoutingServiceClient::new(producer.channel().await?);
-    let case = eventually(30, "the case", || {
-        let (mut cases, admin) = (cases.clone(), admin.clone());
-        async move {
-            let list = cases
-                .list_cases(authorized(
-                    routing::ListCasesRequest {
-                        page_size: 100,
-                        ..Default::default()
-                    },
-                    &admin,
-                ))
-                .await?
-                .into_inner();
-            Ok(list
-                .cases
-                .into_iter()
-                .find(|c| c.report_id == report_id.to_string()))
-        }
-    })
-    .await?;
+    let case = crate::case_of_report(&cases, &admin, report_id).await?;
     let ack = clock_of(watcher, &case.id, &admin).await?;
     Ok((case.id, ack.id))
 }

@@ -107,28 +107,28 @@ impl Sla {
             },
         )
         .await?;
-        let admin = self.admin.clone();
-        let client = self.routing.clone();
-        eventually(30, "the case", || {
-            let (mut client, admin) = (client.clone(), admin.clone());
-            async move {
-                let list = client
-                    .list_cases(authorized(
-                        routing::ListCasesRequest {
-                            page_size: 500,
-                            ..Default::default()
-                        },
-                        &admin,
-                    ))
-                    .await?
-                    .into_inner();
-                Ok(list
-                    .cases
-                    .into_iter()
-                    .find(|c| c.report_id == report_id.to_string()))
-            }
-        })
-        .await
+        crate::case_of_report(&self.routing, &self.admin, report_id).await
+    }
+
+    /// The escalations `token` may see in `state`, newest first.
+    async fn escalations(
+        &self,
+        token: &str,
+        state: pb::EscalationState,
+    ) -> anyhow::Result<Vec<pb::Escalation>> {
+        Ok(self
+            .sla
+            .clone()
+            .list_escalations(authorized(
+                pb::ListEscalationsRequest {
+                    state: state as i32,
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await?
+            .into_inner()
+            .escalations)
     }
 
     /// The case's clocks by metric, once `n` of them exist.
@@ -278,17 +278,7 @@ async fn thursday_13_00_warns_breaches_and_escalates_level_by_level() -> anyhow:
     // MEWA lists and acknowledges its escalations; MOTLS sees none of them.
     let mewa = s.partner("MEWA");
     let mut sla = s.sla.clone();
-    let list = sla
-        .list_escalations(authorized(
-            pb::ListEscalationsRequest {
-                state: pb::EscalationState::Open as i32,
-                ..Default::default()
-            },
-            &mewa,
-        ))
-        .await?
-        .into_inner()
-        .escalations;
+    let list = s.escalations(&mewa, pb::EscalationState::Open).await?;
     let ack_levels: Vec<u32> = list
         .iter()
         .filter(|e| e.clock_id == ack.id)
@@ -1354,18 +1344,7 @@ async fn a_hold_past_max_hold_fires_provisionally_and_the_late_acknowledgement_w
     )?;
     assert!(breach.provisional);
     let mewa = s.partner("MEWA");
-    let mut sla = s.sla.clone();
-    let open = sla
-        .list_escalations(authorized(
-            pb::ListEscalationsRequest {
-                state: pb::EscalationState::Open as i32,
-                ..Default::default()
-            },
-            &mewa,
-        ))
-        .await?
-        .into_inner()
-        .escalations;
+    let open = s.escalations(&mewa, pb::EscalationState::Open).await?;
     let raised = open
         .iter()
         .find(|e| e.clock_id == ack.id && e.level == 1)
@@ -1432,34 +1411,14 @@ async fn a_hold_past_max_hold_fires_provisionally_and_the_late_acknowledgement_w
         withdrawn.withdrawn_deadline,
         Some(timestamp(riyadh("2026-04-05 10:00")))
     );
-    let withdrawn_list = sla
-        .list_escalations(authorized(
-            pb::ListEscalationsRequest {
-                state: pb::EscalationState::Withdrawn as i32,
-                ..Default::default()
-            },
-            &mewa,
-        ))
-        .await?
-        .into_inner()
-        .escalations;
+    let withdrawn_list = s.escalations(&mewa, pb::EscalationState::Withdrawn).await?;
     let gone = withdrawn_list
         .iter()
         .find(|e| e.id == raised.id)
         .expect("listed as withdrawn");
     assert!(gone.withdrawn_at.is_some());
     assert_eq!(gone.withdrawal_reason, "late_event");
-    let still_open = sla
-        .list_escalations(authorized(
-            pb::ListEscalationsRequest {
-                state: pb::EscalationState::Open as i32,
-                ..Default::default()
-            },
-            &mewa,
-        ))
-        .await?
-        .into_inner()
-        .escalations;
+    let still_open = s.escalations(&mewa, pb::EscalationState::Open).await?;
     assert!(!still_open.iter().any(|e| e.clock_id == ack.id));
     eventually(20, "the overdue mark cleared", || async {
         Ok((!overdue(&s, case.id.clone()).await?).then_some(()))
@@ -1491,23 +1450,11 @@ async fn a_withdrawn_escalation_sends_the_partner_a_signed_withdrawal_and_a_pend
     // Past the hold, Monday 10:30: the breach, level 1 (delivered) and level
     // 2 (failing, pending a retry) go out provisional.
     s.platform.clock.set(riyadh("2026-04-06 10:30")).await?;
-    let sla = s.sla.clone();
-    let admin = s.admin.clone();
+    let mewa = s.partner("MEWA");
     let listed = |state: pb::EscalationState| {
-        let (mut sla, admin, ack_id) = (sla.clone(), admin.clone(), ack.id.clone());
+        let (s, mewa, ack_id) = (&s, mewa.clone(), ack.id.clone());
         async move {
-            let list = sla
-                .list_escalations(authorized(
-                    pb::ListEscalationsRequest {
-                        partner_code: "MEWA".into(),
-                        state: state as i32,
-                        ..Default::default()
-                    },
-                    &admin,
-                ))
-                .await?
-                .into_inner()
-                .escalations;
+            let list = s.escalations(&mewa, state).await?;
             anyhow::Ok(
                 list.into_iter()
                     .filter(|e| e.clock_id == ack_id)

@@ -11,7 +11,6 @@ use std::time::Duration;
 use async_nats::jetstream;
 use baladiya_platform::clock::Clock;
 use baladiya_platform::config::Config;
-use baladiya_platform::db;
 use baladiya_platform::events::consumer::Consumer;
 use baladiya_platform::events::outbox::Relay;
 use baladiya_platform::events::{InboundEvent, Namespace, watermark};
@@ -21,22 +20,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
 use sqlx::PgPool;
 
-use crate::probe::{self, Probe};
+use crate::probe;
 use crate::{TestEnv, eventually, instant};
 
 const SUBJECT: &str = "baladiya.probe.watermark";
-
-async fn probe_pool(config: &Config) -> anyhow::Result<PgPool> {
-    db::ensure_database(&config.database).await?;
-    let pool = db::schema_pool(&config.database, "probe")?;
-    db::migrate(
-        &pool,
-        "probe",
-        &baladiya_platform::app::ServiceModule::migrator(&Probe::default()),
-    )
-    .await?;
-    Ok(pool)
-}
 
 /// What a subscriber sees on the probe's stream, in the order JetStream
 /// stored it: a note stamped at an instant, or a watermark.
@@ -127,6 +114,34 @@ fn relay_with(
     .with_watermarks(SUBJECT, clock.clone(), &config.events)
 }
 
+/// What each case starts from: the probe's schema and stream, and a watch
+/// on what the stream receives.
+struct Setup {
+    env: TestEnv,
+    config: Config,
+    pool: PgPool,
+    js: jetstream::Context,
+    seen: Arc<std::sync::Mutex<Vec<Seen>>>,
+}
+
+async fn set_up() -> anyhow::Result<Setup> {
+    let env = TestEnv::new();
+    let config = config(&env);
+    let pool = probe::schema_pool(&config).await?;
+    let js = jetstream::new(env.nats().await?);
+    probe::STREAM
+        .ensure(&js, &Namespace::new(&env.namespace), &config.events)
+        .await?;
+    let seen = watch(&env).await?;
+    Ok(Setup {
+        env,
+        config,
+        pool,
+        js,
+        seen,
+    })
+}
+
 /// A test configuration whose relays publish a watermark every round.
 fn config(env: &TestEnv) -> Config {
     let mut config = env.config();
@@ -137,14 +152,13 @@ fn config(env: &TestEnv) -> Config {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_that_commits_after_the_relay_read_is_covered_by_the_fence() -> anyhow::Result<()>
 {
-    let env = TestEnv::new();
-    let config = config(&env);
-    let pool = probe_pool(&config).await?;
-    let js = jetstream::new(env.nats().await?);
-    probe::STREAM
-        .ensure(&js, &Namespace::new(&env.namespace), &config.events)
-        .await?;
-    let seen = watch(&env).await?;
+    let Setup {
+        env,
+        config,
+        pool,
+        js,
+        seen,
+    } = set_up().await?;
     let clock = Clock::manual(instant("2026-04-05T07:00:00Z"));
     let relay = relay(&pool, &js, &env, &config, &clock);
 
@@ -189,14 +203,13 @@ async fn a_writer_that_commits_after_the_relay_read_is_covered_by_the_fence() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relay_replicas_and_eight_writers_publish_only_sound_watermarks() -> anyhow::Result<()>
 {
-    let env = TestEnv::new();
-    let config = config(&env);
-    let pool = probe_pool(&config).await?;
-    let js = jetstream::new(env.nats().await?);
-    probe::STREAM
-        .ensure(&js, &Namespace::new(&env.namespace), &config.events)
-        .await?;
-    let seen = watch(&env).await?;
+    let Setup {
+        env,
+        config,
+        pool,
+        js,
+        seen,
+    } = set_up().await?;
     let clock = Clock::manual(instant("2026-04-05T07:00:00Z"));
     let (trigger, signal) = shutdown::channel();
     let relays: Vec<_> = (0..2)
@@ -271,14 +284,13 @@ async fn two_relay_replicas_and_eight_writers_publish_only_sound_watermarks() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clock_skew_within_the_margin_is_covered_and_beyond_it_is_counted_late()
 -> anyhow::Result<()> {
-    let env = TestEnv::new();
-    let config = config(&env);
-    let pool = probe_pool(&config).await?;
-    let js = jetstream::new(env.nats().await?);
-    probe::STREAM
-        .ensure(&js, &Namespace::new(&env.namespace), &config.events)
-        .await?;
-    let seen = watch(&env).await?;
+    let Setup {
+        env,
+        config,
+        pool,
+        js,
+        seen,
+    } = set_up().await?;
     let start = instant("2026-04-05T07:00:00Z");
     for (skew_ms, late) in [(60, 0), (160, 1)] {
         // The writer's clock is behind the relay's by `skew_ms`.
@@ -333,7 +345,7 @@ async fn a_consumer_acts_on_a_watermark_only_after_everything_before_it_is_appli
     config.events.consumer_backoff_ms = 100;
     config.events.consumer_max_attempts = 1_000;
     config.events.consumer_backoff_max_ms = 500;
-    let pool = probe_pool(&config).await?;
+    let pool = probe::schema_pool(&config).await?;
     let js = jetstream::new(env.nats().await?);
     let ns = Namespace::new(&env.namespace);
     probe::STREAM.ensure(&js, &ns, &config.events).await?;

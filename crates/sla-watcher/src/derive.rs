@@ -355,18 +355,18 @@ mod tests {
         let mut routed = event(CaseEventKind::Routed, 0, "MOTLS");
         routed.seq = 1;
         let clocks = case_clocks(case, &[ack.clone(), reroute.clone(), routed.clone()]);
-        let ack_of = |partner: &str| {
+        let ack_of = |clocks: &[ClockSpec], partner: &str| {
             clocks
                 .iter()
                 .find(|c| c.metric == Metric::Acknowledge && c.partner == partner)
                 .map(|c| c.inputs.iter().map(|i| i.kind).collect::<Vec<_>>())
         };
         assert_eq!(
-            ack_of("MOTLS"),
+            ack_of(&clocks, "MOTLS"),
             Some(vec![InputKind::Start, InputKind::Cancel])
         );
         assert_eq!(
-            ack_of("MEWA"),
+            ack_of(&clocks, "MEWA"),
             Some(vec![InputKind::Start, InputKind::Stop])
         );
         // The other way round in routing's order, MOTLS acknowledged first
@@ -377,17 +377,11 @@ mod tests {
         ack.assignee = "MOTLS".into();
         reroute.seq = 3;
         let clocks = case_clocks(case, &[reroute, ack, routed]);
-        let ack_of = |partner: &str| {
-            clocks
-                .iter()
-                .find(|c| c.metric == Metric::Acknowledge && c.partner == partner)
-                .map(|c| c.inputs.iter().map(|i| i.kind).collect::<Vec<_>>())
-        };
         assert_eq!(
-            ack_of("MOTLS"),
+            ack_of(&clocks, "MOTLS"),
             Some(vec![InputKind::Start, InputKind::Stop, InputKind::Cancel])
         );
-        assert_eq!(ack_of("MEWA"), Some(vec![InputKind::Start]));
+        assert_eq!(ack_of(&clocks, "MEWA"), Some(vec![InputKind::Start]));
     }
 
     #[test]

@@ -652,13 +652,7 @@ async fn withdraw(
 ) -> Result<(), HandlerError> {
     let reason = cause.reason() as i32;
     let fired_event = t.event_id.map(|id| id.to_string()).unwrap_or_default();
-    if let Some(i) = t.kind.strip_prefix("warning:") {
-        let fraction = i
-            .parse::<usize>()
-            .ok()
-            .and_then(|i| c.warn_at.get(i))
-            .copied()
-            .unwrap_or_default();
+    if let Some(fraction) = warning_fraction(c, &t.kind) {
         emit(conn, "clock", "warning_withdrawn", c, now, |meta| {
             ev::ClockWarningWithdrawn {
                 meta,
@@ -908,6 +902,19 @@ pub async fn fire_due(
         }
         total += fired.len();
     }
+}
+
+/// The fraction of the target a `warning:<i>` timer of `c` stands for;
+/// `None` for other kinds.
+fn warning_fraction(c: &ClockRow, kind: &str) -> Option<f64> {
+    let i = kind.strip_prefix("warning:")?;
+    Some(
+        i.parse::<usize>()
+            .ok()
+            .and_then(|i| c.warn_at.get(i))
+            .copied()
+            .unwrap_or_default(),
+    )
 }
 
 /// `warning`, `breach` or `escalation`: a timer kind without its number.
