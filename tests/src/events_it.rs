@@ -7,34 +7,13 @@ use async_nats::jetstream;
 use baladiya_platform::auth::Role;
 use baladiya_platform::events::consumer::{self, Consumer};
 use baladiya_platform::events::outbox::{self, Relay};
-use baladiya_platform::events::{Namespace, StreamSpec};
+use baladiya_platform::events::Namespace;
 use baladiya_platform::metrics::Metrics;
 use baladiya_platform::shutdown;
 use sqlx::PgPool;
 
 use crate::probe::{self, Probe, pb};
 use crate::{NatsProcess, RunningPlatform, TestEnv, authorized, eventually};
-
-/// The events on a stream: its messages less the watermark it keeps, if
-/// any (each replaces the one before).
-async fn stream_messages(
-    js: &jetstream::Context,
-    ns: &Namespace,
-    spec: &StreamSpec,
-) -> anyhow::Result<u64> {
-    let mut stream = js.get_stream(ns.stream(spec.name)).await?;
-    let messages = stream.info().await?.state.messages;
-    let watermark = match spec.watermark {
-        Some(subject) => u64::from(
-            stream
-                .get_last_raw_message_by_subject(&ns.subject(subject))
-                .await
-                .is_ok(),
-        ),
-        None => 0,
-    };
-    Ok(messages - watermark)
-}
 
 async fn count(pool: &PgPool, sql: &'static str) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar(sql).fetch_one(pool).await?)
@@ -69,7 +48,7 @@ async fn events_written_while_nats_is_down_are_published_once_when_it_returns() 
     let js = jetstream::new(env.nats().await?);
     let ns = Namespace::new(&env.namespace);
     eventually(10, "the PROBE stream", || async {
-        Ok(stream_messages(&js, &ns, &probe::STREAM).await.ok())
+        Ok(crate::stream_events(&js, &ns, &probe::STREAM).await.ok())
     })
     .await?;
 
@@ -96,7 +75,7 @@ async fn events_written_while_nats_is_down_are_published_once_when_it_returns() 
     })
     .await?;
     assert_eq!(
-        stream_messages(&js, &ns, &probe::STREAM).await?,
+        crate::stream_events(&js, &ns, &probe::STREAM).await?,
         5,
         "each event stored once"
     );
@@ -148,7 +127,7 @@ async fn a_relay_that_died_between_publish_and_mark_sent_causes_no_duplicate() -
         0
     );
     assert_eq!(
-        stream_messages(&js, &ns, &probe::STREAM).await?,
+        crate::stream_events(&js, &ns, &probe::STREAM).await?,
         1,
         "JetStream dropped the duplicate"
     );
@@ -163,7 +142,7 @@ async fn a_relay_that_died_between_publish_and_mark_sent_causes_no_duplicate() -
     )
     .await?
     .await?;
-    assert_eq!(stream_messages(&js, &ns, &probe::STREAM).await?, 2);
+    assert_eq!(crate::stream_events(&js, &ns, &probe::STREAM).await?, 2);
 
     let (trigger, signal) = shutdown::channel();
     let consumer = Consumer::new(

@@ -696,6 +696,28 @@ pub async fn publish_report_received(env: &TestEnv, r: &ReceivedReport<'_>) -> a
     Ok(())
 }
 
+/// The domain events on a stream (of `spec`, in namespace `ns`): its messages
+/// less the watermark it keeps, if it carries them (each replaces the one
+/// before, so there is at most one).
+pub async fn stream_events(
+    js: &async_nats::jetstream::Context,
+    ns: &baladiya_platform::events::Namespace,
+    spec: &baladiya_platform::events::StreamSpec,
+) -> anyhow::Result<u64> {
+    let mut stream = js.get_stream(ns.stream(spec.name)).await?;
+    let messages = stream.info().await?.state.messages;
+    let watermark = match spec.watermark {
+        Some(subject) => u64::from(
+            stream
+                .get_last_raw_message_by_subject(&ns.subject(subject))
+                .await
+                .is_ok(),
+        ),
+        None => 0,
+    };
+    Ok(messages - watermark)
+}
+
 /// The case routing opened for a report, once it exists (read as `admin`).
 pub async fn case_of_report(
     routing: &baladiya_proto::routing::v1::routing_service_client::RoutingServiceClient<Channel>,

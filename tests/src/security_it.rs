@@ -335,8 +335,16 @@ const NATS_USERS: [(&str, &str, &str); 7] = [
     ),
 ];
 
+/// The domain events on a stream of the platform's (no namespace here).
 async fn stream_messages(js: &async_nats::jetstream::Context, name: &str) -> anyhow::Result<u64> {
-    Ok(js.get_stream(name).await?.info().await?.state.messages)
+    let spec = [
+        baladiya_platform::events::streams::INTAKE,
+        baladiya_platform::events::streams::ROUTING,
+    ]
+    .into_iter()
+    .find(|s| s.name == name)
+    .ok_or_else(|| anyhow::anyhow!("no stream {name}"))?;
+    crate::stream_events(js, &baladiya_platform::events::Namespace::default(), &spec).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

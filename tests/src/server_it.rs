@@ -324,13 +324,12 @@ async fn shutdown_under_load_completes_in_flight_requests_and_half_writes_nothin
         .await?;
     assert_eq!((notes, events, unsent), (40, 40, 0));
     let js = async_nats::jetstream::new(env.nats().await?);
-    let stream = js
-        .get_stream(format!("{}_PROBE", env.namespace))
-        .await?
-        .info()
-        .await?
-        .state
-        .messages;
+    let stream = crate::stream_events(
+        &js,
+        &baladiya_platform::events::Namespace::new(&env.namespace),
+        &crate::probe::STREAM,
+    )
+    .await?;
     assert_eq!(stream, 40);
     pool.close().await;
     env.cleanup().await;
@@ -596,7 +595,7 @@ async fn replicas_starting_together_migrate_once() -> anyhow::Result<()> {
             .await?;
     assert_eq!(
         applied,
-        [1, 2, 3, 100],
+        [1, 2, 3, 4, 5, 100],
         "the platform's then the service's, each once"
     );
     for pool in pools {
