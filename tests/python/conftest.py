@@ -178,20 +178,23 @@ class Platform:
             return e.code, e.read().decode()
 
     def stream_sequences(self) -> dict[str, int]:
-        """Last sequence of each of this namespace's streams."""
+        """How many messages each of this namespace's streams holds. Not the
+        last sequence: routing's and licensing's relays publish a watermark
+        every 200 ms while idle, each replacing the one before (a rollup), so
+        an idle stream's count stays put while its sequence grows."""
 
         async def work(js):
             out = {}
             for info in await js.streams_info():
                 if info.config.name.startswith(f"{self.namespace}_"):
-                    out[info.config.name] = info.state.last_seq
+                    out[info.config.name] = info.state.messages
             return out
 
         return nats_call(self.nats_url, work)
 
     def settle(self, quiet: float = 1.5, timeout: float = 60) -> dict[str, int]:
         """Waits until no stream of the namespace has grown for `quiet` seconds
-        (the relays and consumers have caught up); returns the sequences."""
+        (the relays and consumers have caught up); returns the counts."""
         deadline = time.monotonic() + timeout
         last, since = None, time.monotonic()
         while time.monotonic() < deadline:
