@@ -238,7 +238,7 @@ EVENTS: tuple[Event, ...] = (
               "`complete_before` is on the stream, before this message.",
               ("complete_before", "producer"),
               "Published by the producer's outbox relay after the events it covers, and every "
-              "`events.watermark_interval_ms` (200 ms) while idle, with `Nats-Rollup: sub`: the stream "
+              "`events.watermark_interval_ms` (100 ms) while idle, with `Nats-Rollup: sub`: the stream "
               "keeps only the newest. `complete_before` is the producer's clock less "
               "`events.watermark_margin_ms`. An action recorded after it happened (within the "
               "producer's back-dating bound; the event carries `baladiya-recordedtime`) may still "

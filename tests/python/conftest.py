@@ -180,7 +180,7 @@ class Platform:
     def stream_sequences(self) -> dict[str, int]:
         """How many messages each of this namespace's streams holds. Not the
         last sequence: routing's and licensing's relays publish a watermark
-        every 200 ms while idle, each replacing the one before (a rollup), so
+        every 100 ms while idle, each replacing the one before (a rollup), so
         an idle stream's count stays put while its sequence grows."""
 
         async def work(js):

@@ -142,10 +142,12 @@ async fn set_up() -> anyhow::Result<Setup> {
     })
 }
 
-/// A test configuration whose relays publish a watermark every round.
+/// A test configuration whose relays publish a watermark every round, 100
+/// ms behind their clock (the figures below assume that margin).
 fn config(env: &TestEnv) -> Config {
     let mut config = env.config();
     config.events.watermark_interval_ms = 10;
+    config.events.watermark_margin_ms = 100;
     config
 }
 

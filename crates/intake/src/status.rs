@@ -148,6 +148,12 @@ fn deadline(
             (e.clock, e.deadline)
         }
         "sa.baladiya.sla.clock.paused.v1" => (event.decode::<sla::ClockPaused>()?.clock, None),
+        // A breach withdrawn names the corrected deadline (none if the clock
+        // stopped in time or is paused).
+        "sa.baladiya.sla.clock.breach_withdrawn.v1" => {
+            let e = event.decode::<sla::ClockBreachWithdrawn>()?;
+            (e.clock, e.deadline)
+        }
         _ => return Ok(None),
     };
     let clock = clock.unwrap_or_default();

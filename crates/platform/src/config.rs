@@ -300,8 +300,8 @@ impl Default for EventsConfig {
             consumer_max_attempts: 5,
             consumer_backoff_ms: 500,
             consumer_backoff_max_ms: 60_000,
-            watermark_interval_ms: 200,
-            watermark_margin_ms: 100,
+            watermark_interval_ms: 100,
+            watermark_margin_ms: 50,
         }
     }
 }

@@ -200,6 +200,10 @@ impl ServiceConfig for SlaConfig {
     }
 }
 
+/// How soon the timer loop looks again while a recorded watermark waits for
+/// the consumer's acknowledgements to take effect and timers wait on it.
+const PENDING_WATERMARK_POLL: Duration = Duration::from_millis(20);
+
 /// How the timer loop learns what the watcher knows (see
 /// [`baladiya_platform::events::watermark`]).
 struct Knowledge {
@@ -209,9 +213,11 @@ struct Knowledge {
 }
 
 impl Knowledge {
-    /// The effective watermarks of the case and application consumers.
-    async fn refresh(&self, clock: &Clock, metrics: &Metrics) -> store::Known {
+    /// The effective watermarks of the case and application consumers, and
+    /// whether a later one waits for the consumers' acknowledgements.
+    async fn refresh(&self, clock: &Clock, metrics: &Metrics) -> (store::Known, bool) {
         let mut known = store::Known::default();
+        let mut pending = false;
         for (spec, slot) in [
             (consumers::cases_spec(), &mut known.cases),
             (consumers::applications_spec(), &mut known.applications),
@@ -233,12 +239,13 @@ impl Knowledge {
                 .into_iter()
                 .find(|m| Some(m.producer.as_str()) == producer);
             *slot = mark.as_ref().and_then(|m| m.complete_before);
+            pending |= mark.as_ref().is_some_and(|m| m.pending);
             if let (Some(producer), Some(before)) = (producer, *slot) {
                 let age = (clock.now() - before).to_std().unwrap_or_default();
                 metrics.set_watermark_age(&spec.name, producer, age);
             }
         }
-        known
+        (known, pending)
     }
 }
 
@@ -262,7 +269,7 @@ async fn fire_timers(
     metrics.init_sla_provisional(&["warning", "breach", "escalation"]);
     let watching_since = clock.now();
     loop {
-        let known = knowledge.refresh(&clock, &metrics).await;
+        let (known, pending) = knowledge.refresh(&clock, &metrics).await;
         let rules = engine::FireRules {
             known,
             max_hold,
@@ -285,6 +292,13 @@ async fn fire_timers(
             let n = held.iter().find(|(k, _)| k == kind).map_or(0, |(_, n)| *n);
             metrics.set_sla_timers_held(producer, n);
         }
+        // Timers wait for a watermark that is recorded and about to take
+        // effect: look again as soon as the acknowledgements are likely in.
+        let poll = if pending && held.iter().any(|(_, n)| *n > 0) {
+            poll.min(PENDING_WATERMARK_POLL)
+        } else {
+            poll
+        };
         // The oldest timer that may fire and still waits (see the warnings above).
         let held_until = rules.held_until(now);
         let oldest = match pool.acquire().await {

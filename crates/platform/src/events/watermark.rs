@@ -224,6 +224,10 @@ pub struct Knowledge {
     /// Every event the producer recorded before this instant has been
     /// applied (or parked) by the consumer; `None` before the first watermark.
     pub complete_before: Option<DateTime<Utc>>,
+    /// A later watermark is recorded but not yet in effect (the consumer's
+    /// acknowledgements of what came before it are still on their way):
+    /// worth asking again soon.
+    pub pending: bool,
 }
 
 /// Brings `consumer`'s effective watermarks forward to what its
@@ -262,17 +266,19 @@ pub async fn refresh(
 
 /// `consumer`'s effective watermarks, as last refreshed.
 pub async fn known(pool: &PgPool, consumer: &str) -> Result<Vec<Knowledge>, EventError> {
-    let rows: Vec<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT producer, effective_before FROM watermarks WHERE consumer = $1 ORDER BY producer",
+    let rows: Vec<(String, Option<DateTime<Utc>>, bool)> = sqlx::query_as(
+        "SELECT producer, effective_before, latest_before > coalesce(effective_before, '-infinity')
+         FROM watermarks WHERE consumer = $1 ORDER BY producer",
     )
     .bind(consumer)
     .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(producer, complete_before)| Knowledge {
+        .map(|(producer, complete_before, pending)| Knowledge {
             producer,
             complete_before,
+            pending,
         })
         .collect())
 }
