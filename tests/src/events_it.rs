@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use baladiya_platform::auth::Role;
+use baladiya_platform::events::Namespace;
 use baladiya_platform::events::consumer::{self, Consumer};
 use baladiya_platform::events::outbox::{self, Relay};
-use baladiya_platform::events::Namespace;
 use baladiya_platform::metrics::Metrics;
 use baladiya_platform::shutdown;
 use sqlx::PgPool;
