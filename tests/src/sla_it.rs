@@ -1990,3 +1990,41 @@ async fn a_timer_that_keeps_failing_does_not_hold_back_the_others() -> anyhow::R
     env.cleanup().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_takes_the_agreement_in_force_at_its_start_even_when_it_arrives_later()
+-> anyhow::Result<()> {
+    // A water leak at Thursday 13:00 starts MEWA's clocks under the seeded
+    // version 1: acknowledge within 4 working hours, by Sunday 10:00.
+    let s = Sla::start("2026-04-02 13:00").await?;
+    let case = s.report("WATER_LEAK", "water").await?;
+    let before = s.clocks(&case.id, 3).await?["acknowledge:MEWA"].clone();
+    assert_eq!(
+        (before.agreement_version, deadline(&before)),
+        (1, Some(riyadh("2026-04-05 10:00")))
+    );
+    // Version 2, signed on 1 April with 2 working hours to acknowledge,
+    // reaches the watcher only now: the clock started under it.
+    let hooks = HookServer::start().await?;
+    publish_mewa_webhooks(&s, &hooks, "/ok", "/ok").await?;
+    let _ = std::fs::remove_file(&hooks.ca_file);
+    let after = eventually(30, "the clock on version 2", || async {
+        let c = s.clocks(&case.id, 3).await?["acknowledge:MEWA"].clone();
+        Ok((c.agreement_version == 2).then_some(c))
+    })
+    .await?;
+    assert_eq!(after.id, before.id, "the same clock, its terms corrected");
+    // publish_mewa_webhooks signs 240 minutes too; the ladder is what changed.
+    assert_eq!(deadline(&after), Some(riyadh("2026-04-05 10:00")));
+    let pool = sqlx::PgPool::connect(&s.env.database_url()).await?;
+    let contacts: Vec<String> = sqlx::query_scalar(
+        "SELECT l ->> 'contact' FROM sla_watcher.clocks, jsonb_array_elements(ladder) l
+         WHERE id = $1::uuid ORDER BY (l ->> 'level')::int",
+    )
+    .bind(&after.id)
+    .fetch_all(&pool)
+    .await?;
+    pool.close().await;
+    assert_eq!(contacts, ["focal point", "deputy minister"]);
+    s.stop().await
+}
