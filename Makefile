@@ -10,7 +10,7 @@ SHELL := /bin/bash
 DEVENV := python3 scripts/devenv.py
 CARGO ?= cargo
 
-.PHONY: dev test faults bench lint deploy-check outside-in asyncapi fmt build check tools services-up services-down clean
+.PHONY: dev test faults bench lint deploy-check outside-in asyncapi fmt build check tools services-up services-down clean help
 
 ## Run the whole platform in one process against real NATS and PostgreSQL.
 dev: build
@@ -46,6 +46,7 @@ OUTSIDE_IN = @tools="$$($(DEVENV) outside-in-tools)"; \
 	eval "$$($(DEVENV) up)"; \
 	BALADIYA_OUTSIDE_IN_TOOLS="$$tools" .venv/bin/python -m pytest -q -p no:cacheprovider tests/python
 
+## The outside-in suite alone (OUTSIDE_IN above), after building the binary.
 outside-in: build
 	$(OUTSIDE_IN)
 
@@ -73,6 +74,7 @@ bench:
 
 ## fmt, clippy -D warnings, buf lint and buf format.
 lint: tools
+	python3 scripts/check_crate_deps.py
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	.venv/bin/buf lint
@@ -84,13 +86,16 @@ deploy-check: build
 	@tools="$$($(DEVENV) deploy-tools)"; \
 	BALADIYA_DEPLOY_TOOLS="$$tools" .venv/bin/python -m pytest -q -p no:cacheprovider deploy/check
 
+## Format the Rust code (cargo fmt) and the protos (buf format).
 fmt:
 	$(CARGO) fmt --all
 	.venv/bin/buf format -w
 
+## Build the baladiya binary (debug).
 build:
 	$(CARGO) build --locked --bin baladiya
 
+## Type-check the whole workspace, tests included.
 check:
 	$(CARGO) check --locked --workspace --all-targets
 
@@ -98,11 +103,23 @@ check:
 tools:
 	@$(DEVENV) tools >/dev/null
 
+## Find or start PostgreSQL and NATS; print their URLs as exports.
 services-up:
 	@$(DEVENV) up
 
+## Stop the private PostgreSQL and NATS under .dev/.
 services-down:
 	@$(DEVENV) down
 
+## Stop the private services, then remove .dev/ and target/.
 clean: services-down
 	rm -rf .dev target
+
+## List the targets, each with the ## lines above it.
+help:
+	@awk '/^##( |$$)/ { text[++n] = substr($$0, 4); next } \
+	  /^[a-zA-Z0-9][a-zA-Z0-9_-]*:([^=]|$$)/ && n { \
+	    printf "  %-14s %s\n", substr($$0, 1, index($$0, ":") - 1), text[1]; \
+	    for (i = 2; i <= n; i++) printf "  %-14s %s\n", "", text[i]; \
+	  } \
+	  { n = 0 }' $(MAKEFILE_LIST)
