@@ -72,7 +72,8 @@ bench:
 	@eval "$$($(DEVENV) up)"; \
 	./target/release/baladiya-bench --baladiya target/release/baladiya $(BENCH_ARGS)
 
-## fmt, clippy -D warnings, buf lint and buf format.
+## The crate dependency rules (scripts/check_crate_deps.py), fmt, clippy -D
+## warnings, buf lint and buf format.
 lint: tools
 	python3 scripts/check_crate_deps.py
 	$(CARGO) fmt --all -- --check

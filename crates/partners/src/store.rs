@@ -17,8 +17,9 @@ pub struct StoredCalendar {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A calendar row. `spec` is `worktime::CalendarSpec` as JSON, here and in
-/// the SLA watcher's replica (`sla.calendars.spec`).
+/// A calendar row. `spec` is `worktime::CalendarSpec` as JSON, here and (with
+/// the watcher's `"format"` key beside its fields) in the SLA watcher's
+/// replica (`sla.calendars.spec`, `baladiya_sla_watcher::replica_format`).
 ///
 /// No SQL migration came with the weekdays of hours overrides: an override
 /// stored before `days` existed has no `days` key, which deserializes (serde

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use baladiya_partners::domain::{AgreementBody, CalendarRecord};
+use baladiya_agreements::domain::{AgreementBody, CalendarRecord};
 use baladiya_worktime::CalendarSpec;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -13,8 +13,12 @@ use uuid::Uuid;
 
 use crate::clock::Input;
 use crate::derive::{ApplicationEvent, CaseEvent, CaseEventKind};
+use crate::replica_format::{StoredAgreement, StoredCalendar};
 
 // ---------------------------------------------------------------- replica
+//
+// Bodies and calendars are stored in the watcher's own versioned format
+// (`crate::replica_format`), read back into the domain types.
 
 pub async fn put_agreement(
     conn: &mut PgConnection,
@@ -30,7 +34,7 @@ pub async fn put_agreement(
     .bind(partner)
     .bind(version)
     .bind(effective_from)
-    .bind(Json(body))
+    .bind(Json(StoredAgreement::from(body)))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -51,7 +55,10 @@ pub async fn agreement_at(
     .fetch_optional(&mut *conn)
     .await?
     .map(|r| {
-        let Json(body) = r.try_get("body")?;
+        let Json(stored) = r.try_get::<Json<StoredAgreement>, _>("body")?;
+        let body = stored
+            .into_body()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         Ok((r.try_get("version")?, body))
     })
     .transpose()
@@ -68,7 +75,7 @@ pub async fn put_calendar(
          WHERE calendars.revision < EXCLUDED.revision",
     )
     .bind(&c.id)
-    .bind(Json(&c.spec))
+    .bind(Json(StoredCalendar::new(&c.spec)))
     .bind(revision)
     .execute(&mut *conn)
     .await?;
@@ -79,11 +86,16 @@ pub async fn calendar(
     conn: &mut PgConnection,
     id: &str,
 ) -> Result<Option<CalendarSpec>, sqlx::Error> {
-    sqlx::query_scalar::<_, Json<CalendarSpec>>("SELECT spec FROM calendars WHERE id = $1")
+    sqlx::query_scalar::<_, Json<StoredCalendar>>("SELECT spec FROM calendars WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *conn)
-        .await
-        .map(|s| s.map(|j| j.0))
+        .await?
+        .map(|Json(stored)| {
+            stored
+                .into_spec()
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        })
+        .transpose()
 }
 
 // ---------------------------------------------------------------- subjects
