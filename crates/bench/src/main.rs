@@ -27,19 +27,20 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
+use baladiya_platform::auth::Role;
 use baladiya_platform::config::AuthConfig;
 use baladiya_proto::common::v1::Location;
 use baladiya_proto::intake::v1 as intake;
 use baladiya_proto::intake::v1::intake_service_client::IntakeServiceClient;
+use baladiya_testkit::{
+    DevToken, Output, PlatformProcess, Ready, Spawn, authorized, free_addr, with_database,
+};
 use clap::{Parser, Subcommand};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -180,20 +181,7 @@ fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
 
 /// Deletes the JetStream streams of `namespace` (`<namespace>_<STREAM>`).
 async fn delete_streams(env: &Env, namespace: &str) {
-    use futures::StreamExt;
-    let Ok(client) = async_nats::connect(&env.nats).await else {
-        return;
-    };
-    let jetstream = async_nats::jetstream::new(client);
-    let prefix = format!("{namespace}_");
-    let names: Vec<String> = jetstream
-        .stream_names()
-        .filter_map(|name| std::future::ready(name.ok()))
-        .collect()
-        .await;
-    for name in names.iter().filter(|n| n.starts_with(&prefix)) {
-        jetstream.delete_stream(name).await.ok();
-    }
+    baladiya_testkit::delete_streams(&env.nats, namespace).await;
 }
 
 /// `concurrency` callers, each calling `call(n)` in a loop for `seconds`.
@@ -246,45 +234,9 @@ async fn channels(addr: SocketAddr, concurrency: usize) -> anyhow::Result<Vec<Ch
     Ok(out)
 }
 
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-/// `url` naming database `name` instead.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, ""), |(b, q)| (b, q));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| i + scheme_end);
-    let query = if query.is_empty() {
-        String::new()
-    } else {
-        format!("?{query}")
-    };
-    format!("{}/{name}{query}", &base[..host_end])
-}
-
-/// The HTTP status of `GET path`, or `None` if nothing answers.
-async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).await.ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
-}
-
 /// The body of `GET path` (HTTP/1.1, closed after the answer).
 async fn http_body(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
-    Ok(text
-        .split_once("\r\n\r\n")
-        .map_or(text.clone(), |(_, b)| b.to_string()))
+    Ok(baladiya_testkit::http_get(addr, path).await?.1)
 }
 
 /// Waits until the platform has caught up: nothing in any outbox and no
@@ -338,7 +290,7 @@ pub struct Env {
 
 /// A `baladiya run --services <services>` process, ready.
 pub struct Platform {
-    child: tokio::process::Child,
+    process: PlatformProcess,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
 }
@@ -352,40 +304,39 @@ impl Platform {
         database: &str,
         namespace: &str,
     ) -> anyhow::Result<Self> {
-        let (grpc, http) = (free_addr()?, free_addr()?);
         let seed = std::fs::canonicalize("deploy/seed")?;
-        let started = Instant::now();
-        let mut child = tokio::process::Command::new(&env.baladiya)
-            .args(["run", "--services", services])
-            .env("BALADIYA__DATABASE__URL", database)
-            .env("BALADIYA__NATS__URL", &env.nats)
-            .env("BALADIYA__EVENTS__NAMESPACE", namespace)
-            .env("BALADIYA__SERVER__GRPC_ADDR", grpc.to_string())
-            .env("BALADIYA__SERVER__HTTP_ADDR", http.to_string())
-            .env("BALADIYA__AUTH__RATE_LIMIT_PER_SECOND", "0")
-            .env("BALADIYA__TELEMETRY__LOG_FILTER", "warn")
-            .env("BALADIYA__SEED__DIR", &seed)
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", env.baladiya.display()))?;
-        while http_status(http, "/readyz").await != Some(200) {
-            anyhow::ensure!(
-                child.try_wait()?.is_none(),
-                "baladiya run --services {services} exited during start"
-            );
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(60),
-                "not ready in 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Ok(Self { child, grpc, http })
+        let seed = seed.to_str().context("deploy/seed is not UTF-8")?;
+        let process = PlatformProcess::spawn(&Spawn {
+            binary: &env.baladiya,
+            services,
+            database_url: database,
+            nats_url: &env.nats,
+            namespace,
+            addrs: (free_addr()?, free_addr()?),
+            inherit_env: true,
+            env: &[
+                ("BALADIYA__AUTH__RATE_LIMIT_PER_SECOND", "0"),
+                ("BALADIYA__SEED__DIR", seed),
+            ],
+            output: Output::NullStdout,
+            ready: Ready {
+                path: "/readyz",
+                every: Duration::from_millis(5),
+                within: Duration::from_secs(60),
+            },
+        })
+        .await?;
+        let (grpc, http) = (process.grpc, process.http);
+        Ok(Self {
+            process,
+            grpc,
+            http,
+        })
     }
 
     /// The process's resident memory now.
     pub fn resident_mib(&self) -> anyhow::Result<f64> {
-        resident_mib(self.child.id().context("platform pid")?)
+        resident_mib(self.process.child.id().context("platform pid")?)
     }
 
     /// Waits until it has caught up (see [`quiesce`]).
@@ -395,7 +346,7 @@ impl Platform {
 
     /// Kills it.
     pub async fn stop(mut self) {
-        self.child.kill().await.ok();
+        self.process.child.kill().await.ok();
     }
 }
 
@@ -417,17 +368,7 @@ pub async fn drop_database(env: &Env, name: &str) {
         eprintln!("keeping database {name}");
         return;
     }
-    if let Ok(mut admin) =
-        <sqlx::PgConnection as sqlx::Connection>::connect(&with_database(&env.base, "postgres"))
-            .await
-    {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut admin)
-        .await
-        .ok();
-    }
+    baladiya_testkit::drop_database(&env.base, name).await;
 }
 
 /// One measurement's figures and the numbers behind them.
@@ -562,14 +503,6 @@ fn submit_request() -> intake::SubmitReportRequest {
         observed_at: None,
         priority_hint: 0,
     }
-}
-
-fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
 }
 
 fn ms(d: Duration) -> f64 {
@@ -788,18 +721,11 @@ async fn get_closed_loop(
 
 /// A dev token for the bench's callers: the 940 channel, or an operator.
 fn dev_token(role: Role) -> anyhow::Result<String> {
-    let channel = (role == Role::Channel).then(|| "CHANNEL_CALL_CENTER_940".to_string());
-    Ok(mint_dev_token(
-        &AuthConfig::default(),
-        &DevTokenRequest {
-            subject: format!("bench-{role}"),
-            role,
-            partner: None,
-            municipality: None,
-            channel,
-            ttl: chrono::Duration::hours(2),
-        },
-    )?)
+    Ok(DevToken::new(role)
+        .subject(format!("bench-{role}"))
+        .channel((role == Role::Channel).then_some("CHANNEL_CALL_CENTER_940"))
+        .ttl(chrono::Duration::hours(2))
+        .try_mint(&AuthConfig::default())?)
 }
 
 async fn echo(addr: SocketAddr) -> anyhow::Result<()> {
