@@ -4,10 +4,10 @@
 
 use std::process::Output;
 
-use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
+use baladiya_platform::auth::Role;
 use serde_json::Value;
 
-use crate::{RunningPlatform, TestEnv, baladiya_binary, eventually};
+use crate::{DevToken, RunningPlatform, TestEnv, baladiya_binary, eventually};
 
 /// In Riyadh's service area.
 const OLAYA: (&str, &str) = ("24.6900", "46.6850");
@@ -149,17 +149,10 @@ async fn operators_and_scripts_work_the_platform_from_a_terminal() -> anyhow::Re
     .await?;
     let case_id = case["id"].as_str().expect("a case id").to_string();
     // The body the case was routed to works it.
-    let assignee = mint_dev_token(
-        &platform.config.auth,
-        &DevTokenRequest {
-            subject: "crew".into(),
-            role: Role::Partner,
-            partner: case["assignee_code"].as_str().map(String::from),
-            municipality: None,
-            channel: None,
-            ttl: chrono::Duration::hours(1),
-        },
-    )?;
+    let assignee = DevToken::new(Role::Partner)
+        .subject("crew")
+        .partner(case["assignee_code"].as_str())
+        .try_mint(&platform.config.auth)?;
     let out = cli
         .run(
             &["case", "ack", &case_id, "--note", "on our way"],

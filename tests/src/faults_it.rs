@@ -19,12 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
+use baladiya_platform::auth::Role;
 use baladiya_proto::common::v1::Location;
 use baladiya_proto::intake::v1 as intake;
 use baladiya_proto::intake::v1::intake_service_client::IntakeServiceClient;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tonic::Code;
@@ -250,18 +249,11 @@ impl Cluster {
     }
 
     fn token(&self, role: Role, channel: Option<&str>) -> String {
-        mint_dev_token(
-            &self.env.config().auth,
-            &DevTokenRequest {
-                subject: "faults".into(),
-                role,
-                partner: None,
-                municipality: None,
-                channel: channel.map(String::from),
-                ttl: chrono::Duration::hours(2),
-            },
-        )
-        .expect("dev token")
+        crate::DevToken::new(role)
+            .subject("faults")
+            .channel(channel)
+            .ttl(chrono::Duration::hours(2))
+            .mint(&self.env.config().auth)
     }
 
     /// Moves every running process's clock to `at` (a process started later
@@ -623,13 +615,9 @@ async fn escalations(env: &TestEnv, level: u32, expected: usize) -> anyhow::Resu
         .await?;
     let mut raised = 0;
     let mut clocks = std::collections::BTreeSet::new();
-    let mut batch = consumer
-        .fetch()
-        .max_messages(100_000)
-        .expires(Duration::from_secs(2))
-        .messages()
-        .await?;
-    while let Some(Ok(message)) = batch.next().await {
+    for message in
+        crate::harness::streams::fetch_messages(&consumer, 100_000, Duration::from_secs(2)).await?
+    {
         let event =
             baladiya_proto::sla::events::v1::EscalationRaised::decode(message.payload.as_ref())?;
         if event.level == level {

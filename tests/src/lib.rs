@@ -7,7 +7,11 @@
 //! All tests live in this crate's one test binary, so the workspace builds it
 //! once and runs the tests in parallel.
 
+pub mod harness;
 pub mod probe;
+
+#[cfg(test)]
+mod fixtures;
 
 #[cfg(test)]
 mod cli_it;
@@ -53,10 +57,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use baladiya_platform::app::{self, Listeners, ServiceModule, StartError};
-use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
+use baladiya_platform::auth::Role;
 use baladiya_platform::clock::Clock;
 use baladiya_platform::config::{ClockMode, Config, Secret};
 use baladiya_platform::shutdown::{self, ShutdownTrigger};
+use baladiya_testkit::{Output, PlatformProcess, Ready, Spawn};
 use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -69,20 +74,21 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+pub use baladiya_testkit::{
+    DevToken, authorized, free_port, http_get, http_get_with, http_request,
+};
+pub use harness::status::fields;
+pub use harness::tokens::{partner_token, token};
+
+/// PostgreSQL URL of the server to test against (any database).
+fn server_url() -> String {
+    std::env::var("BALADIYA__DATABASE__URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
 /// PostgreSQL URL of the server to test against, naming database `name`.
 fn database_url(name: &str) -> String {
-    let base = std::env::var("BALADIYA__DATABASE__URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let (without_query, query) = match base.split_once('?') {
-        Some((b, q)) => (b.to_string(), format!("?{q}")),
-        None => (base.clone(), String::new()),
-    };
-    let scheme_end = without_query.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_end = without_query[scheme_end..]
-        .find('/')
-        .map(|i| i + scheme_end)
-        .unwrap_or(without_query.len());
-    format!("{}/{name}{query}", &without_query[..host_end])
+    baladiya_testkit::with_database(&server_url(), name)
 }
 
 /// NATS URL to test against.
@@ -144,27 +150,8 @@ impl TestEnv {
 
     /// Drops the database and the namespace's streams.
     pub async fn cleanup(&self) {
-        if let Ok(nats) = self.nats().await {
-            let js = async_nats::jetstream::new(nats);
-            let prefix = format!("{}_", self.namespace);
-            let mut names = js.stream_names();
-            let mut ours = Vec::new();
-            while let Some(Ok(name)) = futures::StreamExt::next(&mut names).await {
-                if name.starts_with(&prefix) {
-                    ours.push(name);
-                }
-            }
-            for name in ours {
-                let _ = js.delete_stream(&name).await;
-            }
-        }
-        use sqlx::Connection;
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&database_url("postgres")).await {
-            let drop = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database);
-            let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
-                .execute(&mut admin)
-                .await;
-        }
+        baladiya_testkit::delete_streams(&self.nats_url, &self.namespace).await;
+        baladiya_testkit::drop_database(&server_url(), &self.database).await;
     }
 }
 
@@ -172,32 +159,6 @@ impl Default for TestEnv {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// A dev token for `role`.
-pub fn token(config: &Config, role: Role) -> String {
-    mint_dev_token(
-        &config.auth,
-        &DevTokenRequest {
-            subject: "test".into(),
-            role,
-            partner: (role == Role::Partner).then(|| "MOTLS".into()),
-            municipality: None,
-            channel: (role == Role::Channel).then(|| "CHANNEL_CALL_CENTER_940".into()),
-            ttl: chrono::Duration::hours(1),
-        },
-    )
-    .expect("dev token")
-}
-
-/// Adds `authorization: Bearer <token>` to a request.
-pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii token"),
-    );
-    request
 }
 
 /// Installs tracing once per test process and keeps its pipeline alive (a
@@ -310,67 +271,6 @@ impl RunningPlatform {
     }
 }
 
-/// A minimal HTTP/1.1 GET, enough for the platform's own endpoints.
-pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    http_get_with(addr, path, &[]).await
-}
-
-/// [`http_get`] with extra request headers.
-pub async fn http_get_with(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> anyhow::Result<(u16, String)> {
-    http_request(addr, "GET", path, headers, "").await
-}
-
-/// A minimal HTTP/1.1 request with a body (`Content-Length` is added).
-pub async fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> anyhow::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let mut extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    if !body.is_empty() || method != "GET" {
-        extra.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    stream
-        .write_all(
-            format!(
-                "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n{body}"
-            )
-            .as_bytes(),
-        )
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("no HTTP status")?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
-/// A free loopback port (bound then released; fine for tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// The built `baladiya` binary (`make test` builds it first).
 pub fn baladiya_binary() -> PathBuf {
     if let Ok(path) = std::env::var("BALADIYA_BIN") {
@@ -427,42 +327,29 @@ impl ChildPlatform {
             "{} is missing: run `cargo build --bin baladiya`",
             binary.display()
         );
-        let mut command = tokio::process::Command::new(binary);
-        command
-            .args(["run", "--services", services])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("BALADIYA__SERVER__GRPC_ADDR", grpc.to_string())
-            .env("BALADIYA__SERVER__HTTP_ADDR", http.to_string())
-            .env("BALADIYA__DATABASE__URL", env.database_url())
-            .env("BALADIYA__NATS__URL", &env.nats_url)
-            .env("BALADIYA__EVENTS__NAMESPACE", &env.namespace)
-            .env("BALADIYA__TELEMETRY__LOG_FILTER", "warn")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        for (k, v) in extra {
-            command.env(k, v);
-        }
-        if let Some(log) = log {
+        let process = PlatformProcess::spawn(&Spawn {
+            binary: &binary,
+            services,
+            database_url: &env.database_url(),
+            nats_url: &env.nats_url,
+            namespace: &env.namespace,
+            addrs: (grpc, http),
+            inherit_env: false,
+            env: extra,
             // Appended to: a restarted process keeps its predecessor's story.
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)?;
-            command.stdout(file.try_clone()?).stderr(file);
-        }
-        let child = command.spawn()?;
-        let mut platform = Self { child, grpc, http };
-        for _ in 0..200 {
-            if let Some(status) = platform.child.try_wait()? {
-                anyhow::bail!("baladiya exited during start: {status}");
-            }
-            if matches!(http_get(http, "/healthz").await, Ok((200, _))) {
-                return Ok(platform);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        anyhow::bail!("baladiya did not start")
+            output: log.map_or(Output::Inherit, Output::Log),
+            ready: Ready {
+                path: "/healthz",
+                every: Duration::from_millis(50),
+                within: Duration::from_secs(10),
+            },
+        })
+        .await?;
+        Ok(Self {
+            child: process.child,
+            grpc,
+            http,
+        })
     }
 
     /// Kills the process outright (SIGKILL): no drain, no flush.

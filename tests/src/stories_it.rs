@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
+use baladiya_platform::auth::Role;
 use baladiya_platform::config::Config;
 use baladiya_proto::common::v1::Location;
 use baladiya_proto::intake::v1 as intake;
@@ -27,7 +27,7 @@ use tonic::transport::Channel;
 use baladiya_proto::common::v1::Priority;
 use baladiya_proto::convert::instant;
 
-use crate::{ChildPlatform, TestEnv, authorized, eventually, riyadh, workspace_root};
+use crate::{ChildPlatform, DevToken, TestEnv, authorized, eventually, riyadh, workspace_root};
 
 const SERVICES: [&str; 6] = [
     "partners",
@@ -100,30 +100,19 @@ impl Deployed {
             .await?)
     }
 
-    fn token(&self, request: DevTokenRequest) -> String {
-        mint_dev_token(&self.config.auth, &request).expect("dev token")
+    /// `token`, valid for the two hours a story may take.
+    fn token(&self, token: DevToken) -> String {
+        token
+            .ttl(chrono::Duration::hours(2))
+            .mint(&self.config.auth)
     }
 
     fn as_role(&self, role: Role) -> String {
-        self.token(DevTokenRequest {
-            subject: format!("{role:?}").to_lowercase(),
-            role,
-            partner: None,
-            municipality: None,
-            channel: None,
-            ttl: chrono::Duration::hours(2),
-        })
+        self.token(DevToken::new(role).subject(format!("{role:?}").to_lowercase()))
     }
 
     fn partner(&self, code: &str) -> String {
-        self.token(DevTokenRequest {
-            subject: format!("{code}-system"),
-            role: Role::Partner,
-            partner: Some(code.into()),
-            municipality: None,
-            channel: None,
-            ttl: chrono::Duration::hours(2),
-        })
+        self.token(DevToken::partner_system(code))
     }
 
     fn channel_940(&self) -> String {
@@ -131,25 +120,19 @@ impl Deployed {
     }
 
     fn citizen_channel(&self, channel: &str) -> String {
-        self.token(DevTokenRequest {
-            subject: channel.to_lowercase(),
-            role: Role::Channel,
-            partner: None,
-            municipality: None,
-            channel: Some(channel.into()),
-            ttl: chrono::Duration::hours(2),
-        })
+        self.token(
+            DevToken::new(Role::Channel)
+                .subject(channel.to_lowercase())
+                .channel(channel),
+        )
     }
 
     fn operator(&self, municipality: &str) -> String {
-        self.token(DevTokenRequest {
-            subject: "operator".into(),
-            role: Role::Operator,
-            partner: None,
-            municipality: Some(municipality.into()),
-            channel: None,
-            ttl: chrono::Duration::hours(2),
-        })
+        self.token(
+            DevToken::new(Role::Operator)
+                .subject("operator")
+                .municipality(municipality),
+        )
     }
 
     /// Moves every process's clock to `at`.
@@ -269,28 +252,7 @@ impl Api {
         n: usize,
         token: &str,
     ) -> anyhow::Result<BTreeMap<String, sla::Clock>> {
-        eventually(30, "the clocks", || async {
-            let clocks = self
-                .sla
-                .clone()
-                .get_clocks(authorized(
-                    sla::GetClocksRequest {
-                        subject_kind: "case".into(),
-                        subject_id: case_id.into(),
-                    },
-                    token,
-                ))
-                .await?
-                .into_inner()
-                .clocks;
-            Ok((clocks.len() >= n).then(|| {
-                clocks
-                    .into_iter()
-                    .map(|c| (format!("{}:{}", c.metric, c.partner_code), c))
-                    .collect()
-            }))
-        })
-        .await
+        crate::harness::sla::case_clocks(&self.sla, case_id, n, token).await
     }
 
     fn action(case: &routing::Case, note: &str) -> Option<routing::CaseAction> {
