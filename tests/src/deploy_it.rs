@@ -10,7 +10,10 @@ use baladiya_proto::partners::v1 as pb;
 use baladiya_proto::partners::v1::partner_service_client::PartnerServiceClient;
 use sqlx::Connection;
 
-use crate::{RunningPlatform, TestEnv, authorized, baladiya_binary, eventually, workspace_root};
+use crate::{
+    RunningPlatform, TestEnv, authorized, baladiya_binary, eventually, stream_events,
+    workspace_root,
+};
 
 /// Sample names in a Prometheus text exposition, and the family name of each
 /// histogram (`x` beside `x_bucket`, `x_sum`, `x_count`).
@@ -215,11 +218,6 @@ async fn each_service_role_migrates_and_reads_its_own_schema_only() -> anyhow::R
     result
 }
 
-async fn stream_length(js: &async_nats::jetstream::Context, name: &str) -> Option<u64> {
-    let mut stream = js.get_stream(name).await.ok()?;
-    Some(stream.info().await.ok()?.state.messages)
-}
-
 /// The runbook's "recover streams from the outbox": a stream lost on the NATS
 /// side is refilled, in order and without gaps, by `baladiya events republish`
 /// while the service keeps running.
@@ -230,11 +228,14 @@ async fn a_lost_stream_is_refilled_from_the_outbox() -> anyhow::Result<()> {
     let env = TestEnv::new();
     let platform = RunningPlatform::start(
         env.config(),
-        vec![std::sync::Arc::new(baladiya_partners::PartnersService)],
+        vec![std::sync::Arc::new(baladiya_partners::PartnersModule)],
     )
     .await?;
     let js = async_nats::jetstream::new(env.nats().await?);
-    let stream = Namespace::new(&env.namespace).stream(streams::PARTNERS.name);
+    let ns = Namespace::new(&env.namespace);
+    let stream = ns.stream(streams::PARTNERS.name);
+    // PARTNERS carries no watermark: its events are all its messages.
+    let stream_length = || async { stream_events(&js, &ns, &streams::PARTNERS).await.ok() };
     let pool = sqlx::PgPool::connect(&env.database_url()).await?;
     // Seeding publishes the partners, calendars and agreements.
     let published = eventually(30, "the seed events published", || async {
@@ -246,7 +247,7 @@ async fn a_lost_stream_is_refilled_from_the_outbox() -> anyhow::Result<()> {
         Ok((total > 0 && unsent == 0).then_some(total as u64))
     })
     .await?;
-    assert_eq!(stream_length(&js, &stream).await, Some(published));
+    assert_eq!(stream_length().await, Some(published));
 
     let url = env.database_url();
     let republish = || {
@@ -266,7 +267,7 @@ async fn a_lost_stream_is_refilled_from_the_outbox() -> anyhow::Result<()> {
     js.delete_stream(&stream).await?;
     republish().await?;
     eventually(30, "the stream refilled from the outbox", || async {
-        Ok((stream_length(&js, &stream).await == Some(published)).then_some(()))
+        Ok((stream_length().await == Some(published)).then_some(()))
     })
     .await?;
     // Republishing again adds nothing: JetStream drops the duplicates.
@@ -279,7 +280,7 @@ async fn a_lost_stream_is_refilled_from_the_outbox() -> anyhow::Result<()> {
         Ok((unsent == 0).then_some(()))
     })
     .await?;
-    assert_eq!(stream_length(&js, &stream).await, Some(published));
+    assert_eq!(stream_length().await, Some(published));
     pool.close().await;
     platform.stop().await?;
     env.cleanup().await;

@@ -100,8 +100,9 @@ async fn a_relay_that_died_between_publish_and_mark_sent_causes_no_duplicate() -
     probe::STREAM.ensure(&js, &ns, &config.events).await?;
     let clock = baladiya_platform::app::clock_from_config(&config.clock)?;
 
-    let mut tx = pool.begin().await?;
-    let (_, event) = probe::write_note(&mut tx, &clock, "crash-after-publish").await?;
+    let emitter = probe::emitter(&clock);
+    let mut tx = emitter.begin(&pool).await?;
+    let (_, event) = probe::write_note(&mut tx, "crash-after-publish").await?;
     tx.commit().await?;
 
     // The relay published, then died before marking the row sent.
@@ -112,6 +113,7 @@ async fn a_relay_that_died_between_publish_and_mark_sent_causes_no_duplicate() -
     let relay = Relay::new(
         pool.clone(),
         "probe",
+        &emitter,
         js.clone(),
         ns.clone(),
         &config.events,
@@ -151,7 +153,7 @@ async fn a_relay_that_died_between_publish_and_mark_sent_causes_no_duplicate() -
             faults: Default::default(),
         },
         pool.clone(),
-        "probe",
+        &emitter,
         js.clone(),
         ns.clone(),
         &config.events,
@@ -306,26 +308,37 @@ async fn failures_are_retried_poison_is_parked_and_replay_applies_it_once() -> a
     Ok(())
 }
 
-/// A consumer wakes its schema's relay after a commit only if the handler
-/// enqueued an event: `noting_enqueues` tells work that did from work that
-/// did not.
+/// A transaction wakes its service's relay on commit if it wrote an event,
+/// and only then: a writer cannot forget the wake-up, and a read wakes
+/// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn noting_enqueues_tells_work_that_enqueued_from_work_that_did_not() -> anyhow::Result<()> {
+async fn a_commit_wakes_the_relay_only_after_writing_an_event() -> anyhow::Result<()> {
     let env = TestEnv::new();
     let config = env.config();
     let pool = probe::schema_pool(&config).await?;
     let clock = baladiya_platform::app::clock_from_config(&config.clock)?;
-    let mut tx = pool.begin().await?;
-    let (written, enqueued) =
-        outbox::noting_enqueues(probe::write_note(&mut tx, &clock, "noted")).await;
-    written?;
-    assert!(enqueued, "writing a note enqueues its event");
-    let (read, enqueued) = outbox::noting_enqueues(
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&mut *tx),
-    )
-    .await;
-    assert_eq!(read?, 1);
-    assert!(!enqueued, "reading enqueues nothing");
+    let emitter = probe::emitter(&clock);
+    let mut relay = emitter.relay_wake().subscribe();
+    let woken =
+        |relay: &mut tokio::sync::watch::Receiver<u64>| relay.has_changed().unwrap_or(false);
+
+    let mut tx = emitter.begin(&pool).await?;
+    let read: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(tx.conn())
+        .await?;
+    assert!(read >= 0);
+    tx.commit().await?;
+    assert!(!woken(&mut relay), "a read wakes nothing");
+
+    let mut tx = emitter.begin(&pool).await?;
+    probe::write_note(&mut tx, "noted").await?;
+    assert!(!woken(&mut relay), "nothing wakes before the commit");
     tx.rollback().await?;
+    assert!(!woken(&mut relay), "a rolled back write wakes nothing");
+
+    let mut tx = emitter.begin(&pool).await?;
+    probe::write_note(&mut tx, "noted").await?;
+    tx.commit().await?;
+    assert!(woken(&mut relay), "a committed event wakes the relay");
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use baladiya_intake::IntakeService;
+use baladiya_intake::IntakeModule;
 use baladiya_platform::auth::Role;
 use baladiya_platform::events::{EventType, OutboundEvent};
 use baladiya_proto::common::v1::{Location, Priority};
@@ -12,22 +12,13 @@ use baladiya_proto::convert::timestamp;
 use baladiya_proto::intake::v1 as pb;
 use baladiya_proto::intake::v1::intake_service_client::IntakeServiceClient;
 use baladiya_proto::routing::events::v1 as routing;
-use futures::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
-use tonic_types::StatusExt;
 
-use crate::{RunningPlatform, TestEnv, authorized, eventually};
+use crate::harness::streams::stream_messages;
+use crate::{RunningPlatform, TestEnv, authorized, eventually, fields};
 
 const OLAYA: (f64, f64) = (24.6900, 46.6850);
-
-fn fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
-}
 
 fn request(category: &str, (lat, lon): (f64, f64), description: &str) -> pb::SubmitReportRequest {
     pb::SubmitReportRequest {
@@ -63,7 +54,7 @@ struct Intake {
 impl Intake {
     async fn start() -> anyhow::Result<Self> {
         let env = TestEnv::new();
-        let platform = RunningPlatform::start(env.config(), vec![Arc::new(IntakeService)]).await?;
+        let platform = RunningPlatform::start(env.config(), vec![Arc::new(IntakeModule)]).await?;
         let client = IntakeServiceClient::new(platform.channel().await?);
         let channel_token = platform.token(Role::Channel);
         Ok(Self {
@@ -121,20 +112,9 @@ impl Intake {
         .await?;
         pool.close().await;
         let js = async_nats::jetstream::new(self.env.nats().await?);
-        let stream = js
-            .get_stream(format!("{}_INTAKE", self.env.namespace))
-            .await?;
-        let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
-            .await?;
+        let stream = format!("{}_INTAKE", self.env.namespace);
         let mut out = Vec::new();
-        let mut batch = consumer
-            .fetch()
-            .max_messages(1000)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await?;
-        while let Some(Ok(m)) = batch.next().await {
+        for m in stream_messages(&js, &stream, 1000, Duration::from_millis(500)).await? {
             let headers = m
                 .headers
                 .as_ref()

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use baladiya_kpi::KpiService;
+use baladiya_kpi::KpiModule;
 use baladiya_kpi::catalogue::Catalogue;
 use baladiya_platform::auth::Role;
 use baladiya_proto::kpi::v1 as pb;
@@ -15,7 +15,7 @@ use crate::{RunningPlatform, TestEnv, authorized};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analysts_read_the_catalogue_with_targets_and_filter_it_by_domain() -> anyhow::Result<()> {
     let env = TestEnv::new();
-    let platform = RunningPlatform::start(env.config(), vec![Arc::new(KpiService)]).await?;
+    let platform = RunningPlatform::start(env.config(), vec![Arc::new(KpiModule)]).await?;
     let mut client = KpiServiceClient::new(platform.channel().await?);
     let analyst = platform.token(Role::Analyst);
     let list = |domain: &str| {

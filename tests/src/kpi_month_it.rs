@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use baladiya_kpi::KpiService;
+use baladiya_kpi::KpiModule;
 use baladiya_kpi::catalogue::{Catalogue, Unit};
 use baladiya_kpi::dashboard::format_value;
 use baladiya_kpi::rebuild::{self, Mode};
@@ -419,7 +419,7 @@ async fn a_scripted_month_gives_the_hand_computed_indicators() -> anyhow::Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_kpi_requests_name_the_field() -> anyhow::Result<()> {
     let env = TestEnv::new();
-    let platform = RunningPlatform::start(env.config(), vec![Arc::new(KpiService)]).await?;
+    let platform = RunningPlatform::start(env.config(), vec![Arc::new(KpiModule)]).await?;
     let mut client = KpiServiceClient::new(platform.channel().await?);
     let token = platform.token(Role::Analyst);
     let fields = |status: tonic::Status| -> Vec<String> {
@@ -572,7 +572,7 @@ async fn a_rebuild_from_the_streams_equals_the_live_projections_and_repeats_chan
         recorded_at: None,
         stream_sequence: 0,
     };
-    baladiya_kpi::project::apply(&mut conn, &rating)
+    baladiya_kpi::consumers::apply(&mut conn, &rating)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     assert_eq!(table_dump(&pool).await?, live);
@@ -655,7 +655,7 @@ async fn a_rebuild_from_the_streams_equals_the_live_projections_and_repeats_chan
         }),
     );
     for e in [&reopened, &routed, &resolved, &routed] {
-        baladiya_kpi::project::apply(&mut conn, e)
+        baladiya_kpi::consumers::apply(&mut conn, e)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
@@ -769,7 +769,7 @@ async fn the_dashboard_shows_in_chromium_the_numbers_grpc_gives() -> anyhow::Res
 async fn the_dashboard_asks_for_a_token_and_shows_each_caller_its_own_scorecards()
 -> anyhow::Result<()> {
     let env = TestEnv::new();
-    let platform = RunningPlatform::start(env.config(), vec![Arc::new(KpiService)]).await?;
+    let platform = RunningPlatform::start(env.config(), vec![Arc::new(KpiModule)]).await?;
     let config = &platform.config;
     let token = |role, partner: Option<&str>, municipality: Option<&str>| {
         crate::DevToken::new(role)
@@ -850,12 +850,12 @@ async fn withdrawn_breaches_and_escalations_are_netted_out_in_any_order() -> any
         baladiya_platform::db::migrate(
             &pool,
             "kpi",
-            &baladiya_platform::app::ServiceModule::migrator(&KpiService),
+            &baladiya_platform::app::ServiceModule::migrator(&KpiModule),
         )
         .await?;
         for event in &order {
             let mut tx = pool.begin().await?;
-            baladiya_kpi::project::apply(&mut tx, event)
+            baladiya_kpi::consumers::apply(&mut tx, event)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             tx.commit().await?;

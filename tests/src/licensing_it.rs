@@ -4,19 +4,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use baladiya_licensing::LicensingService;
-use baladiya_partners::PartnersService;
-use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
+use baladiya_licensing::LicensingModule;
+use baladiya_partners::PartnersModule;
+use baladiya_platform::auth::Role;
 use baladiya_proto::convert::timestamp;
 use baladiya_proto::licensing::v1 as pb;
 use baladiya_proto::licensing::v1::licensing_service_client::LicensingServiceClient;
 use baladiya_proto::sla::v1 as sla;
-use baladiya_sla_watcher::SlaWatcher;
+use baladiya_sla_watcher::SlaWatcherModule;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use crate::{RunningPlatform, TestEnv, authorized, eventually};
+use crate::{RunningPlatform, TestEnv, authorized, eventually, fields};
 
 struct Licensing {
     platform: RunningPlatform,
@@ -24,14 +24,6 @@ struct Licensing {
     officer: String,
     applicant: String,
     env: TestEnv,
-}
-
-fn fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
 }
 
 impl Licensing {
@@ -45,9 +37,9 @@ impl Licensing {
         let platform = RunningPlatform::start(
             config,
             vec![
-                Arc::new(PartnersService),
-                Arc::new(LicensingService),
-                Arc::new(SlaWatcher),
+                Arc::new(PartnersModule),
+                Arc::new(LicensingModule),
+                Arc::new(SlaWatcherModule),
             ],
         )
         .await?;
@@ -67,18 +59,7 @@ impl Licensing {
     }
 
     fn partner(&self, code: &str) -> String {
-        mint_dev_token(
-            &self.platform.config.auth,
-            &DevTokenRequest {
-                subject: format!("{code}-system"),
-                role: Role::Partner,
-                partner: Some(code.into()),
-                municipality: None,
-                channel: None,
-                ttl: chrono::Duration::hours(1),
-            },
-        )
-        .expect("token")
+        crate::partner_token(&self.platform.config, code)
     }
 
     async fn submit(
@@ -785,7 +766,7 @@ async fn licenses_renew_suspend_expire_and_inspections_judge_compliance() -> any
 async fn an_inspection_back_dated_within_the_bound_keeps_both_instants_and_older_is_refused()
 -> anyhow::Result<()> {
     let env = TestEnv::new();
-    let platform = RunningPlatform::start(env.config(), vec![Arc::new(LicensingService)]).await?;
+    let platform = RunningPlatform::start(env.config(), vec![Arc::new(LicensingModule)]).await?;
     let mut client = LicensingServiceClient::new(platform.channel().await?);
     let officer = platform.token(Role::Operator);
     let app = client

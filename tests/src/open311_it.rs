@@ -6,12 +6,12 @@
 
 use std::net::SocketAddr;
 
-use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
+use baladiya_platform::auth::Role;
 use baladiya_proto::intake::v1 as pb;
 use baladiya_proto::intake::v1::intake_service_client::IntakeServiceClient;
 use serde_json::Value;
 
-use crate::{RunningPlatform, TestEnv, authorized, eventually, http_request};
+use crate::{DevToken, RunningPlatform, TestEnv, authorized, eventually, http_request};
 
 const API_KEY: &str = "test-open311-app-key-0001";
 /// In Riyadh's service area.
@@ -289,17 +289,9 @@ async fn open311_clients_create_and_follow_requests_in_json_and_xml() -> anyhow:
     assert_eq!(json(&body), serde_json::json!([]), "before the requests");
 
     // Tokens are report ids.
-    let open311 = mint_dev_token(
-        &platform.config.auth,
-        &DevTokenRequest {
-            subject: "test".into(),
-            role: Role::Channel,
-            partner: None,
-            municipality: None,
-            channel: Some("CHANNEL_OPEN311".into()),
-            ttl: chrono::Duration::hours(1),
-        },
-    )?;
+    let open311 = DevToken::new(Role::Channel)
+        .channel("CHANNEL_OPEN311")
+        .try_mint(&platform.config.auth)?;
     let mut intake = IntakeServiceClient::new(platform.channel().await?);
     let report = intake
         .get_report(authorized(
@@ -334,7 +326,7 @@ async fn open311_clients_create_and_follow_requests_in_json_and_xml() -> anyhow:
     );
     let facade = RunningPlatform::start(
         apart,
-        vec![std::sync::Arc::new(baladiya_open311::Open311Service)],
+        vec![std::sync::Arc::new(baladiya_open311::Open311Module)],
     )
     .await?;
     let (status, body) = call(facade.http, "GET", &path, "").await;
@@ -356,7 +348,7 @@ async fn open311_clients_create_and_follow_requests_in_json_and_xml() -> anyhow:
         .insert("open311".into(), toml::Value::Table(Default::default()));
     let refused = RunningPlatform::start(
         lonely,
-        vec![std::sync::Arc::new(baladiya_open311::Open311Service)],
+        vec![std::sync::Arc::new(baladiya_open311::Open311Module)],
     )
     .await;
     assert!(refused.is_err(), "open311 without intake must not start");

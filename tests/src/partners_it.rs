@@ -3,18 +3,16 @@
 
 use std::sync::Arc;
 
-use baladiya_partners::PartnersService;
+use baladiya_partners::PartnersModule;
 use baladiya_platform::auth::Role;
 use baladiya_proto::common::v1::{Priority, WorkingDuration};
 use baladiya_proto::convert::timestamp;
 use baladiya_proto::partners::v1 as pb;
 use baladiya_proto::partners::v1::partner_service_client::PartnerServiceClient;
-use futures::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
-use tonic_types::StatusExt;
 
-use crate::{RunningPlatform, TestEnv, authorized, instant};
+use crate::{RunningPlatform, TestEnv, authorized, fields, instant};
 
 fn minutes(m: u32) -> Option<WorkingDuration> {
     Some(WorkingDuration {
@@ -30,14 +28,6 @@ fn days(d: u32) -> Option<WorkingDuration> {
     })
 }
 
-fn fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
-}
-
 struct Partners {
     platform: RunningPlatform,
     client: PartnerServiceClient<Channel>,
@@ -48,8 +38,7 @@ struct Partners {
 impl Partners {
     async fn start() -> anyhow::Result<Self> {
         let env = TestEnv::new();
-        let platform =
-            RunningPlatform::start(env.config(), vec![Arc::new(PartnersService)]).await?;
+        let platform = RunningPlatform::start(env.config(), vec![Arc::new(PartnersModule)]).await?;
         let client = PartnerServiceClient::new(platform.channel().await?);
         let operator = platform.token(Role::Operator);
         Ok(Self {
@@ -309,14 +298,14 @@ async fn an_announced_holiday_changes_the_calendar_and_emits_an_event() -> anyho
     let changed = crate::eventually(20, "the calendar-changed event", || {
         let consumer = consumer.clone();
         async move {
-            let mut batch = consumer
-                .fetch()
-                .max_messages(10)
-                .expires(std::time::Duration::from_millis(300))
-                .messages()
-                .await?;
+            let batch = crate::harness::streams::fetch_messages(
+                &consumer,
+                10,
+                std::time::Duration::from_millis(300),
+            )
+            .await?;
             let mut found = None;
-            while let Some(Ok(message)) = batch.next().await {
+            for message in batch {
                 let event = baladiya_platform::events::InboundEvent::from_parts(
                     message.subject.to_string(),
                     &message.headers.clone().unwrap_or_default(),

@@ -24,11 +24,13 @@ const PROBE_POLICY: &[Rule] = &[Rule {
 use baladiya_platform::clock::Clock;
 use baladiya_platform::error::{ApiError, Violations};
 use baladiya_platform::events::consumer::{ConsumerSpec, EventHandler, HandlerError};
-use baladiya_platform::events::{EventType, InboundEvent, OutboundEvent, StreamSpec, outbox};
+use baladiya_platform::events::{
+    Emitter, Event, EventType, InboundEvent, OutboundEvent, StreamSpec, Tx,
+};
 use baladiya_platform::grpc::Mounted;
 use futures::future::BoxFuture;
+use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use sqlx::{PgConnection, PgPool};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -92,7 +94,7 @@ impl ServiceModule for Probe {
                 PROBE_POLICY,
                 pb::probe_service_server::ProbeServiceServer::new(ProbeApi {
                     pool: ctx.pool.clone(),
-                    clock: ctx.clock.clone(),
+                    emitter: ctx.emitter.clone(),
                 }),
             ));
             Ok(vec![ctx.consumer(
@@ -125,50 +127,38 @@ pub fn consumer_spec() -> ConsumerSpec {
     }
 }
 
+/// The probe's emitter reading `clock` (a writer with a clock of its own,
+/// as a test of skew needs, makes its own).
+pub fn emitter(clock: &Clock) -> Emitter {
+    Emitter::new("probe", clock.clone())
+}
+
 /// Writes a note and its event in one transaction (also used directly by tests).
-pub async fn write_note(
-    conn: &mut PgConnection,
-    clock: &Clock,
-    body: &str,
-) -> Result<(Uuid, OutboundEvent), sqlx::Error> {
+pub async fn write_note(tx: &mut Tx, body: &str) -> Result<(Uuid, OutboundEvent), sqlx::Error> {
     let note_id = Uuid::now_v7();
     sqlx::query("INSERT INTO notes (id, body) VALUES ($1, $2)")
         .bind(note_id)
         .bind(body)
-        .execute(&mut *conn)
+        .execute(tx.conn())
         .await?;
-    let event_id = Uuid::now_v7();
-    let now = outbox::fenced_now(conn, clock)
-        .await
-        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-    let payload = pb::NoteWritten {
-        meta: Some(baladiya_proto::events::v1::EventMeta {
-            event_id: event_id.to_string(),
-            occurred_at: Some(baladiya_proto::convert::timestamp(now)),
-            aggregate_id: note_id.to_string(),
-            recorded_at: None,
-        }),
-        note_id: note_id.to_string(),
-        body: body.to_string(),
-    };
-    let event = OutboundEvent::new(
-        "probe",
-        NOTE_WRITTEN,
-        &[],
-        event_id,
-        note_id.to_string(),
-        now,
-        &payload,
-    );
-    outbox::enqueue(conn, &event)
-        .await
-        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let as_sqlx = |e: baladiya_platform::events::EventError| sqlx::Error::Protocol(e.to_string());
+    let now = tx.fenced_now().await.map_err(as_sqlx)?;
+    let event = tx
+        .emitter()
+        .envelope(Event::new(NOTE_WRITTEN, note_id, now), |meta| {
+            pb::NoteWritten {
+                meta,
+                note_id: note_id.to_string(),
+                body: body.to_string(),
+            }
+        });
+    tx.enqueue(&event).await.map_err(as_sqlx)?;
     Ok((note_id, event))
 }
 
 struct ProbeApi {
     pool: PgPool,
-    clock: Clock,
+    emitter: Emitter,
 }
 
 #[tonic::async_trait]
@@ -183,8 +173,12 @@ impl pb::probe_service_server::ProbeService for ProbeApi {
         v.check(!req.body.trim().is_empty(), "body", "is required");
         v.check(req.hold_ms <= 10_000, "hold_ms", "must be at most 10000");
         v.finish()?;
-        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
-        let (note_id, _) = write_note(&mut tx, &self.clock, &req.body)
+        let mut tx = self
+            .emitter
+            .begin(&self.pool)
+            .await
+            .map_err(ApiError::from)?;
+        let (note_id, _) = write_note(&mut tx, &req.body)
             .await
             .map_err(ApiError::from)?;
         if req.hold_ms > 0 {
@@ -204,11 +198,7 @@ pub struct Applier {
 }
 
 impl EventHandler for Applier {
-    async fn handle(
-        &self,
-        conn: &mut PgConnection,
-        event: &InboundEvent,
-    ) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut Tx, event: &InboundEvent) -> Result<(), HandlerError> {
         let note: pb::NoteWritten = event.decode()?;
         let note_id: Uuid = note
             .note_id
@@ -217,7 +207,7 @@ impl EventHandler for Applier {
         sqlx::query("INSERT INTO applications (note_id, event_id) VALUES ($1, $2)")
             .bind(note_id)
             .bind(event.id)
-            .execute(&mut *conn)
+            .execute(tx.conn())
             .await?;
         // Fail after writing, so a failure that leaked its writes would show.
         if self

@@ -4,38 +4,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
+use baladiya_platform::auth::Role;
 use baladiya_proto::common::v1::{Location, Priority};
 use baladiya_proto::convert::timestamp;
 use baladiya_proto::routing::v1 as pb;
 use baladiya_proto::routing::v1::routing_service_client::RoutingServiceClient;
-use baladiya_routing::RoutingService;
+use baladiya_routing::RoutingModule;
 use futures::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::{RunningPlatform, TestEnv, authorized, eventually};
+use crate::harness::tokens::scoped_token;
+use crate::{RunningPlatform, TestEnv, authorized, eventually, partner_token};
 
 struct Routing {
     platform: RunningPlatform,
     client: RoutingServiceClient<Channel>,
     admin: String,
     env: TestEnv,
-}
-
-fn partner_token(config: &baladiya_platform::config::Config, partner: &str) -> String {
-    mint_dev_token(
-        &config.auth,
-        &DevTokenRequest {
-            subject: format!("{partner}-system"),
-            role: Role::Partner,
-            partner: Some(partner.into()),
-            municipality: None,
-            channel: None,
-            ttl: chrono::Duration::hours(1),
-        },
-    )
-    .expect("token")
 }
 
 impl Routing {
@@ -46,7 +32,7 @@ impl Routing {
             "routing".into(),
             toml::Value::Table(toml::toml! { auto_close_check_secs = 1 }),
         );
-        let platform = RunningPlatform::start(config, vec![Arc::new(RoutingService)]).await?;
+        let platform = RunningPlatform::start(config, vec![Arc::new(RoutingModule)]).await?;
         let client = RoutingServiceClient::new(platform.channel().await?);
         let admin = platform.token(Role::Admin);
         Ok(Self {
@@ -785,6 +771,66 @@ async fn partners_see_and_act_on_their_own_cases_only() -> anyhow::Result<()> {
     r.stop().await
 }
 
+/// Routing's one absence rule is the platform's
+/// (`CallerIdentity::may_know_absence`), for reading a case and for acting on
+/// one: an operator of every municipality is told a case is missing; an
+/// operator of one municipality, or a channel, is told `PERMISSION_DENIED`,
+/// as for a case that is not theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_callers_who_may_know_absence_are_told_a_case_is_missing() -> anyhow::Result<()> {
+    let r = Routing::start().await?;
+    let config = &r.platform.config;
+    let any_operator = scoped_token(config, Role::Operator, None, None);
+    let riyadh = scoped_token(config, Role::Operator, None, Some("RIYADH"));
+    let channel = r.platform.token(Role::Channel);
+    let missing_id = uuid::Uuid::now_v7().to_string();
+    let missing = Some(pb::CaseAction {
+        case_id: missing_id.clone(),
+        ..Default::default()
+    });
+    let mut client = r.client.clone();
+
+    let read = r
+        .get(&missing_id, &any_operator)
+        .await
+        .expect_err("missing");
+    assert_eq!(read.code(), Code::NotFound, "{read:?}");
+    let read = r.get(&missing_id, &riyadh).await.expect_err("no hint");
+    assert_eq!(read.code(), Code::PermissionDenied, "{read:?}");
+
+    let close = |token: &str| {
+        authorized(
+            pb::CloseCaseRequest {
+                action: missing.clone(),
+            },
+            token,
+        )
+    };
+    let closed = client
+        .close_case(close(&any_operator))
+        .await
+        .expect_err("missing");
+    assert_eq!(closed.code(), Code::NotFound, "{closed:?}");
+    let closed = client
+        .close_case(close(&riyadh))
+        .await
+        .expect_err("no hint");
+    assert_eq!(closed.code(), Code::PermissionDenied, "{closed:?}");
+    assert_eq!(closed.message(), "not your case");
+
+    let reopened = client
+        .reopen_case(authorized(
+            pb::ReopenCaseRequest {
+                action: missing.clone(),
+            },
+            &channel,
+        ))
+        .await
+        .expect_err("no hint");
+    assert_eq!(reopened.code(), Code::PermissionDenied, "{reopened:?}");
+    r.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_then_reroute_gives_a_clean_event_sequence_and_quiet_cases_close()
 -> anyhow::Result<()> {
@@ -891,20 +937,11 @@ async fn reject_then_reroute_gives_a_clean_event_sequence_and_quiet_cases_close(
 
     // The events, in order, for this case.
     let js = async_nats::jetstream::new(r.env.nats().await?);
-    let stream = js
-        .get_stream(format!("{}_ROUTING", r.env.namespace))
-        .await?;
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
-        .await?;
-    let mut batch = consumer
-        .fetch()
-        .max_messages(100)
-        .expires(Duration::from_millis(500))
-        .messages()
-        .await?;
+    let stream = format!("{}_ROUTING", r.env.namespace);
     let mut sequence = Vec::new();
-    while let Some(Ok(m)) = batch.next().await {
+    for m in crate::harness::streams::stream_messages(&js, &stream, 100, Duration::from_millis(500))
+        .await?
+    {
         let subject = m.subject.to_string();
         // Case events only: the stream also carries routing's watermarks.
         if let [_, _, _, "case", event, _, assignee] =

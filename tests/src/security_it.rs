@@ -5,34 +5,20 @@
 
 use std::sync::Arc;
 
-use baladiya_kpi::KpiService;
-use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
-use baladiya_platform::config::Config;
+use baladiya_kpi::KpiModule;
+use baladiya_platform::auth::Role;
+use baladiya_platform::events::{Namespace, streams};
 use baladiya_proto::admin::v1 as admin;
 use baladiya_proto::admin::v1::audit_service_client::AuditServiceClient;
 use baladiya_proto::kpi::v1 as kpi;
 use baladiya_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use baladiya_proto::routing::v1 as pb;
 use baladiya_proto::routing::v1::routing_service_client::RoutingServiceClient;
-use baladiya_routing::RoutingService;
+use baladiya_routing::RoutingModule;
 use tonic::Code;
 
-use crate::{ReceivedReport, RunningPlatform, TestEnv, authorized, eventually};
-
-fn token(config: &Config, role: Role, partner: Option<&str>, municipality: Option<&str>) -> String {
-    mint_dev_token(
-        &config.auth,
-        &DevTokenRequest {
-            subject: format!("{role}-{}", partner.or(municipality).unwrap_or("all")),
-            role,
-            partner: partner.map(String::from),
-            municipality: municipality.map(String::from),
-            channel: (role == Role::Channel).then(|| "CHANNEL_CALL_CENTER_940".to_string()),
-            ttl: chrono::Duration::hours(1),
-        },
-    )
-    .expect("token")
-}
+use crate::harness::tokens::scoped_token as token;
+use crate::{ReceivedReport, RunningPlatform, TestEnv, authorized, eventually, stream_events};
 
 fn code<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> Code {
     match r {
@@ -47,7 +33,7 @@ async fn roles_and_scopes_are_enforced_and_every_change_is_audited() -> anyhow::
     let config = env.config();
     let platform = RunningPlatform::start(
         config.clone(),
-        vec![Arc::new(RoutingService), Arc::new(KpiService)],
+        vec![Arc::new(RoutingModule), Arc::new(KpiModule)],
     )
     .await?;
     let channel = platform.channel().await?;
@@ -261,7 +247,7 @@ async fn a_caller_over_its_rate_is_told_when_to_retry_and_others_are_not_slowed(
     let mut config = env.config();
     config.auth.rate_limit_per_second = 0.5;
     config.auth.rate_limit_burst = 2;
-    let platform = RunningPlatform::start(config.clone(), vec![Arc::new(KpiService)]).await?;
+    let platform = RunningPlatform::start(config.clone(), vec![Arc::new(KpiModule)]).await?;
     let mut kpis = KpiServiceClient::new(platform.channel().await?);
     let busy = token(&config, Role::Analyst, Some("BUSY"), None);
     let other = token(&config, Role::Analyst, Some("OTHER"), None);
@@ -335,22 +321,10 @@ const NATS_USERS: [(&str, &str, &str); 7] = [
     ),
 ];
 
-/// The domain events on a stream of the platform's (no namespace here).
-async fn stream_messages(js: &async_nats::jetstream::Context, name: &str) -> anyhow::Result<u64> {
-    let spec = [
-        baladiya_platform::events::streams::INTAKE,
-        baladiya_platform::events::streams::ROUTING,
-    ]
-    .into_iter()
-    .find(|s| s.name == name)
-    .ok_or_else(|| anyhow::anyhow!("no stream {name}"))?;
-    crate::stream_events(js, &baladiya_platform::events::Namespace::default(), &spec).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_service_publishes_only_its_own_domain_on_the_example_nats_config()
 -> anyhow::Result<()> {
-    use baladiya_intake::IntakeService;
+    use baladiya_intake::IntakeModule;
     use baladiya_proto::intake::v1::intake_service_client::IntakeServiceClient;
 
     let env_vars: Vec<(&str, &str)> = NATS_USERS.iter().map(|(_, k, v)| (*k, *v)).collect();
@@ -383,9 +357,9 @@ async fn each_service_publishes_only_its_own_domain_on_the_example_nats_config()
         c
     };
     let intake_platform =
-        RunningPlatform::start(config_as("intake"), vec![Arc::new(IntakeService)]).await?;
+        RunningPlatform::start(config_as("intake"), vec![Arc::new(IntakeModule)]).await?;
     let routing_platform =
-        RunningPlatform::start(config_as("routing"), vec![Arc::new(RoutingService)]).await?;
+        RunningPlatform::start(config_as("routing"), vec![Arc::new(RoutingModule)]).await?;
     let observer = async_nats::ConnectOptions::with_user_and_password(
         "platform".into(),
         "platform-secret".into(),
@@ -393,6 +367,8 @@ async fn each_service_publishes_only_its_own_domain_on_the_example_nats_config()
     .connect(nats.url())
     .await?;
     let js = async_nats::jetstream::new(observer);
+    // The streams here have no namespace.
+    let no_namespace = Namespace::default();
 
     // Intake publishes a report on its own stream; routing, consuming it as its
     // own user, publishes the routed case on its stream.
@@ -402,15 +378,19 @@ async fn each_service_publishes_only_its_own_domain_on_the_example_nats_config()
         .submit_report(authorized(road_works_report(None), &channel))
         .await?;
     eventually(20, "the report on INTAKE and the case on ROUTING", || {
-        let js = js.clone();
+        let (js, no_namespace) = (js.clone(), no_namespace.clone());
         async move {
-            let intake = stream_messages(&js, "INTAKE").await.unwrap_or(0);
-            let routing = stream_messages(&js, "ROUTING").await.unwrap_or(0);
+            let intake = stream_events(&js, &no_namespace, &streams::INTAKE)
+                .await
+                .unwrap_or(0);
+            let routing = stream_events(&js, &no_namespace, &streams::ROUTING)
+                .await
+                .unwrap_or(0);
             Ok((intake >= 1 && routing >= 1).then_some(()))
         }
     })
     .await?;
-    let routed = stream_messages(&js, "ROUTING").await?;
+    let routed = stream_events(&js, &no_namespace, &streams::ROUTING).await?;
 
     // The intake user cannot publish a routing event: the server drops it, so
     // the publisher sees no acknowledgement and the stream stores nothing.
@@ -435,7 +415,7 @@ async fn each_service_publishes_only_its_own_domain_on_the_example_nats_config()
     assert!(intruder_js.update_stream(routing_stream).await.is_err());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(
-        stream_messages(&js, "ROUTING").await?,
+        stream_events(&js, &no_namespace, &streams::ROUTING).await?,
         routed,
         "the stream stored nothing"
     );
@@ -726,7 +706,7 @@ async fn mtls_on_the_grpc_port_maps_client_certificates_to_services_and_health_s
     let clock = baladiya_platform::app::clock_from_config(&config.clock)?;
     let run = tokio::spawn(baladiya_platform::app::run(
         config.clone(),
-        vec![Arc::new(KpiService)],
+        vec![Arc::new(KpiModule)],
         clock,
         listeners,
         signal,
@@ -813,7 +793,7 @@ async fn every_sql_statement_has_a_deadline_and_migrations_are_exempt() -> anyho
     baladiya_platform::db::migrate(
         &pool,
         "kpi",
-        &baladiya_platform::app::ServiceModule::migrator(&KpiService),
+        &baladiya_platform::app::ServiceModule::migrator(&KpiModule),
     )
     .await?;
     let slow = sqlx::query("SELECT pg_sleep(1)")

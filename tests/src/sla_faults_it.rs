@@ -7,34 +7,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use baladiya_partners::PartnersService;
+use baladiya_partners::PartnersModule;
 use baladiya_platform::app::ServiceModule;
-use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
+use baladiya_platform::auth::Role;
 use baladiya_platform::config::Config;
 use baladiya_proto::routing::v1 as routing;
 use baladiya_proto::sla::v1 as pb;
-use baladiya_routing::RoutingService;
-use baladiya_sla_watcher::SlaWatcher;
+use baladiya_routing::RoutingModule;
+use baladiya_sla_watcher::SlaWatcherModule;
 
 use crate::{
-    NatsProcess, ReceivedReport, RunningPlatform, TestEnv, authorized, eventually,
+    NatsProcess, ReceivedReport, RunningPlatform, TestEnv, authorized, eventually, partner_token,
     publish_report_received, riyadh,
 };
-
-fn partner_token(config: &Config, code: &str) -> String {
-    mint_dev_token(
-        &config.auth,
-        &DevTokenRequest {
-            subject: format!("{code}-system"),
-            role: Role::Partner,
-            partner: Some(code.into()),
-            municipality: None,
-            channel: None,
-            ttl: chrono::Duration::hours(1),
-        },
-    )
-    .expect("token")
-}
 
 fn config_at(env: &TestEnv, at: &str) -> Config {
     let mut config = env.config();
@@ -174,12 +159,12 @@ async fn a_watcher_stopped_across_a_deadline_fires_nothing_the_producer_had_alre
     let env = TestEnv::new();
     let producer = start(
         &config_at(&env, "2026-04-02 13:00"),
-        vec![Arc::new(PartnersService), Arc::new(RoutingService)],
+        vec![Arc::new(PartnersModule), Arc::new(RoutingModule)],
     )
     .await?;
     let watcher = start(
         &config_at(&env, "2026-04-02 13:00"),
-        vec![Arc::new(SlaWatcher)],
+        vec![Arc::new(SlaWatcherModule)],
     )
     .await?;
     crate::sla_watcher_has_the_seed(&env).await?;
@@ -200,7 +185,7 @@ async fn a_watcher_stopped_across_a_deadline_fires_nothing_the_producer_had_alre
     producer.clock.set(riyadh("2026-04-05 10:30")).await?;
     let watcher = start(
         &config_at(&env, "2026-04-05 10:30"),
-        vec![Arc::new(SlaWatcher)],
+        vec![Arc::new(SlaWatcherModule)],
     )
     .await?;
     met_without_breach(&env, &watcher, &case_id, &clock_id).await?;
@@ -220,9 +205,9 @@ async fn nats_down_across_a_deadline_fires_nothing_and_the_acknowledgement_arriv
     let platform = start(
         &config,
         vec![
-            Arc::new(PartnersService),
-            Arc::new(RoutingService),
-            Arc::new(SlaWatcher),
+            Arc::new(PartnersModule),
+            Arc::new(RoutingModule),
+            Arc::new(SlaWatcherModule),
         ],
     )
     .await?;

@@ -5,19 +5,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use baladiya_partners::PartnersService;
-use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
+use baladiya_partners::PartnersModule;
+use baladiya_platform::auth::Role;
 use baladiya_proto::convert::{instant, timestamp};
 use baladiya_proto::partners::v1 as partners;
 use baladiya_proto::routing::v1 as routing;
 use baladiya_proto::sla::v1 as pb;
 use baladiya_proto::sla::v1::sla_service_client::SlaServiceClient;
-use baladiya_routing::RoutingService;
-use baladiya_sla_watcher::SlaWatcher;
+use baladiya_routing::RoutingModule;
+use baladiya_sla_watcher::SlaWatcherModule;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use tonic::transport::Channel;
 
+use crate::harness::streams::stream_messages;
 use crate::{
     ReceivedReport, RunningPlatform, TestEnv, authorized, eventually, publish_report_received,
     riyadh,
@@ -56,9 +56,9 @@ impl Sla {
             config,
             [
                 vec![
-                    Arc::new(PartnersService) as Arc<dyn baladiya_platform::app::ServiceModule>,
-                    Arc::new(RoutingService),
-                    Arc::new(SlaWatcher),
+                    Arc::new(PartnersModule) as Arc<dyn baladiya_platform::app::ServiceModule>,
+                    Arc::new(RoutingModule),
+                    Arc::new(SlaWatcherModule),
                 ],
                 others,
             ]
@@ -78,18 +78,7 @@ impl Sla {
     }
 
     fn partner(&self, code: &str) -> String {
-        mint_dev_token(
-            &self.platform.config.auth,
-            &DevTokenRequest {
-                subject: format!("{code}-system"),
-                role: Role::Partner,
-                partner: Some(code.into()),
-                municipality: None,
-                channel: None,
-                ttl: chrono::Duration::hours(1),
-            },
-        )
-        .expect("token")
+        crate::partner_token(&self.platform.config, code)
     }
 
     /// A report of `category` arrives now; returns its case once routed.
@@ -133,48 +122,15 @@ impl Sla {
 
     /// The case's clocks by metric, once `n` of them exist.
     async fn clocks(&self, case_id: &str, n: usize) -> anyhow::Result<BTreeMap<String, pb::Clock>> {
-        let client = self.sla.clone();
-        let admin = self.admin.clone();
-        eventually(30, "the clocks", || {
-            let (mut client, admin) = (client.clone(), admin.clone());
-            async move {
-                let clocks = client
-                    .get_clocks(authorized(
-                        pb::GetClocksRequest {
-                            subject_kind: "case".into(),
-                            subject_id: case_id.into(),
-                        },
-                        &admin,
-                    ))
-                    .await?
-                    .into_inner()
-                    .clocks;
-                Ok((clocks.len() >= n).then(|| {
-                    clocks
-                        .into_iter()
-                        .map(|c| (format!("{}:{}", c.metric, c.partner_code), c))
-                        .collect()
-                }))
-            }
-        })
-        .await
+        crate::harness::sla::case_clocks(&self.sla, case_id, n, &self.admin).await
     }
 
     /// Every SLA event so far: (event, partner token, ce-time).
     async fn sla_events(&self) -> anyhow::Result<Vec<(String, String, DateTime<Utc>, Vec<u8>)>> {
         let js = async_nats::jetstream::new(self.env.nats().await?);
-        let stream = js.get_stream(format!("{}_SLA", self.env.namespace)).await?;
-        let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
-            .await?;
+        let stream = format!("{}_SLA", self.env.namespace);
         let mut out = Vec::new();
-        let mut batch = consumer
-            .fetch()
-            .max_messages(10_000)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await?;
-        while let Some(Ok(m)) = batch.next().await {
+        for m in stream_messages(&js, &stream, 10_000, Duration::from_millis(500)).await? {
             let parts: Vec<String> = m.subject.split('.').map(String::from).collect();
             let time = m
                 .headers
@@ -636,7 +592,7 @@ async fn two_replicas_fire_ten_thousand_timers_once_and_an_aborted_firing_loses_
     let config = env.config();
     baladiya_platform::db::ensure_database(&config.database).await?;
     let pool = baladiya_platform::db::schema_pool(&config.database, "sla_watcher")?;
-    baladiya_platform::db::migrate(&pool, "sla_watcher", &SlaWatcher.migrator()).await?;
+    baladiya_platform::db::migrate(&pool, "sla_watcher", &SlaWatcherModule.migrator()).await?;
     // 10,000 breached clocks, each with a breach timer due in the past.
     sqlx::query(
         "INSERT INTO clocks (id, key, subject_kind, subject_id, metric, partner_code, agreement_version, calendar_id,
@@ -667,7 +623,7 @@ async fn two_replicas_fire_ten_thousand_timers_once_and_an_aborted_firing_loses_
 
     let clock = baladiya_platform::clock::Clock::system();
     // Everything up to now is known: the timers are all covered.
-    let rules = baladiya_sla_watcher::engine::FireRules {
+    let rules = baladiya_sla_watcher::commands::FireRules {
         known: baladiya_sla_watcher::store::Known {
             cases: Some(clock.now()),
             applications: Some(clock.now()),
@@ -678,12 +634,12 @@ async fn two_replicas_fire_ten_thousand_timers_once_and_an_aborted_firing_loses_
     let replicas = (0..2).map(|_| {
         let (pool, clock) = (pool.clone(), clock.clone());
         tokio::spawn(async move {
-            baladiya_sla_watcher::engine::fire_due(
+            baladiya_sla_watcher::commands::fire_due(
                 &pool,
-                &clock,
+                &baladiya_platform::events::Emitter::new("sla-watcher", clock),
                 &baladiya_platform::metrics::Metrics::new(),
                 rules,
-                &mut baladiya_sla_watcher::engine::Failing::default(),
+                &mut baladiya_sla_watcher::commands::Failing::default(),
             )
             .await
         })
@@ -709,12 +665,12 @@ async fn two_replicas_fire_ten_thousand_timers_once_and_an_aborted_firing_loses_
     assert_eq!(unfired, 0);
     // A restart finds nothing more to fire.
     assert_eq!(
-        baladiya_sla_watcher::engine::fire_due(
+        baladiya_sla_watcher::commands::fire_due(
             &pool,
-            &clock,
+            &baladiya_platform::events::Emitter::new("sla-watcher", clock.clone()),
             &baladiya_platform::metrics::Metrics::new(),
             rules,
-            &mut baladiya_sla_watcher::engine::Failing::default(),
+            &mut baladiya_sla_watcher::commands::Failing::default(),
         )
         .await?,
         0
@@ -1672,7 +1628,13 @@ async fn a_calendar_change_recomputes_clocks_in_steps_and_a_failure_midway_loses
     drop(conn);
     let clock = baladiya_platform::clock::Clock::manual(riyadh("2026-04-02 14:00"));
     let config = baladiya_sla_watcher::SlaConfig::default();
-    let step = || baladiya_sla_watcher::engine::recompute_calendar_step(&watcher, &clock, &config);
+    let emitter = baladiya_platform::events::Emitter::new("sla-watcher", clock.clone());
+    let timers = baladiya_platform::wake::Wake::new();
+    let step = || {
+        baladiya_sla_watcher::commands::recompute_calendar_step(
+            &watcher, &emitter, &timers, &config,
+        )
+    };
     let moved = || async {
         Ok::<_, anyhow::Error>(
             resolve_deadlines()
@@ -1724,7 +1686,7 @@ async fn a_partner_acknowledging_late_within_the_bound_withdraws_the_breach_ever
     let s = Sla::start_beside(
         "2026-04-02 13:00",
         section,
-        vec![Arc::new(baladiya_kpi::KpiService)],
+        vec![Arc::new(baladiya_kpi::KpiModule)],
     )
     .await?;
     publish_mewa_webhooks(&s, &hooks, "/ok", "/ok").await?;
@@ -1851,7 +1813,7 @@ async fn watcher_schema(env: &TestEnv) -> anyhow::Result<(sqlx::PgPool, uuid::Uu
     let config = env.config();
     baladiya_platform::db::ensure_database(&config.database).await?;
     let pool = baladiya_platform::db::schema_pool(&config.database, "sla_watcher")?;
-    baladiya_platform::db::migrate(&pool, "sla_watcher", &SlaWatcher.migrator()).await?;
+    baladiya_platform::db::migrate(&pool, "sla_watcher", &SlaWatcherModule.migrator()).await?;
     let clock_id = uuid::Uuid::now_v7();
     sqlx::query(
         "INSERT INTO clocks (id, key, subject_kind, subject_id, metric, partner_code, agreement_version, calendar_id,
@@ -1956,7 +1918,7 @@ async fn a_timer_that_keeps_failing_does_not_hold_back_the_others() -> anyhow::R
     .execute(&pool)
     .await?;
     let clock = baladiya_platform::clock::Clock::system();
-    let rules = baladiya_sla_watcher::engine::FireRules {
+    let rules = baladiya_sla_watcher::commands::FireRules {
         known: baladiya_sla_watcher::store::Known {
             cases: Some(clock.now()),
             applications: Some(clock.now()),
@@ -1965,9 +1927,10 @@ async fn a_timer_that_keeps_failing_does_not_hold_back_the_others() -> anyhow::R
         watching_since: clock.now(),
     };
     let metrics = baladiya_platform::metrics::Metrics::new();
-    let mut failing = baladiya_sla_watcher::engine::Failing::default();
+    let mut failing = baladiya_sla_watcher::commands::Failing::default();
+    let emitter = baladiya_platform::events::Emitter::new("sla-watcher", clock.clone());
     let fired =
-        baladiya_sla_watcher::engine::fire_due(&pool, &clock, &metrics, rules, &mut failing)
+        baladiya_sla_watcher::commands::fire_due(&pool, &emitter, &metrics, rules, &mut failing)
             .await?;
     assert_eq!(fired, 1, "the breach fired beside the failing timer");
     let unfired: Vec<String> = sqlx::query_scalar("SELECT kind FROM timers WHERE fired_at IS NULL")
@@ -1976,7 +1939,7 @@ async fn a_timer_that_keeps_failing_does_not_hold_back_the_others() -> anyhow::R
     assert_eq!(unfired, ["bogus"]);
     // The failing one waits out a backoff instead of being tried every round.
     assert_eq!(
-        baladiya_sla_watcher::engine::fire_due(&pool, &clock, &metrics, rules, &mut failing)
+        baladiya_sla_watcher::commands::fire_due(&pool, &emitter, &metrics, rules, &mut failing)
             .await?,
         0
     );

@@ -1,4 +1,4 @@
-//! Issue 23, item 8, the property: random case histories whose events reach
+//! The property: random case histories whose events reach
 //! the SLA watcher after random delays give exactly the warnings, breaches and
 //! escalations, and the corrections, that an oracle with full knowledge
 //! computes.
@@ -13,7 +13,7 @@
 //! through every true instant, every arrival, every due instant the oracle
 //! knows (and that instant plus the hold) and a few random instants; at each
 //! step the events that have arrived are recorded and recomputed, each in its
-//! own transaction (as the case consumer does), and `engine::fire_due` runs
+//! own transaction (as the case consumer does), and `commands::fire_due` runs
 //! with an honest watermark: just before the earliest true instant of an
 //! event not yet arrived, or now. The oracle is `clock::compute` over the
 //! whole event log (`derive::case_clocks`) with the same terms.
@@ -59,11 +59,11 @@ use baladiya_partners::domain::{AgreementBody, CalendarRecord, Level, Priority};
 use baladiya_platform::clock::Clock;
 use baladiya_proto::convert::instant;
 use baladiya_proto::sla::events::v1 as ev;
-use baladiya_sla_watcher::clock::{self as sla_clock, Terms};
-use baladiya_sla_watcher::derive::{self, CaseEvent, CaseEventKind, Metric};
-use baladiya_sla_watcher::engine::{self, Failing, FireRules};
+use baladiya_sla_watcher::commands::{self, Failing, FireRules};
+use baladiya_sla_watcher::domain::derive::{self, CaseEvent, CaseEventKind, Metric};
+use baladiya_sla_watcher::domain::sla_clock::{self, Terms};
 use baladiya_sla_watcher::store::{self, Known, SubjectFacts};
-use baladiya_sla_watcher::{SlaConfig, SlaWatcher};
+use baladiya_sla_watcher::{SlaConfig, SlaWatcherModule};
 use baladiya_worktime::{
     Calendar, CalendarSpec, Day, Holiday, WeeklyHours, WindowSpec, WorkingDuration,
 };
@@ -217,7 +217,7 @@ impl Replica {
     }
 
     /// The calendar and terms a clock runs under, as the engine chooses them
-    /// for a new clock (`engine::new_clock`), for a case.
+    /// for a new clock (the watcher's `new_clock_terms`), for a case.
     fn terms(&self, spec: &derive::ClockSpec) -> (&Calendar, Terms) {
         if spec.metric == Metric::EndToEnd {
             let cal = &self.calendars[&self.config.end_to_end_calendar_of(MUNICIPALITY)];
@@ -549,17 +549,18 @@ async fn simulate(
     let mut written = Vec::new();
     let mut seen = 0i64;
     let facts = facts();
+    let emitter = baladiya_platform::events::Emitter::new("sla-watcher", clock.clone());
     for now in instants.into_iter().filter(|t| *t >= first && *t <= end) {
         clock.set(now).await.map_err(fail)?;
         while let Some(&i) = order.get(next)
             && h.events[i].arrives <= now
         {
-            let mut tx = pool.begin().await.map_err(fail)?;
+            let mut tx = emitter.begin(pool).await.map_err(fail)?;
             if store::add_case_event(&mut tx, h.case_id, &h.events[i].event, &facts)
                 .await
                 .map_err(fail)?
             {
-                engine::recompute_subject(&mut tx, &clock, &replica.config, "case", h.case_id)
+                commands::recompute_subject(&mut tx, &replica.config, "case", h.case_id)
                     .await
                     .map_err(|e| fail(format!("recompute: {e:?}")))?;
             }
@@ -576,7 +577,7 @@ async fn simulate(
             max_hold: h.max_hold,
             watching_since: started,
         };
-        engine::fire_due(pool, &clock, &metrics, rules, &mut failing)
+        commands::fire_due(pool, &emitter, &metrics, rules, &mut failing)
             .await
             .map_err(fail)?;
         let rows: Vec<(i64, String, Vec<u8>)> =
@@ -1012,7 +1013,7 @@ impl Harness {
                 .expect("database");
             let pool =
                 baladiya_platform::db::schema_pool(&config.database, "sla_watcher").expect("pool");
-            baladiya_platform::db::migrate(&pool, "sla_watcher", &SlaWatcher.migrator())
+            baladiya_platform::db::migrate(&pool, "sla_watcher", &SlaWatcherModule.migrator())
                 .await
                 .expect("migrations");
             let mut conn = pool.acquire().await.expect("connection");

@@ -106,6 +106,7 @@ fn relay_with(
     Relay::new(
         pool.clone(),
         "probe",
+        &probe::emitter(clock),
         js.clone(),
         Namespace::new(&env.namespace),
         &config.events,
@@ -165,8 +166,8 @@ async fn a_writer_that_commits_after_the_relay_read_is_covered_by_the_fence() ->
     let relay = relay(&pool, &js, &env, &config, &clock);
 
     // A writer stamps its note at 07:00 and holds its transaction open.
-    let mut writer = pool.begin().await?;
-    probe::write_note(&mut writer, &clock, "slow writer").await?;
+    let mut writer = probe::emitter(&clock).begin(&pool).await?;
+    probe::write_note(&mut writer, "slow writer").await?;
     let stamped = clock.now();
     clock.advance(Duration::from_secs(30)).await?;
     // The relay's round waits for it at the fence (up to a second), finds it
@@ -239,9 +240,8 @@ async fn two_relay_replicas_and_eight_writers_publish_only_sound_watermarks() ->
             tokio::spawn(async move {
                 let mut stamps = Vec::new();
                 for i in 0..25 {
-                    let mut tx = pool.begin().await?;
-                    let (_, event) =
-                        probe::write_note(&mut tx, &clock, &format!("w{w}-{i}")).await?;
+                    let mut tx = probe::emitter(&clock).begin(&pool).await?;
+                    let (_, event) = probe::write_note(&mut tx, &format!("w{w}-{i}")).await?;
                     if (w + i) % 5 == 0 {
                         tokio::time::sleep(Duration::from_millis(80)).await;
                     }
@@ -305,9 +305,8 @@ async fn clock_skew_within_the_margin_is_covered_and_beyond_it_is_counted_late()
         tokio::time::sleep(Duration::from_millis(20)).await;
         // A writer starting after that watermark stamps its note with its
         // own, slower clock.
-        let mut tx = pool.begin().await?;
-        let (_, note) =
-            probe::write_note(&mut tx, &writer_clock, &format!("skew {skew_ms}")).await?;
+        let mut tx = probe::emitter(&writer_clock).begin(&pool).await?;
+        let (_, note) = probe::write_note(&mut tx, &format!("skew {skew_ms}")).await?;
         tx.commit().await?;
         relay.relay_once().await?;
         let got = eventually(10, "the note and two watermarks", || async {
@@ -361,7 +360,7 @@ async fn a_consumer_acts_on_a_watermark_only_after_everything_before_it_is_appli
             faults: faults.clone(),
         },
         pool.clone(),
-        "probe",
+        &probe::emitter(&clock),
         js.clone(),
         ns.clone(),
         &config.events,
@@ -376,8 +375,8 @@ async fn a_consumer_acts_on_a_watermark_only_after_everything_before_it_is_appli
     };
 
     // A first note applies; its watermark takes effect.
-    let mut tx = pool.begin().await?;
-    probe::write_note(&mut tx, &clock, "fine").await?;
+    let mut tx = probe::emitter(&clock).begin(&pool).await?;
+    probe::write_note(&mut tx, "fine").await?;
     tx.commit().await?;
     clock.advance(Duration::from_secs(60)).await?;
     relay.relay_once().await?;
@@ -392,8 +391,8 @@ async fn a_consumer_acts_on_a_watermark_only_after_everything_before_it_is_appli
 
     // A note that keeps failing (being retried), then a later watermark: the
     // watermark is recorded but does not take effect past the stuck note.
-    let mut tx = pool.begin().await?;
-    probe::write_note(&mut tx, &clock, "stuck").await?;
+    let mut tx = probe::emitter(&clock).begin(&pool).await?;
+    probe::write_note(&mut tx, "stuck").await?;
     tx.commit().await?;
     clock.advance(Duration::from_secs(60)).await?;
     tokio::time::sleep(Duration::from_millis(20)).await;

@@ -24,7 +24,9 @@ use baladiya_proto::sla::events::v1::ClockStarted;
 use futures::StreamExt;
 use prost::Message;
 
-use crate::{Figure, Phase, channels, ms, percentile, submit};
+use crate::env::Phase;
+use crate::grpc_load::{channels, ms, percentile, submit};
+use crate::report::Figure;
 
 /// When each step was seen, by report id (and case id → report id).
 #[derive(Default)]

@@ -24,10 +24,11 @@
 use std::collections::HashSet;
 
 use baladiya_platform::db;
-use baladiya_platform::error::ApiError;
+use baladiya_platform::events::Emitter;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::error::IntakeError;
 use crate::store::{self, Inserted, Submit};
 
 /// The most submits one statement carries.
@@ -69,29 +70,27 @@ pub struct SubmitWriter {
 impl SubmitWriter {
     /// Starts the writer on a connection of its own to `pool`'s database,
     /// with [`PLANNED_ONCE`]'s settings; it stops when the last handle drops.
-    pub fn start(pool: &PgPool) -> Self {
+    pub fn start(pool: &PgPool, emitter: Emitter) -> Self {
         let (queue, waiting) = mpsc::channel(QUEUE);
         let pool = db::sibling_pool(pool, 1, &PLANNED_ONCE);
-        tokio::spawn(write_batches(pool, waiting));
+        tokio::spawn(write_batches(pool, emitter, waiting));
         Self { queue }
     }
 
     /// Writes `submit` with whatever else is waiting; answers, with the
     /// submit handed back, once that is committed.
-    pub async fn write(&self, submit: Submit) -> Result<(Inserted, Submit), ApiError> {
+    pub async fn write(&self, submit: Submit) -> Result<(Inserted, Submit), IntakeError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Queued { submit, reply })
             .await
-            .map_err(|_| ApiError::unavailable(&"intake is shutting down"))?;
-        let (inserted, submit) = answer
-            .await
-            .map_err(|_| ApiError::unavailable(&"intake is shutting down"))?;
+            .map_err(|_| IntakeError::ShuttingDown)?;
+        let (inserted, submit) = answer.await.map_err(|_| IntakeError::ShuttingDown)?;
         Ok((inserted?, submit))
     }
 }
 
-async fn write_batches(pool: PgPool, mut waiting: mpsc::Receiver<Queued>) {
+async fn write_batches(pool: PgPool, emitter: Emitter, mut waiting: mpsc::Receiver<Queued>) {
     while let Some(first) = waiting.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -103,7 +102,9 @@ async fn write_batches(pool: PgPool, mut waiting: mpsc::Receiver<Queued>) {
         // In a task of its own, so a panic fails its batch's callers (their
         // answers are dropped: UNAVAILABLE) and the writer goes on.
         let pool = pool.clone();
-        if let Err(e) = tokio::spawn(async move { write_batch(&pool, batch).await }).await {
+        let emitter = emitter.clone();
+        if let Err(e) = tokio::spawn(async move { write_batch(&pool, &emitter, batch).await }).await
+        {
             tracing::error!(error = %e, "a batch of submits was abandoned");
         }
     }
@@ -111,13 +112,13 @@ async fn write_batches(pool: PgPool, mut waiting: mpsc::Receiver<Queued>) {
 
 /// Writes `batch` in rounds whose `request_id`s differ (a retry that came
 /// with its original goes in the next round, where it finds the claim).
-async fn write_batch(pool: &PgPool, mut batch: Vec<Queued>) {
+async fn write_batch(pool: &PgPool, emitter: &Emitter, mut batch: Vec<Queued>) {
     while !batch.is_empty() {
         let mut seen = HashSet::new();
         let (round, later): (Vec<Queued>, Vec<Queued>) = batch
             .into_iter()
             .partition(|q| seen.insert(q.submit.report.request_id.clone()));
-        let answers = write_round(pool, &round).await;
+        let answers = write_round(pool, emitter, &round).await;
         match answers {
             Ok(answers) => {
                 for (queued, answer) in round.into_iter().zip(answers) {
@@ -132,7 +133,7 @@ async fn write_batch(pool: &PgPool, mut batch: Vec<Queued>) {
             Err(e) => {
                 tracing::warn!(submits = round.len(), error = %e, "a batch of submits failed; writing them one by one");
                 for queued in round {
-                    let answer = write_round(pool, std::slice::from_ref(&queued))
+                    let answer = write_round(pool, emitter, std::slice::from_ref(&queued))
                         .await
                         .and_then(|mut a| {
                             a.pop()
@@ -146,8 +147,14 @@ async fn write_batch(pool: &PgPool, mut batch: Vec<Queued>) {
     }
 }
 
-async fn write_round(pool: &PgPool, round: &[Queued]) -> Result<Vec<Inserted>, sqlx::Error> {
+async fn write_round(
+    pool: &PgPool,
+    emitter: &Emitter,
+    round: &[Queued],
+) -> Result<Vec<Inserted>, sqlx::Error> {
     let submits: Vec<&Submit> = round.iter().map(|q| &q.submit).collect();
     let mut conn = pool.acquire().await?;
-    store::insert_unless_duplicate(&mut conn, &submits).await
+    emitter
+        .autocommitted(store::insert_unless_duplicate(&mut conn, &submits))
+        .await
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use baladiya_platform::auth::{CallerIdentity, Role};
 use baladiya_platform::error::Violations;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -296,7 +297,8 @@ pub fn decide_priority(
     (priority, reason)
 }
 
-/// Checks every rule and reports every violation at once.
+/// Checks every rule and reports every violation at once, in the order of
+/// the request's fields.
 pub fn validate(
     s: &Submission<'_>,
     catalogue: &Catalogue,
@@ -305,88 +307,142 @@ pub fn validate(
     let mut v = Violations::new();
     baladiya_platform::idempotency::check_request_id(s.request_id, &mut v);
     v.check(s.channel.is_some(), "channel", "is required");
+    let category = check_category(s.category_code, catalogue, &mut v);
+    let description = clean_description(s.description, &mut v);
+    let (point, municipality) = check_location(s, catalogue, &mut v);
+    let reporter = check_reporter(s, &mut v);
+    check_attachments(s.attachments, &mut v);
+    let observed_at = check_observed_at(s.observed_at, now, &mut v);
 
-    let category = catalogue.categories.get(s.category_code);
+    if !v.is_empty() {
+        return Err(v);
+    }
+    let (Some(category), Some(channel)) = (category, s.channel) else {
+        return Err(v);
+    };
+    let (priority, priority_reason) = decide_priority(
+        category,
+        s.priority_hint,
+        &description,
+        &catalogue.urgent_keywords,
+    );
+    Ok(ValidReport {
+        channel,
+        category: category.clone(),
+        description,
+        point,
+        national_address_short: Some(s.national_address_short.trim().to_string())
+            .filter(|a| !a.is_empty()),
+        municipality_code: municipality,
+        reporter,
+        attachments: s.attachments.to_vec(),
+        observed_at,
+        priority,
+        priority_reason,
+    })
+}
+
+/// The category `code` names, if it is known and active.
+fn check_category<'c>(
+    code: &str,
+    catalogue: &'c Catalogue,
+    v: &mut Violations,
+) -> Option<&'c Category> {
+    let category = catalogue.categories.get(code);
     match category {
-        None if s.category_code.is_empty() => v.add("category_code", "is required"),
-        None => v.add(
-            "category_code",
-            format!("'{}' is not a known category", s.category_code),
-        ),
-        Some(c) if !c.active => v.add("category_code", format!("'{}' is retired", s.category_code)),
+        None if code.is_empty() => v.add("category_code", "is required"),
+        None => v.add("category_code", format!("'{code}' is not a known category")),
+        Some(c) if !c.active => v.add("category_code", format!("'{code}' is retired")),
         Some(_) => {}
     }
-    let description = clean_description(s.description, &mut v);
+    category
+}
 
-    // Location: coordinates and/or a National Address short code.
-    let mut point = None;
-    let mut municipality = String::new();
+/// The location: coordinates and/or a National Address short code, and the
+/// municipality it is in (the one named, or the one whose area holds the
+/// point). The point is kept only when its coordinates are valid.
+fn check_location(
+    s: &Submission<'_>,
+    catalogue: &Catalogue,
+    v: &mut Violations,
+) -> (Option<Point>, String) {
     if !s.has_location {
         v.add("location", "is required");
-    } else {
-        let has_point = s.latitude != 0.0 || s.longitude != 0.0;
-        let address = s.national_address_short.trim();
-        if !has_point && address.is_empty() {
-            v.add("location", "needs coordinates or a national_address_short");
+        return (None, String::new());
+    }
+    let has_point = s.latitude != 0.0 || s.longitude != 0.0;
+    let address = s.national_address_short.trim();
+    if !has_point && address.is_empty() {
+        v.add("location", "needs coordinates or a national_address_short");
+    }
+    if !address.is_empty() && !valid_short_address(address) {
+        v.add(
+            "location.national_address_short",
+            "must be four letters and four digits, e.g. RRRD2929",
+        );
+    }
+    let mut coordinates_ok = has_point;
+    if has_point {
+        if !(s.latitude.is_finite() && (-90.0..=90.0).contains(&s.latitude)) {
+            v.add("location.latitude", "must be between -90 and 90");
+            coordinates_ok = false;
         }
-        if !address.is_empty() && !valid_short_address(address) {
-            v.add(
-                "location.national_address_short",
-                "must be four letters and four digits, e.g. RRRD2929",
-            );
-        }
-        let mut coordinates_ok = has_point;
-        if has_point {
-            if !(s.latitude.is_finite() && (-90.0..=90.0).contains(&s.latitude)) {
-                v.add("location.latitude", "must be between -90 and 90");
-                coordinates_ok = false;
-            }
-            if !(s.longitude.is_finite() && (-180.0..=180.0).contains(&s.longitude)) {
-                v.add("location.longitude", "must be between -180 and 180");
-                coordinates_ok = false;
-            }
-        }
-        let p = Point {
-            lat: s.latitude,
-            lon: s.longitude,
-        };
-        if !s.municipality_code.is_empty() {
-            match catalogue.area(s.municipality_code) {
-                None => v.add(
-                    "location.municipality_code",
-                    format!(
-                        "'{}' is not a municipality this platform serves",
-                        s.municipality_code
-                    ),
-                ),
-                Some(area) if coordinates_ok && !area.contains(p) => v.add(
-                    "location",
-                    format!(
-                        "the point is outside the service area of {}",
-                        s.municipality_code
-                    ),
-                ),
-                Some(_) => municipality = s.municipality_code.to_string(),
-            }
-        } else if coordinates_ok {
-            match catalogue.areas.iter().find(|a| a.contains(p)) {
-                Some(area) => municipality = area.municipality_code.clone(),
-                None => v.add(
-                    "location",
-                    "the point is outside every municipality's service area",
-                ),
-            }
-        } else if has_point || !address.is_empty() {
-            v.add(
-                "location.municipality_code",
-                "is required when the location has no valid coordinates",
-            );
-        }
-        if coordinates_ok {
-            point = Some(p);
+        if !(s.longitude.is_finite() && (-180.0..=180.0).contains(&s.longitude)) {
+            v.add("location.longitude", "must be between -180 and 180");
+            coordinates_ok = false;
         }
     }
+    let p = Point {
+        lat: s.latitude,
+        lon: s.longitude,
+    };
+    let point = coordinates_ok.then_some(p);
+    let located_somehow = has_point || !address.is_empty();
+    let municipality =
+        locate_municipality(s.municipality_code, point, located_somehow, catalogue, v);
+    (point, municipality)
+}
 
+/// The municipality of a location: `named` if it is served (and holds
+/// `point`, when there is one), else the one whose area holds `point`.
+fn locate_municipality(
+    named: &str,
+    point: Option<Point>,
+    located_somehow: bool,
+    catalogue: &Catalogue,
+    v: &mut Violations,
+) -> String {
+    if !named.is_empty() {
+        match catalogue.area(named) {
+            None => v.add(
+                "location.municipality_code",
+                format!("'{named}' is not a municipality this platform serves"),
+            ),
+            Some(area) if point.is_some_and(|p| !area.contains(p)) => v.add(
+                "location",
+                format!("the point is outside the service area of {named}"),
+            ),
+            Some(_) => return named.to_string(),
+        }
+    } else if let Some(p) = point {
+        match catalogue.areas.iter().find(|a| a.contains(p)) {
+            Some(area) => return area.municipality_code.clone(),
+            None => v.add(
+                "location",
+                "the point is outside every municipality's service area",
+            ),
+        }
+    } else if located_somehow {
+        v.add(
+            "location.municipality_code",
+            "is required when the location has no valid coordinates",
+        );
+    }
+    String::new()
+}
+
+/// The reporter's data, trimmed; each field checked when given.
+fn check_reporter(s: &Submission<'_>, v: &mut Violations) -> ReporterData {
     let name = s.reporter_name.trim();
     v.check(
         name.chars().count() <= 200,
@@ -410,14 +466,22 @@ pub fn validate(
         "reporter.national_id",
         "must be a 10-digit national ID or iqama starting 1 or 2 with a valid check digit",
     );
+    ReporterData {
+        name: Some(name.to_string()).filter(|x| !x.is_empty()),
+        phone: Some(phone.to_string()).filter(|x| !x.is_empty()),
+        national_id: Some(national_id.to_string()).filter(|x| !x.is_empty()),
+    }
+}
 
-    if s.attachments.len() > MAX_ATTACHMENTS {
+/// At most [`MAX_ATTACHMENTS`], each an https URI of an accepted type and size.
+fn check_attachments(attachments: &[AttachmentRef], v: &mut Violations) {
+    if attachments.len() > MAX_ATTACHMENTS {
         v.add(
             "attachments",
             format!("at most {MAX_ATTACHMENTS} attachments"),
         );
     }
-    for (i, a) in s.attachments.iter().enumerate() {
+    for (i, a) in attachments.iter().enumerate() {
         v.check(
             a.uri.starts_with("https://")
                 && a.uri.len() <= 2_048
@@ -436,7 +500,16 @@ pub fn validate(
             "must be between 1 byte and 10 MiB",
         );
     }
-    let observed_at = match s.observed_at {
+}
+
+/// When the citizen saw the problem: a valid instant, not in the future
+/// (beyond [`OBSERVED_AT_SKEW_SECS`] of clock skew).
+fn check_observed_at(
+    observed_at: Option<Option<DateTime<Utc>>>,
+    now: DateTime<Utc>,
+    v: &mut Violations,
+) -> Option<DateTime<Utc>> {
+    match observed_at {
         None => None,
         Some(None) => {
             v.add("observed_at", "is not a valid timestamp");
@@ -450,38 +523,24 @@ pub fn validate(
             );
             Some(t)
         }
-    };
-
-    if !v.is_empty() {
-        return Err(v);
     }
-    let (Some(category), Some(channel)) = (category, s.channel) else {
-        return Err(v);
-    };
-    let (priority, priority_reason) = decide_priority(
-        category,
-        s.priority_hint,
-        &description,
-        &catalogue.urgent_keywords,
-    );
-    Ok(ValidReport {
-        channel,
-        category: category.clone(),
-        description,
-        point,
-        national_address_short: Some(s.national_address_short.trim().to_string())
-            .filter(|a| !a.is_empty()),
-        municipality_code: municipality,
-        reporter: ReporterData {
-            name: Some(name.to_string()).filter(|x| !x.is_empty()),
-            phone: Some(phone.to_string()).filter(|x| !x.is_empty()),
-            national_id: Some(national_id.to_string()).filter(|x| !x.is_empty()),
-        },
-        attachments: s.attachments.to_vec(),
-        observed_at,
-        priority,
-        priority_reason,
-    })
+}
+
+/// Whether `who`, whose token's channel claim names the stored channel
+/// `own_channel`, may read a report of `municipality` that came in on
+/// `channel` (a channel its own reports; an operator its municipality's).
+pub fn may_read(
+    who: &CallerIdentity,
+    own_channel: Option<ChannelName>,
+    municipality: &str,
+    channel: &str,
+) -> bool {
+    match who.role {
+        Role::Admin => true,
+        Role::Operator => who.covers_municipality(municipality),
+        Role::Channel => own_channel == Some(channel),
+        Role::Partner | Role::Analyst => false,
+    }
 }
 
 /// A tracking number: `<PREFIX>-<YEAR>-<sequence, 7 digits or more>`.

@@ -1,10 +1,19 @@
 //! Intake service (`baladiya.intake.v1.IntakeService`, schema `intake`): the
 //! one front door for citizen reports from every channel.
 //!
-//! - [`domain`]: the rules a submission must pass, priority, tracking numbers;
-//! - [`pii`]: encryption and pseudonyms;
-//! - [`store`]: SQL, including the one-statement submit; [`api`]: gRPC;
-//! - [`status`]: keeps the citizen-facing status current from routing events;
+//! - [`domain`]: the rules a submission must pass, priority, tracking
+//!   numbers, who may read a report (pure);
+//! - [`commands`]: every state change (rate, open a reporter's contact, edit
+//!   or seed the catalogue, follow case status and deadlines), and in
+//!   [`commands::submit`] the submit's steps and the duplicate's path;
+//! - [`batch`]: the batch writer that stores submits arriving together in
+//!   one statement; [`store`]: SQL, with that statement (and the
+//!   duplicate's insert) in [`store::submit`];
+//! - [`api`]: gRPC handlers; [`convert`]: proto <-> domain;
+//! - [`consumers`]: keep the citizen-facing status and expected resolution
+//!   current from routing's case events and the SLA watcher's clocks;
+//! - [`cache`]: reports read recently, for `GetReport`;
+//! - [`pii`]: encryption and pseudonyms; [`error`]: [`IntakeError`];
 //! - [`seed`]: the category catalogue and service areas as editable files.
 //!
 //! Events (`baladiya.intake.report.<event>.<MUNICIPALITY>.<CATEGORY>`): report
@@ -14,11 +23,16 @@
 pub mod api;
 pub mod batch;
 pub mod cache;
+pub mod commands;
+pub mod consumers;
+pub mod convert;
 pub mod domain;
+pub mod error;
 pub mod pii;
 pub mod seed;
-pub mod status;
 pub mod store;
+
+pub use error::IntakeError;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,9 +42,8 @@ use std::time::Duration;
 use baladiya_platform::app::{
     BackgroundTask, ServiceContext, ServiceModule, StartError, seed_error,
 };
-use baladiya_platform::clock::Clock;
 use baladiya_platform::config::{Environment, KeyError, Secret, SectionHandler, ServiceConfig};
-use baladiya_platform::events::{StreamSpec, streams};
+use baladiya_platform::events::{Emitter, StreamSpec, streams};
 use baladiya_platform::grpc::Mounted;
 use baladiya_proto::intake::v1::intake_service_server::IntakeServiceServer;
 use futures::future::BoxFuture;
@@ -179,7 +192,7 @@ impl CatalogueCache {
 
 /// The intake service module.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct IntakeService;
+pub struct IntakeModule;
 
 fn start_error(reason: impl std::fmt::Display) -> StartError {
     StartError::Service {
@@ -188,11 +201,10 @@ fn start_error(reason: impl std::fmt::Display) -> StartError {
     }
 }
 
-/// The PostgreSQL schema the service owns; writers pass it to
-/// `outbox::committed` after a commit that enqueued events.
+/// The PostgreSQL schema the service owns.
 pub const SCHEMA: &str = "intake";
 
-impl ServiceModule for IntakeService {
+impl ServiceModule for IntakeModule {
     fn name(&self) -> &'static str {
         "intake"
     }
@@ -214,11 +226,11 @@ impl ServiceModule for IntakeService {
     fn seed<'a>(
         &'a self,
         pool: &'a PgPool,
-        clock: &'a Clock,
+        emitter: &'a Emitter,
         dir: &'a Path,
     ) -> BoxFuture<'a, Result<Option<String>, StartError>> {
         Box::pin(async move {
-            seed::load(pool, clock, dir)
+            seed::load(pool, emitter, dir)
                 .await
                 .map(Some)
                 .map_err(|e| seed_error("intake", dir, e))
@@ -239,7 +251,7 @@ impl ServiceModule for IntakeService {
             let reports = Arc::new(cache::ReportCache::default());
             let api = api::IntakeApi::new(
                 ctx.pool.clone(),
-                ctx.clock.clone(),
+                ctx.emitter.clone(),
                 vault,
                 catalogue.clone(),
                 ctx.config.server.page_tokens(),
@@ -277,8 +289,11 @@ impl ServiceModule for IntakeService {
             Ok(vec![
                 reload,
                 follow,
-                ctx.consumer(status::consumer_spec(), status::StatusFromCases),
-                ctx.consumer(status::deadline_consumer_spec(), status::DeadlineFromClocks),
+                ctx.consumer(consumers::consumer_spec(), consumers::StatusFromCases),
+                ctx.consumer(
+                    consumers::deadline_consumer_spec(),
+                    consumers::DeadlineFromClocks,
+                ),
             ])
         })
     }

@@ -1,27 +1,21 @@
 //! Seed data from editable TOML files under `<seed dir>/intake/`:
 //! `categories.toml` (the catalogue and the urgent keywords) and
 //! `service_areas.toml` (each municipality's polygon and tracking prefix).
-//! Only missing records are added, so operators' edits survive restarts.
+//! Only missing records are added ([`commands::add_missing_catalogue`]), so
+//! operators' edits survive restarts.
 
 use std::path::Path;
 
-use baladiya_platform::clock::Clock;
 use baladiya_platform::error::Violations;
+use baladiya_platform::events::Emitter;
+use baladiya_platform::geo::ServiceArea;
+use baladiya_platform::seed::{SeedError, read_toml};
 use serde::Deserialize;
 use sqlx::PgPool;
 
+use crate::commands;
 use crate::domain::Category;
-use crate::store;
-use baladiya_platform::geo::ServiceArea;
-
-/// Why seed data could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum SeedError {
-    #[error("seed file {file}: {reason}")]
-    File { file: String, reason: String },
-    #[error(transparent)]
-    Db(#[from] sqlx::Error),
-}
+use crate::error::IntakeError;
 
 #[derive(Debug, Deserialize)]
 struct CategoriesFile {
@@ -37,22 +31,13 @@ struct AreasFile {
     area: Vec<ServiceArea>,
 }
 
-fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, SeedError> {
-    let fail = |reason: String| SeedError::File {
-        file: path.display().to_string(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    toml::from_str(&text).map_err(|e| fail(e.to_string()))
-}
-
 /// Adds missing categories, keywords and service areas.
-pub async fn load(pool: &PgPool, clock: &Clock, seed_dir: &Path) -> Result<String, SeedError> {
+pub async fn load(pool: &PgPool, emitter: &Emitter, seed_dir: &Path) -> Result<String, SeedError> {
     let dir = seed_dir.join("intake");
     let categories_path = dir.join("categories.toml");
     let areas_path = dir.join("service_areas.toml");
-    let categories: CategoriesFile = read(&categories_path)?;
-    let areas: AreasFile = read(&areas_path)?;
+    let categories: CategoriesFile = read_toml(&categories_path)?;
+    let areas: AreasFile = read_toml(&areas_path)?;
     for (i, c) in categories.category.iter().enumerate() {
         let mut v = Violations::new();
         c.check("", &mut v);
@@ -62,10 +47,10 @@ pub async fn load(pool: &PgPool, clock: &Clock, seed_dir: &Path) -> Result<Strin
                 .iter()
                 .map(|v| format!("{}: {}", v.field, v.description))
                 .collect();
-            return Err(SeedError::File {
-                file: categories_path.display().to_string(),
-                reason: format!("category[{i}] ({}): {}", c.code, problems.join("; ")),
-            });
+            return Err(SeedError::file(
+                &categories_path,
+                format!("category[{i}] ({}): {}", c.code, problems.join("; ")),
+            ));
         }
     }
     for a in &areas.area {
@@ -73,29 +58,33 @@ pub async fn load(pool: &PgPool, clock: &Clock, seed_dir: &Path) -> Result<Strin
             || a.tracking_prefix.is_empty()
             || a.time_zone.parse::<chrono_tz::Tz>().is_err()
         {
-            return Err(SeedError::File {
-                file: areas_path.display().to_string(),
-                reason: format!(
+            return Err(SeedError::file(
+                &areas_path,
+                format!(
                     "area {}: needs a polygon of 3+ points, a tracking_prefix and an IANA time_zone",
                     a.municipality_code
                 ),
-            });
+            ));
         }
     }
-    let now = clock.now();
-    let mut tx = pool.begin().await?;
-    let mut added_categories = 0;
-    for c in &categories.category {
-        added_categories += usize::from(store::put_category(&mut tx, c, now, true).await?);
-    }
-    let keywords = store::add_keywords(&mut tx, &categories.urgent_keywords).await?;
-    let mut added_areas = 0;
-    for a in &areas.area {
-        added_areas += usize::from(store::add_area(&mut tx, a).await?);
-    }
+    let mut tx = emitter.begin(pool).await?;
+    let added = commands::add_missing_catalogue(
+        &mut tx,
+        &categories.category,
+        &categories.urgent_keywords,
+        &areas.area,
+    )
+    .await
+    .map_err(|e| match e {
+        IntakeError::Db(e) => SeedError::Db(e),
+        other => SeedError::refused(&dir, "the catalogue", other.into()),
+    })?;
     tx.commit().await?;
     Ok(format!(
-        "seeded {added_categories} categories, {keywords} urgent keywords, {added_areas} service areas from {}",
+        "seeded {} categories, {} urgent keywords, {} service areas from {}",
+        added.categories,
+        added.keywords,
+        added.areas,
         dir.display()
     ))
 }

@@ -1,18 +1,24 @@
 //! The gRPC face of `baladiya.kpi.v1.KpiService`: requests checked field by
 //! field, then measured through [`Kpis`].
+//!
+//! Each RPC is `reply(self.<inner>(request).await)`: the inner method
+//! authorizes, measures and converts (see [`crate::convert`]), returning
+//! [`KpiError`]; `reply` turns that into a gRPC status once.
 
-use baladiya_platform::auth::{CallerIdentity, Role, caller};
-use baladiya_platform::error::{ApiError, Violations};
-use baladiya_proto::convert::timestamp;
-use baladiya_proto::intake::v1::Channel;
+use baladiya_platform::auth::caller;
+use baladiya_platform::error::{ApiError, Reply, Violations, reply};
 use baladiya_proto::kpi::v1 as pb;
-use chrono::NaiveDate;
-use chrono_tz::Tz;
-use tonic::{Request, Response, Status};
+use tonic::Request;
 
-use crate::catalogue::{DOMAINS, Dimension, Direction, Indicator, Target, TargetSource, Unit};
-use crate::period::{Granularity, Period};
-use crate::query::{Filters, Kpis, Measured, Rag, Reading, Subject};
+use crate::catalogue::{DOMAINS, Dimension, Indicator, Target};
+use crate::convert::{
+    date_from, dimension_from, filters_from, filters_to, granularity_from, indicator_from,
+    indicator_to_proto, indicator_value, measurement, period_from, resolved_period,
+};
+use crate::domain::{Filters, Subject, may_read_scorecard, narrow_to_scope};
+use crate::error::KpiError;
+use crate::period::Period;
+use crate::store::Kpis;
 
 /// The most periods one series may have.
 pub const MAX_SERIES_POINTS: usize = 400;
@@ -23,12 +29,11 @@ pub struct KpiApi {
     pub kpis: Kpis,
 }
 
-#[tonic::async_trait]
-impl pb::kpi_service_server::KpiService for KpiApi {
-    async fn list_indicators(
+impl KpiApi {
+    async fn indicators(
         &self,
         request: Request<pb::ListIndicatorsRequest>,
-    ) -> Result<Response<pb::ListIndicatorsResponse>, Status> {
+    ) -> Result<pb::ListIndicatorsResponse, KpiError> {
         caller(&request)?;
         let domain = request.into_inner().domain;
         let domain = domain.trim();
@@ -47,20 +52,20 @@ impl pb::kpi_service_server::KpiService for KpiApi {
             .filter(|i| domain.is_empty() || i.domain() == domain)
             .map(indicator_to_proto)
             .collect();
-        Ok(Response::new(pb::ListIndicatorsResponse { indicators }))
+        Ok(pb::ListIndicatorsResponse { indicators })
     }
 
-    async fn get_indicator(
+    async fn indicator(
         &self,
         request: Request<pb::GetIndicatorRequest>,
-    ) -> Result<Response<pb::IndicatorValue>, Status> {
+    ) -> Result<pb::IndicatorValue, KpiError> {
         let who = caller(&request)?.clone();
         let req = request.into_inner();
         let mut v = Violations::new();
-        let indicator = v.absorb(self.kpis.indicator(&req.code, "code"));
+        let indicator = v.absorb(indicator_from(self.kpis.catalogue, &req.code, "code"));
         let mut filters = filters_from(req.filters.as_ref());
         if let Some(indicator) = indicator {
-            scope(&who, indicator, &mut filters)?;
+            narrow_to_scope(&who, indicator, &mut filters)?;
         }
         let breakdown = dimension_from(req.breakdown());
         if let Some(indicator) = indicator {
@@ -84,15 +89,13 @@ impl pb::kpi_service_server::KpiService for KpiApi {
             .kpis
             .measure(indicator, &filters, period, breakdown)
             .await?;
-        Ok(Response::new(indicator_value(
-            indicator, &filters, &measured, breakdown,
-        )))
+        Ok(indicator_value(indicator, &filters, &measured, breakdown))
     }
 
-    async fn get_scorecard(
+    async fn scorecard(
         &self,
         request: Request<pb::GetScorecardRequest>,
-    ) -> Result<Response<pb::Scorecard>, Status> {
+    ) -> Result<pb::Scorecard, KpiError> {
         let who = caller(&request)?.clone();
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -120,14 +123,14 @@ impl pb::kpi_service_server::KpiService for KpiApi {
             return Err(ApiError::internal(&"checked request lost a field").into());
         };
         if !may_read_scorecard(&who, &subject) {
-            return Err(ApiError::permission_denied("not a scorecard you may read").into());
+            return Err(KpiError::ScorecardHidden);
         }
         let rows = self.kpis.scorecard(&subject, period).await?;
         let (municipality_code, partner_code) = match &subject {
             Subject::Municipality(m) => (m.clone(), String::new()),
             Subject::Partner(p) => (String::new(), p.clone()),
         };
-        Ok(Response::new(pb::Scorecard {
+        Ok(pb::Scorecard {
             period: Some(resolved_period(&period)),
             municipality_code,
             partner_code,
@@ -139,20 +142,20 @@ impl pb::kpi_service_server::KpiService for KpiApi {
                     indicator_value(indicator, filters, measured, by)
                 })
                 .collect(),
-        }))
+        })
     }
 
-    async fn get_time_series(
+    async fn time_series(
         &self,
         request: Request<pb::GetTimeSeriesRequest>,
-    ) -> Result<Response<pb::TimeSeries>, Status> {
+    ) -> Result<pb::TimeSeries, KpiError> {
         let who = caller(&request)?.clone();
         let req = request.into_inner();
         let mut v = Violations::new();
-        let indicator = v.absorb(self.kpis.indicator(&req.code, "code"));
+        let indicator = v.absorb(indicator_from(self.kpis.catalogue, &req.code, "code"));
         let mut filters = filters_from(req.filters.as_ref());
         if let Some(indicator) = indicator {
-            scope(&who, indicator, &mut filters)?;
+            narrow_to_scope(&who, indicator, &mut filters)?;
             check_filters(&mut v, indicator, &filters);
         }
         let granularity = granularity_from(req.granularity());
@@ -180,7 +183,7 @@ impl pb::kpi_service_server::KpiService for KpiApi {
             )
         })?;
         let series = self.kpis.series(indicator, &filters, &periods).await?;
-        Ok(Response::new(pb::TimeSeries {
+        Ok(pb::TimeSeries {
             code: indicator.code.clone(),
             filters: Some(filters_to(&filters)),
             points: series
@@ -190,279 +193,44 @@ impl pb::kpi_service_server::KpiService for KpiApi {
                     measurement: Some(measurement(&m.overall)),
                 })
                 .collect(),
-        }))
+        })
     }
 }
 
-/// Whether `who` may read the scorecard of `subject` (the policy's scopes:
-/// a partner its own, an operator of a municipality that one's; a channel
-/// none).
-pub fn may_read_scorecard(who: &CallerIdentity, subject: &Subject) -> bool {
-    match (subject, who.role) {
-        (Subject::Partner(p), Role::Partner) => who.partner.as_deref() == Some(p.as_str()),
-        (Subject::Municipality(_), Role::Partner) | (_, Role::Channel) => false,
-        (Subject::Municipality(m), Role::Operator) => who.covers_municipality(m),
-        (Subject::Partner(_), Role::Operator) => who.municipality.is_none(),
-        (_, Role::Analyst | Role::Admin) => true,
-    }
-}
-
-/// Narrows `filters` to the caller's scope (the policy's): a partner to its
-/// own partner indicators, an operator of a municipality to that one.
-fn scope(
-    who: &CallerIdentity,
-    indicator: &Indicator,
-    filters: &mut Filters,
-) -> Result<(), ApiError> {
-    let (own, set, what) = match who.role {
-        Role::Partner => {
-            if !indicator.dimensions.contains(&Dimension::Partner) {
-                return Err(ApiError::permission_denied(format!(
-                    "{} is not measured per partner",
-                    indicator.code
-                )));
-            }
-            (
-                who.partner.clone().unwrap_or_default(),
-                &mut filters.partner,
-                "partner",
-            )
-        }
-        Role::Operator if who.municipality.is_some() => (
-            who.municipality.clone().unwrap_or_default(),
-            &mut filters.municipality,
-            "municipality",
-        ),
-        _ => return Ok(()),
-    };
-    if set.as_ref().is_some_and(|s| *s != own) {
-        return Err(ApiError::permission_denied(format!(
-            "you may read your own {what}'s indicators only"
-        )));
-    }
-    *set = Some(own);
-    Ok(())
-}
-
+/// Records each set filter `indicator` cannot apply.
 fn check_filters(v: &mut Violations, indicator: &Indicator, filters: &Filters) {
     for (field, problem) in filters.unsupported(indicator) {
         v.add(format!("filters.{field}"), problem);
     }
 }
 
-fn text(value: &str) -> Option<String> {
-    let value = value.trim();
-    (!value.is_empty()).then(|| value.to_string())
-}
-
-/// The filters of a request; unset fields filter nothing.
-pub fn filters_from(f: Option<&pb::Filters>) -> Filters {
-    let Some(f) = f else {
-        return Filters::default();
-    };
-    Filters {
-        municipality: text(&f.municipality_code),
-        partner: text(&f.partner_code),
-        channel: (f.channel() != Channel::Unspecified)
-            .then(|| f.channel().as_str_name().to_string()),
-        category: text(&f.category_code),
-        license_type: text(&f.license_type_code),
-        activity: text(&f.activity),
-        operator: text(&f.operator_code),
-        level: (f.escalation_level > 0)
-            .then(|| i32::try_from(f.escalation_level).unwrap_or(i32::MAX)),
+#[tonic::async_trait]
+impl pb::kpi_service_server::KpiService for KpiApi {
+    async fn list_indicators(
+        &self,
+        request: Request<pb::ListIndicatorsRequest>,
+    ) -> Reply<pb::ListIndicatorsResponse> {
+        reply(self.indicators(request).await)
     }
-}
 
-fn filters_to(f: &Filters) -> pb::Filters {
-    let s = |v: &Option<String>| v.clone().unwrap_or_default();
-    pb::Filters {
-        municipality_code: s(&f.municipality),
-        partner_code: s(&f.partner),
-        channel: f
-            .channel
-            .as_deref()
-            .and_then(Channel::from_str_name)
-            .unwrap_or(Channel::Unspecified)
-            .into(),
-        category_code: s(&f.category),
-        license_type_code: s(&f.license_type),
-        activity: s(&f.activity),
-        operator_code: s(&f.operator),
-        escalation_level: f.level.and_then(|l| u32::try_from(l).ok()).unwrap_or(0),
+    async fn get_indicator(
+        &self,
+        request: Request<pb::GetIndicatorRequest>,
+    ) -> Reply<pb::IndicatorValue> {
+        reply(self.indicator(request).await)
     }
-}
 
-/// A `YYYY-MM-DD` day, or an invalid `field`.
-pub fn date_from(text: &str, field: &str) -> Result<NaiveDate, ApiError> {
-    if text.trim().is_empty() {
-        return Err(ApiError::invalid_field(field, "is required (YYYY-MM-DD)"));
+    async fn get_scorecard(
+        &self,
+        request: Request<pb::GetScorecardRequest>,
+    ) -> Reply<pb::Scorecard> {
+        reply(self.scorecard(request).await)
     }
-    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
-        .map_err(|_| ApiError::invalid_field(field, format!("'{text}' is not a YYYY-MM-DD date")))
-}
 
-fn period_from(p: Option<&pb::Period>, tz: Tz, field: &str) -> Result<Period, ApiError> {
-    let Some(p) = p else {
-        return Err(ApiError::invalid_field(field, "is required"));
-    };
-    let mut v = Violations::new();
-    let granularity = granularity_from(p.granularity());
-    if granularity.is_none() {
-        v.add(format!("{field}.granularity"), "is required");
-    }
-    let date = v.absorb(date_from(&p.date, &format!("{field}.date")));
-    v.finish()?;
-    match (granularity, date) {
-        (Some(g), Some(d)) => Ok(Period::containing(g, d, tz)),
-        _ => Err(ApiError::internal(&"checked period lost a field")),
-    }
-}
-
-fn granularity_from(g: pb::Granularity) -> Option<Granularity> {
-    Some(match g {
-        pb::Granularity::Unspecified => return None,
-        pb::Granularity::Day => Granularity::Day,
-        pb::Granularity::Week => Granularity::Week,
-        pb::Granularity::Fortnight => Granularity::Fortnight,
-        pb::Granularity::Month => Granularity::Month,
-        pb::Granularity::Quarter => Granularity::Quarter,
-        pb::Granularity::Year => Granularity::Year,
-    })
-}
-
-fn granularity_to(g: Granularity) -> pb::Granularity {
-    match g {
-        Granularity::Day => pb::Granularity::Day,
-        Granularity::Week => pb::Granularity::Week,
-        Granularity::Fortnight => pb::Granularity::Fortnight,
-        Granularity::Month => pb::Granularity::Month,
-        Granularity::Quarter => pb::Granularity::Quarter,
-        Granularity::Year => pb::Granularity::Year,
-    }
-}
-
-const DIMENSIONS: [(Dimension, pb::Dimension); 8] = [
-    (Dimension::Municipality, pb::Dimension::Municipality),
-    (Dimension::Partner, pb::Dimension::Partner),
-    (Dimension::Channel, pb::Dimension::Channel),
-    (Dimension::Category, pb::Dimension::Category),
-    (Dimension::LicenseType, pb::Dimension::LicenseType),
-    (Dimension::Activity, pb::Dimension::Activity),
-    (Dimension::Operator, pb::Dimension::Operator),
-    (Dimension::EscalationLevel, pb::Dimension::EscalationLevel),
-];
-
-fn dimension_from(d: pb::Dimension) -> Option<Dimension> {
-    DIMENSIONS.iter().find(|(_, p)| *p == d).map(|(d, _)| *d)
-}
-
-fn dimension_to(d: Dimension) -> pb::Dimension {
-    DIMENSIONS
-        .iter()
-        .find(|(c, _)| *c == d)
-        .map_or(pb::Dimension::Unspecified, |(_, p)| *p)
-}
-
-fn resolved_period(p: &Period) -> pb::ResolvedPeriod {
-    pb::ResolvedPeriod {
-        granularity: granularity_to(p.granularity).into(),
-        label: p.label(),
-        first_day: p.first.to_string(),
-        last_day: p.last.to_string(),
-        start: Some(timestamp(p.start())),
-        end: Some(timestamp(p.end())),
-        time_zone: p.tz.name().to_string(),
-    }
-}
-
-fn status_to(r: Rag) -> pb::Status {
-    match r {
-        Rag::Green => pb::Status::Green,
-        Rag::Amber => pb::Status::Amber,
-        Rag::Red => pb::Status::Red,
-        Rag::NoTarget => pb::Status::NoTarget,
-        Rag::NoData => pb::Status::NoData,
-    }
-}
-
-fn measurement(r: &Reading) -> pb::Measurement {
-    pb::Measurement {
-        value: r.value,
-        target: r.target,
-        status: status_to(r.status).into(),
-        sample_size: r.sample,
-    }
-}
-
-fn indicator_value(
-    indicator: &Indicator,
-    filters: &Filters,
-    m: &Measured,
-    breakdown: Option<Dimension>,
-) -> pb::IndicatorValue {
-    let meta = indicator_to_proto(indicator);
-    pb::IndicatorValue {
-        code: meta.code,
-        name_en: meta.name_en,
-        name_ar: meta.name_ar,
-        unit: meta.unit,
-        direction: meta.direction,
-        period: Some(resolved_period(&m.period)),
-        filters: Some(filters_to(filters)),
-        measurement: Some(measurement(&m.overall)),
-        breakdown_by: breakdown
-            .map_or(pb::Dimension::Unspecified, dimension_to)
-            .into(),
-        breakdown: m
-            .breakdown
-            .iter()
-            .map(|(key, r)| pb::BreakdownRow {
-                key: key.clone(),
-                measurement: Some(measurement(r)),
-            })
-            .collect(),
-    }
-}
-
-fn indicator_to_proto(i: &Indicator) -> pb::Indicator {
-    let unit = match i.unit {
-        Unit::Count => pb::Unit::Count,
-        Unit::Share => pb::Unit::Share,
-        Unit::WorkingDays => pb::Unit::WorkingDays,
-        Unit::WorkingHours => pb::Unit::WorkingHours,
-        Unit::Score => pb::Unit::Score,
-        Unit::Growth => pb::Unit::Growth,
-    };
-    let direction = match i.direction {
-        Direction::Higher => pb::Direction::HigherIsBetter,
-        Direction::Lower => pb::Direction::LowerIsBetter,
-        Direction::Neutral => pb::Direction::Neutral,
-    };
-    let target = i.target.map(|target| pb::Target {
-        kind: Some(match target {
-            Target::Value(value) => pb::target::Kind::Value(value),
-            Target::From(TargetSource::LicenseTypeTargetDays) => {
-                pb::target::Kind::Source(pb::TargetSource::LicenseTypeTargetDays.into())
-            }
-        }),
-        amber_tolerance: i.amber_tolerance,
-    });
-    let dimensions = i
-        .dimensions
-        .iter()
-        .map(|d| i32::from(dimension_to(*d)))
-        .collect();
-    pb::Indicator {
-        code: i.code.clone(),
-        domain: i.domain().to_string(),
-        name_en: i.name_en.clone(),
-        name_ar: i.name_ar.clone(),
-        definition: i.definition.clone(),
-        unit: unit.into(),
-        direction: direction.into(),
-        target,
-        dimensions,
-        target_source_note: i.target_note.clone(),
+    async fn get_time_series(
+        &self,
+        request: Request<pb::GetTimeSeriesRequest>,
+    ) -> Reply<pb::TimeSeries> {
+        reply(self.time_series(request).await)
     }
 }

@@ -28,10 +28,11 @@ use baladiya_platform::auth::Authenticator;
 use baladiya_platform::clock::Clock;
 use chrono::Days;
 
-use crate::api::{date_from, may_read_scorecard};
 use crate::catalogue::{Indicator, Unit};
+use crate::convert::date_from;
+use crate::domain::{Rag, Reading, Subject, may_read_scorecard};
 use crate::period::{Granularity, Period};
-use crate::query::{Kpis, Rag, Reading, Subject};
+use crate::store::Kpis;
 
 /// How many periods the trend chart shows.
 pub const TREND_PERIODS: usize = 8;

@@ -5,25 +5,36 @@
 //!
 //! The path from an event to a number on a scorecard:
 //!
-//! - [`project`]: durable consumers of the intake, routing, SLA and licensing
-//!   streams turn each event into facts (one row per event and kind);
+//! - [`consumers`]: durable consumers of the intake, routing, SLA and
+//!   licensing streams turn each event into facts (one row per event and
+//!   kind): what an event contributes is [`domain::facts`] (pure), the
+//!   writing [`store::facts`];
 //! - [`catalogue`]: `catalogue.toml` says, for each indicator, which facts it
 //!   reads and how (count, share, exact median or percentile, ratio, backlog
 //!   at the end of the period, growth on a year earlier), with its target;
 //! - [`period`]: days, weeks, fortnights, months, quarters and years in the
 //!   municipality's time zone;
-//! - [`query`]: one SQL query per indicator and period, shared by
-//! - [`api`] (gRPC) and [`dashboard`] (the HTML scorecard on the HTTP port);
+//! - [`domain`]: with the catalogue and periods, the pure rules: facts,
+//!   readings against targets, who may read which scorecard;
+//! - [`store::measure`]: one SQL query per indicator and period ([`store::Kpis`]),
+//!   shared by [`api`] (gRPC, with [`convert`]) and [`dashboard`] (the HTML
+//!   scorecard on the HTTP port);
 //! - [`rebuild`]: `baladiya kpi rebuild` replays the streams into fresh
-//!   tables and swaps them in.
+//!   tables and swaps them in;
+//! - [`error`]: what the service refuses.
+//!
+//! The service emits no events.
 
 pub mod api;
 pub mod catalogue;
+pub mod consumers;
+pub mod convert;
 pub mod dashboard;
+pub mod domain;
+pub mod error;
 pub mod period;
-pub mod project;
-pub mod query;
 pub mod rebuild;
+pub mod store;
 
 use std::collections::BTreeMap;
 
@@ -38,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::migrate::Migrator;
 
 use crate::catalogue::Catalogue;
-use crate::query::Kpis;
+use crate::store::Kpis;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
@@ -105,9 +116,9 @@ impl ServiceConfig for KpiConfig {
 
 /// The KPI service module.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct KpiService;
+pub struct KpiModule;
 
-impl ServiceModule for KpiService {
+impl ServiceModule for KpiModule {
     fn name(&self) -> &'static str {
         "kpi"
     }
@@ -149,9 +160,9 @@ impl ServiceModule for KpiService {
                 .dashboard_requires_token
                 .then(|| ctx.auth.clone());
             mounted.add_routes(dashboard::router(kpis, ctx.clock.clone(), auth));
-            Ok(project::consumer_specs()
+            Ok(consumers::consumer_specs()
                 .into_iter()
-                .map(|spec| ctx.consumer(spec, project::Project))
+                .map(|spec| ctx.consumer(spec, consumers::ProjectFacts))
                 .collect())
         })
     }

@@ -1,6 +1,6 @@
 //! `baladiya kpi rebuild`: replays the domain streams from their first
 //! message into fresh tables (schema `kpi_rebuild`) through the same
-//! [`project::apply`] as the live consumers, then either compares them with
+//! [`consumers::apply`] as the live consumers, then either compares them with
 //! the live tables (`--check`) or copies them over the live ones in one
 //! transaction and replays what arrived meanwhile.
 //!
@@ -21,7 +21,7 @@ use baladiya_platform::{app, db};
 use futures::StreamExt;
 use sqlx::{AssertSqlSafe, Connection, PgPool};
 
-use crate::project;
+use crate::consumers;
 
 /// The tables a rebuild fills, in the order they are copied.
 pub const TABLES: [&str; 6] = [
@@ -86,7 +86,7 @@ fn nats(e: impl std::fmt::Display) -> RebuildError {
 
 /// The streams the projections read, with the subjects they read there.
 fn sources() -> Vec<(StreamSpec, String)> {
-    project::consumer_specs()
+    consumers::consumer_specs()
         .into_iter()
         .map(|c| (c.stream, c.subjects.join(",")))
         .collect()
@@ -99,7 +99,7 @@ pub async fn rebuild(
     mut progress: impl FnMut(String),
 ) -> Result<Report, RebuildError> {
     let live = db::schema_pool(&config.database, "kpi")?;
-    let kpi = crate::KpiService;
+    let kpi = crate::KpiModule;
     db::migrate(&live, "kpi", &app::ServiceModule::migrator(&kpi)).await?;
     let mut guard = live.acquire().await?.detach();
     let locked: bool =
@@ -315,7 +315,7 @@ async fn replay(
             &headers,
             message.payload.clone(),
         ) {
-            Ok(event) => match project::apply(&mut tx, &event).await {
+            Ok(event) => match consumers::apply(&mut tx, &event).await {
                 Ok(()) => true,
                 Err(HandlerError::Reject(reason)) => {
                     progress(format!(

@@ -391,6 +391,113 @@ pub fn renewal(
     Ok((from, from + Duration::days(i64::from(t.validity_days))))
 }
 
+/// An application as submitted, before it has an id or a tracking number:
+/// the text fields trimmed, the applicant already a pseudonym.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApplication {
+    pub applicant_key: String,
+    pub municipality_code: String,
+    pub facility_name: String,
+    pub activity: String,
+    pub documents: Vec<String>,
+}
+
+/// The tracking number of the `seq`th application, submitted in `year`.
+pub fn tracking_number(year: i32, seq: i64) -> String {
+    format!("APP-{year}-{seq:07}")
+}
+
+/// Who inspects for the municipality itself; any other operator code is a
+/// private operator.
+pub const MUNICIPAL_OPERATOR: &str = "MUNICIPAL";
+
+/// The activities a compliance inspection judges.
+pub const INSPECTED_ACTIVITIES: [&str; 2] = ["PUBLIC_HEALTH", "COMMERCIAL_MARKET"];
+
+/// Severity numbers of a failed checklist item, as on the wire
+/// (`baladiya.licensing.v1.Severity`) and in the stored items.
+pub mod severity {
+    pub const MINOR: i32 = 1;
+    pub const MAJOR: i32 = 2;
+    pub const CRITICAL: i32 = 3;
+}
+
+/// One checklist item of a compliance inspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChecklistItem {
+    pub code: String,
+    pub passed: bool,
+    /// The severity number as given (see [`severity`]); it counts only for a
+    /// failed item, and is stored as it came.
+    pub severity: i32,
+    pub note: String,
+}
+
+/// What a compliance inspection found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Findings {
+    /// Every item passed.
+    pub compliant: bool,
+    pub minor: u32,
+    pub major: u32,
+    pub critical: u32,
+}
+
+impl Findings {
+    /// The findings of `items`: failed items counted by severity.
+    pub fn of(items: &[ChecklistItem]) -> Self {
+        let failed = |s: i32| {
+            items
+                .iter()
+                .filter(|i| !i.passed && i.severity == s)
+                .count() as u32
+        };
+        Self {
+            compliant: items.iter().all(|i| i.passed),
+            minor: failed(severity::MINOR),
+            major: failed(severity::MAJOR),
+            critical: failed(severity::CRITICAL),
+        }
+    }
+
+    /// Whether these findings suspend a license in `license_status`: a
+    /// critical violation does, where the service is configured so, for an
+    /// active license.
+    pub fn suspend(&self, suspend_on_critical: bool, license_status: &str) -> bool {
+        self.critical > 0 && suspend_on_critical && license_status == "active"
+    }
+}
+
+/// A compliance inspection as reported: which license, which activity, who
+/// inspected, the checklist and when it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InspectionReport {
+    pub license_number: String,
+    pub activity: String,
+    pub operator_code: String,
+    pub items: Vec<ChecklistItem>,
+    pub inspected_at: DateTime<Utc>,
+}
+
+impl InspectionReport {
+    /// Whether a private operator (not the municipality) inspected.
+    pub fn private_operator(&self) -> bool {
+        self.operator_code != MUNICIPAL_OPERATOR
+    }
+}
+
+/// A recorded compliance inspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedInspection {
+    pub id: uuid::Uuid,
+    pub report: InspectionReport,
+    pub municipality_code: String,
+    pub findings: Findings,
+    /// Whether the inspection suspended the license.
+    pub suspended_license: bool,
+    pub recorded_at: DateTime<Utc>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,5 +603,33 @@ mod tests {
             t(370)
         );
         assert!(renewal(&permit(), valid_to, t(400)).is_err(), "too late");
+    }
+
+    #[test]
+    fn failed_items_count_by_severity_and_a_critical_one_suspends() {
+        let item = |passed: bool, severity: i32| ChecklistItem {
+            code: "X".into(),
+            passed,
+            severity,
+            note: String::new(),
+        };
+        let found = Findings::of(&[
+            item(true, severity::CRITICAL),
+            item(false, severity::MINOR),
+            item(false, severity::CRITICAL),
+        ]);
+        assert_eq!(
+            found,
+            Findings {
+                compliant: false,
+                minor: 1,
+                major: 0,
+                critical: 1
+            }
+        );
+        assert!(found.suspend(true, "active"));
+        assert!(!found.suspend(false, "active"));
+        assert!(!found.suspend(true, "suspended"));
+        assert!(Findings::of(&[item(true, 0)]).compliant);
     }
 }

@@ -2,16 +2,32 @@
 //! `licensing`): applications against the 5, 15 and 60 day targets, licenses
 //! (renewal, suspension, expiry), and facility compliance inspections.
 //!
-//! - [`domain`]: license types, the application state machine, renewal rules;
-//! - [`store`]: SQL; [`api`]: gRPC, each step one transaction with its event;
-//! - [`seed`]: license types as editable data.
+//! - [`domain`]: license types, the application state machine, renewal
+//!   rules, compliance findings (pure);
+//! - [`access`]: the scope rule, who may see and act on which application or
+//!   license (pure, from the caller identity);
+//! - [`store`]: the SQL of the `licensing` schema;
+//! - [`commands`]: every state change (submission, each application step,
+//!   issuing, renewing, suspending and expiring licenses, compliance
+//!   inspections, license types), each in the caller's transaction with its
+//!   audit row and event;
+//! - [`api`]: the gRPC handlers, with [`convert`] (protobuf ↔ domain) and
+//!   [`error`] (`LicensingError`, the one mapping to status codes);
+//! - [`seed`]: license types as editable data;
+//! - here: the `[licensing]` configuration section, [`LicensingModule`] and
+//!   the expiry sweep.
 //!
-//! Events (`baladiya.licensing.<application|license|facility>.<event>.<MUNICIPALITY>.<TYPE>`)
-//! carry the instants steps happened, so the SLA watcher runs decision and
-//! clearance clocks and the KPI service measures time to license and compliance.
+//! Events (`baladiya.licensing.<application|license|facility>.<event>.<MUNICIPALITY>.<TYPE>`,
+//! named in [`commands`]) carry the instants steps happened, so the SLA
+//! watcher runs decision and clearance clocks and the KPI service measures
+//! time to license and compliance.
 
+pub mod access;
 pub mod api;
+pub mod commands;
+pub mod convert;
 pub mod domain;
+pub mod error;
 pub mod seed;
 pub mod store;
 
@@ -22,17 +38,18 @@ use baladiya_platform::app::{
     BackgroundTask, ServiceContext, ServiceModule, StartError, seed_error,
 };
 use baladiya_platform::backdating::{BackdatingBound, DEFAULT_MAX_BACKDATE_SECS};
-use baladiya_platform::clock::Clock;
 use baladiya_platform::config::{
     Environment, KeyError, Secret, SectionHandler, ServiceConfig, hex_bytes,
 };
-use baladiya_platform::events::{StreamSpec, streams};
+use baladiya_platform::events::{Emitter, StreamSpec, streams};
 use baladiya_platform::grpc::Mounted;
 use baladiya_proto::licensing::v1::licensing_service_server::LicensingServiceServer;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+
+use crate::error::LicensingError;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
@@ -102,11 +119,11 @@ impl ServiceConfig for LicensingConfig {
 
 /// The licensing service module.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct LicensingService;
+pub struct LicensingModule;
 
 async fn expiry_sweep(
     pool: PgPool,
-    clock: Clock,
+    emitter: Emitter,
     every: Duration,
     mut stop: baladiya_platform::shutdown::Shutdown,
 ) {
@@ -115,7 +132,7 @@ async fn expiry_sweep(
             _ = stop.wait() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        match api::expire(&pool, &clock).await {
+        match expire_due_licenses(&pool, &emitter).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "licenses expired"),
             Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
@@ -123,11 +140,19 @@ async fn expiry_sweep(
     }
 }
 
-/// The PostgreSQL schema the service owns; writers pass it to
-/// `outbox::committed` after a commit that enqueued events.
+/// One round of the sweep: marks a batch of licenses past validity and grace
+/// as expired, in one transaction.
+async fn expire_due_licenses(pool: &PgPool, emitter: &Emitter) -> Result<usize, LicensingError> {
+    let mut tx = emitter.begin(pool).await?;
+    let expired = commands::expire_licenses(&mut tx).await?;
+    tx.commit().await?;
+    Ok(expired)
+}
+
+/// The PostgreSQL schema the service owns.
 pub const SCHEMA: &str = "licensing";
 
-impl ServiceModule for LicensingService {
+impl ServiceModule for LicensingModule {
     fn name(&self) -> &'static str {
         "licensing"
     }
@@ -149,11 +174,11 @@ impl ServiceModule for LicensingService {
     fn seed<'a>(
         &'a self,
         pool: &'a PgPool,
-        _clock: &'a Clock,
+        emitter: &'a Emitter,
         dir: &'a Path,
     ) -> BoxFuture<'a, Result<Option<String>, StartError>> {
         Box::pin(async move {
-            seed::load(pool, dir)
+            seed::load(pool, emitter, dir)
                 .await
                 .map(Some)
                 .map_err(|e| seed_error("licensing", dir, e))
@@ -171,6 +196,7 @@ impl ServiceModule for LicensingService {
                     LicensingServiceServer::new(api::LicensingApi {
                         pool: ctx.pool.clone(),
                         clock: ctx.clock.clone(),
+                        emitter: ctx.emitter.clone(),
                         tokens: ctx.config.server.page_tokens(),
                         pseudonym_key: hex_bytes(config.pseudonym_key.expose()).unwrap_or_default(),
                         suspend_on_critical: config.suspend_on_critical,
@@ -181,7 +207,7 @@ impl ServiceModule for LicensingService {
             );
             Ok(vec![Box::pin(expiry_sweep(
                 ctx.pool.clone(),
-                ctx.clock.clone(),
+                ctx.emitter.clone(),
                 Duration::from_secs(config.expiry_check_secs),
                 ctx.background_shutdown(),
             )) as BackgroundTask])

@@ -1,22 +1,18 @@
 //! License types as editable seed data (`<seed dir>/licensing/license_types.toml`);
-//! only missing codes are added.
+//! only missing codes are added, so operators' later edits survive restarts.
+//! Every type is checked before any is written, and each is added through
+//! [`commands::add_license_type`] in one transaction.
 
 use std::path::Path;
 
+use baladiya_platform::events::Emitter;
+use baladiya_platform::seed::{SeedError, read_toml};
 use serde::Deserialize;
 use sqlx::PgPool;
 
+use crate::commands;
 use crate::domain::LicenseType;
-use crate::store;
-
-/// Why seed data could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum SeedError {
-    #[error("seed file {file}: {reason}")]
-    File { file: String, reason: String },
-    #[error(transparent)]
-    Db(#[from] sqlx::Error),
-}
+use crate::error::LicensingError;
 
 #[derive(Debug, Deserialize)]
 struct TypesFile {
@@ -25,14 +21,9 @@ struct TypesFile {
 }
 
 /// Adds missing license types.
-pub async fn load(pool: &PgPool, seed_dir: &Path) -> Result<String, SeedError> {
+pub async fn load(pool: &PgPool, emitter: &Emitter, seed_dir: &Path) -> Result<String, SeedError> {
     let path = seed_dir.join("licensing").join("license_types.toml");
-    let fail = |reason: String| SeedError::File {
-        file: path.display().to_string(),
-        reason,
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
-    let file: TypesFile = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+    let file: TypesFile = read_toml(&path)?;
     let problems: Vec<String> = file
         .license_type
         .iter()
@@ -44,16 +35,28 @@ pub async fn load(pool: &PgPool, seed_dir: &Path) -> Result<String, SeedError> {
         })
         .collect();
     if !problems.is_empty() {
-        return Err(fail(problems.join("; ")));
+        return Err(SeedError::file(&path, problems.join("; ")));
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = emitter.begin(pool).await?;
     let mut added = 0;
     for t in &file.license_type {
-        added += usize::from(store::add_license_type(&mut tx, t).await?);
+        let is_new = commands::add_license_type(&mut tx, t)
+            .await
+            .map_err(|e| refused(&path, &t.code, e))?;
+        added += usize::from(is_new);
     }
     tx.commit().await?;
     Ok(format!(
         "seeded {added} license type(s) from {}",
         path.display()
     ))
+}
+
+/// A license type the command did not add: the database's failures stay
+/// database failures, the rest say why as the API would.
+fn refused(path: &Path, code: &str, e: LicensingError) -> SeedError {
+    match e {
+        LicensingError::Db(e) => SeedError::Db(e),
+        other => SeedError::refused(path, &format!("license type {code}"), other.into()),
+    }
 }

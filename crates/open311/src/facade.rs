@@ -1,23 +1,12 @@
-//! The HTTP handlers: each parses its arguments with [`crate::georeport`],
-//! makes the intake gRPC calls as the right identity, and renders the answer
-//! with [`crate::wire`] in the format the path's suffix names.
-//!
-//! gRPC outcomes become the specification's errors: a field violation names
-//! the Open311 parameter (400, or 404 for an unknown `service_code` or
-//! `jurisdiction_id`), a bad or missing `api_key` is 403, an unknown request
-//! or token is 404 (also when the read identity may not see it, so the feed
-//! does not reveal what exists), and a dependency that is down is 503 with
-//! `Retry-After`, never a hang: every call carries a deadline.
+//! How the adapter reaches intake: the identities its calls carry (a
+//! client's channel identity to submit, the read identity for the feed), the
+//! transport (in-process when intake runs here, else a gRPC channel, always
+//! with a deadline) and the intake calls the routes make.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use baladiya_platform::app::ServiceContext;
 use baladiya_platform::auth::{DevTokenRequest, Role, mint_dev_token};
 use baladiya_platform::clock::Clock;
@@ -27,13 +16,12 @@ use baladiya_proto::intake::v1 as pb;
 use baladiya_proto::intake::v1::intake_service_client::IntakeServiceClient;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-
 use tonic::transport::{Channel, Endpoint};
-use tonic_types::StatusExt;
 
 use crate::Open311Config;
-use crate::georeport::{self, Lang, Query, bad, not_found};
-use crate::wire::{self, Doc, ErrorItem, Format};
+use crate::error::{Call, Open311Error};
+use crate::georeport;
+use crate::wire::{Doc, ErrorItem};
 
 /// The service the facade adapts.
 const INTAKE: &str = "baladiya.intake.v1.IntakeService";
@@ -69,7 +57,7 @@ impl Identity {
         }
     }
 
-    fn bearer(&self) -> Result<String, Failure> {
+    fn bearer(&self) -> Result<String, Open311Error> {
         match self {
             Self::Token(t) => Ok(t.clone()),
             Self::Minted {
@@ -89,17 +77,17 @@ impl Identity {
             )
             .map_err(|e| {
                 tracing::error!(error = %e, "open311: cannot mint a dev token");
-                Failure::internal()
+                Open311Error::internal()
             }),
         }
     }
 }
 
 /// A configured client: the digest of its key, its channel and identity.
-struct Client {
-    name: String,
+pub(crate) struct Client {
+    pub(crate) name: String,
     key_digest: [u8; 32],
-    channel: pb::Channel,
+    pub(crate) channel: pb::Channel,
     identity: Identity,
 }
 
@@ -239,18 +227,22 @@ impl Facade {
         })))
     }
 
-    fn request<T>(&self, message: T, identity: &Identity) -> Result<tonic::Request<T>, Failure> {
+    fn request<T>(
+        &self,
+        message: T,
+        identity: &Identity,
+    ) -> Result<tonic::Request<T>, Open311Error> {
         let mut request = tonic::Request::new(message);
         let bearer = format!("Bearer {}", identity.bearer()?);
         request.metadata_mut().insert(
             "authorization",
-            bearer.parse().map_err(|_| Failure::internal())?,
+            bearer.parse().map_err(|_| Open311Error::internal())?,
         );
         request.set_timeout(self.0.timeout);
         Ok(request)
     }
 
-    async fn categories(&self) -> Result<Vec<pb::Category>, Failure> {
+    pub(crate) async fn categories(&self) -> Result<Vec<pb::Category>, Open311Error> {
         let request = self.request(
             pb::ListCategoriesRequest {
                 include_inactive: true,
@@ -261,14 +253,17 @@ impl Facade {
         Ok(intake
             .list_categories(request)
             .await
-            .map_err(|s| Failure::from_status(&s, Call::Read))?
+            .map_err(|s| Open311Error::from_status(&s, Call::Read))?
             .into_inner()
             .categories)
     }
 
     /// Refuses an unknown `jurisdiction_id` (404, as the specification
     /// asks) by asking intake for one report of that municipality.
-    async fn check_jurisdiction(&self, args: &[(String, String)]) -> Result<(), Failure> {
+    pub(crate) async fn check_jurisdiction(
+        &self,
+        args: &[(String, String)],
+    ) -> Result<(), Open311Error> {
         let municipality_code = georeport::arg(args, "jurisdiction_id");
         if municipality_code.is_empty() {
             return Ok(());
@@ -285,12 +280,12 @@ impl Facade {
         intake
             .list_reports(request)
             .await
-            .map_err(|s| Failure::from_status(&s, Call::Read))?;
+            .map_err(|s| Open311Error::from_status(&s, Call::Read))?;
         Ok(())
     }
 
     /// A report by tracking number or id, as the feed may show it.
-    async fn report(&self, key: &str) -> Result<Option<pb::Report>, Failure> {
+    pub(crate) async fn report(&self, key: &str) -> Result<Option<pb::Report>, Open311Error> {
         let key = match key.parse::<uuid::Uuid>() {
             Ok(id) => pb::get_report_request::Key::Id(id.to_string()),
             Err(_) => pb::get_report_request::Key::TrackingNumber(key.to_string()),
@@ -309,11 +304,14 @@ impl Facade {
             {
                 Ok(None)
             }
-            Err(s) => Err(Failure::from_status(&s, Call::Read)),
+            Err(s) => Err(Open311Error::from_status(&s, Call::Read)),
         }
     }
 
-    async fn list(&self, mut filter: pb::ListReportsRequest) -> Result<Vec<pb::Report>, Failure> {
+    pub(crate) async fn list(
+        &self,
+        mut filter: pb::ListReportsRequest,
+    ) -> Result<Vec<pb::Report>, Open311Error> {
         let mut found = Vec::new();
         let mut intake = self.0.intake.clone();
         loop {
@@ -321,7 +319,7 @@ impl Facade {
             let page = intake
                 .list_reports(request)
                 .await
-                .map_err(|s| Failure::from_status(&s, Call::Read))?
+                .map_err(|s| Open311Error::from_status(&s, Call::Read))?
                 .into_inner();
             found.extend(page.reports);
             if found.len() >= georeport::MAX_REQUESTS || page.next_page_token.is_empty() {
@@ -333,9 +331,48 @@ impl Facade {
         Ok(found)
     }
 
-    fn client(&self, api_key: &str) -> Result<&Client, Failure> {
+    /// The platform's clock, read now.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.0.clock.now()
+    }
+
+    /// Discovery, at the configured public URL or else the one the request
+    /// came to (its `Host` and `X-Forwarded-Proto`).
+    pub(crate) fn discovery(&self, headers: &HeaderMap) -> Doc {
+        let url = if self.0.public_url.is_empty() {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("localhost");
+            let scheme = headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("http");
+            format!("{scheme}://{host}/open311/v2")
+        } else {
+            self.0.public_url.clone()
+        };
+        georeport::discovery(&url, self.0.started, &self.0.contact, &self.0.key_service)
+    }
+
+    /// Submits a mapped form as `client`.
+    pub(crate) async fn submit(
+        &self,
+        client: &Client,
+        submit: pb::SubmitReportRequest,
+    ) -> Result<pb::SubmitReportResponse, Open311Error> {
+        let request = self.request(submit, &client.identity)?;
+        let mut intake = self.0.intake.clone();
+        Ok(intake
+            .submit_report(request)
+            .await
+            .map_err(|s| Open311Error::from_status(&s, Call::Submit))?
+            .into_inner())
+    }
+
+    pub(crate) fn client(&self, api_key: &str) -> Result<&Client, Open311Error> {
         if api_key.is_empty() {
-            return Err(Failure::new(
+            return Err(Open311Error::new(
                 StatusCode::FORBIDDEN,
                 vec![ErrorItem {
                     code: 403,
@@ -349,7 +386,7 @@ impl Facade {
             .iter()
             .find(|c| c.key_digest == wanted)
             .ok_or_else(|| {
-                Failure::new(
+                Open311Error::new(
                     StatusCode::FORBIDDEN,
                     vec![ErrorItem {
                         code: 403,
@@ -358,368 +395,4 @@ impl Facade {
                 )
             })
     }
-}
-
-/// Which kind of call failed, for the error it becomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Call {
-    Read,
-    Submit,
-}
-
-/// An error answer: the HTTP status and the specification's error items.
-#[derive(Debug)]
-pub struct Failure {
-    status: StatusCode,
-    items: Vec<ErrorItem>,
-}
-
-impl Failure {
-    fn new(status: StatusCode, items: Vec<ErrorItem>) -> Self {
-        Self { status, items }
-    }
-
-    /// 404 when any item is an unknown resource, else 400.
-    fn invalid(items: Vec<ErrorItem>) -> Self {
-        let status = if items.iter().any(|e| e.code == 404) {
-            StatusCode::NOT_FOUND
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        Self { status, items }
-    }
-
-    fn not_found(description: String) -> Self {
-        Self::new(StatusCode::NOT_FOUND, vec![not_found(description)])
-    }
-
-    fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            vec![ErrorItem {
-                code: 500,
-                description: "the endpoint failed; the operators have the details".into(),
-            }],
-        )
-    }
-
-    fn from_status(status: &tonic::Status, call: Call) -> Self {
-        use tonic::Code;
-        match status.code() {
-            Code::InvalidArgument => {
-                let details = status.get_details_bad_request();
-                let items: Vec<ErrorItem> = details
-                    .map(|d| d.field_violations)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|v| {
-                        let (parameter, code) = georeport::parameter_of(&v.field, &v.description);
-                        ErrorItem {
-                            code,
-                            description: format!("{parameter}: {}", v.description),
-                        }
-                    })
-                    .collect();
-                if items.is_empty() {
-                    Self::invalid(vec![bad(format!("request: {}", status.message()))])
-                } else {
-                    Self::invalid(items)
-                }
-            }
-            Code::NotFound => Self::not_found(format!("not found: {}", status.message())),
-            Code::PermissionDenied | Code::Unauthenticated if call == Call::Submit => Self::new(
-                StatusCode::FORBIDDEN,
-                vec![ErrorItem {
-                    code: 403,
-                    description: format!(
-                        "api_key: this client may not create requests ({})",
-                        status.message()
-                    ),
-                }],
-            ),
-            Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::ResourceExhausted
-            | Code::Aborted
-            | Code::Cancelled => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                vec![ErrorItem {
-                    code: 503,
-                    description: "the service is unavailable for a moment; try again".into(),
-                }],
-            ),
-            _ => {
-                tracing::error!(code = ?status.code(), message = status.message(), "open311: intake call failed");
-                Self::internal()
-            }
-        }
-    }
-
-    fn render(self, format: Format) -> Response {
-        let mut response = reply(format, self.status, &wire::errors(&self.items));
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        }
-        response
-    }
-}
-
-fn reply(format: Format, status: StatusCode, doc: &Doc) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, format.content_type())],
-        doc.render(format),
-    )
-        .into_response()
-}
-
-/// The document with `status`, or the failure's errors, in `format`.
-fn respond(format: Format, status: StatusCode, answer: Result<Doc, Failure>) -> Response {
-    match answer {
-        Ok(doc) => reply(format, status, &doc),
-        Err(failure) => failure.render(format),
-    }
-}
-
-/// The arguments of a query string or a form body, in order.
-fn pairs(text: &[u8]) -> Vec<(String, String)> {
-    form_urlencoded::parse(text).into_owned().collect()
-}
-
-/// The answer to a path without a `.json` or `.xml` suffix: 404, in JSON.
-fn unknown_format(resource: &str) -> Response {
-    Failure::not_found(format!(
-        "{resource}: no such resource; add .json or .xml to the path"
-    ))
-    .render(Format::Json)
-}
-
-/// The facade's routes, under `/open311`.
-pub fn router(facade: Facade) -> Router {
-    Router::new()
-        .route("/open311/{resource}", get(discovery))
-        .route(
-            "/open311/v2/{resource}",
-            get(get_collection).post(post_requests),
-        )
-        .route("/open311/v2/services/{code}", get(get_service))
-        .route("/open311/v2/requests/{id}", get(get_request))
-        .route("/open311/v2/tokens/{token}", get(get_token))
-        .with_state(facade)
-}
-
-fn lang(headers: &HeaderMap) -> Lang {
-    Lang::from_accept_language(
-        headers
-            .get(header::ACCEPT_LANGUAGE)
-            .and_then(|v| v.to_str().ok()),
-    )
-}
-
-async fn discovery(
-    State(facade): State<Facade>,
-    Path(resource): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    match Format::split(&resource) {
-        Some(("discovery", format)) => discovery_doc(&facade, format, &headers),
-        Some((name, format)) => {
-            Failure::not_found(format!("{name}: no such resource; see discovery")).render(format)
-        }
-        None => unknown_format(&resource),
-    }
-}
-
-fn discovery_doc(facade: &Facade, format: Format, headers: &HeaderMap) -> Response {
-    let url = if facade.0.public_url.is_empty() {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("localhost");
-        let scheme = headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("http");
-        format!("{scheme}://{host}/open311/v2")
-    } else {
-        facade.0.public_url.clone()
-    };
-    reply(
-        format,
-        StatusCode::OK,
-        &georeport::discovery(
-            &url,
-            facade.0.started,
-            &facade.0.contact,
-            &facade.0.key_service,
-        ),
-    )
-}
-
-async fn get_collection(
-    State(facade): State<Facade>,
-    Path(resource): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let (name, format) = match Format::split(&resource) {
-        Some(split) => split,
-        None => return unknown_format(&resource),
-    };
-    let args = pairs(query.unwrap_or_default().as_bytes());
-    let answer = match name {
-        "services" => services(&facade, &args, lang(&headers)).await,
-        "requests" => requests(&facade, &args, lang(&headers)).await,
-        "discovery" => return discovery_doc(&facade, format, &headers),
-        other => Err(Failure::not_found(format!(
-            "{other}: no such resource; see discovery"
-        ))),
-    };
-    respond(format, StatusCode::OK, answer)
-}
-
-async fn services(facade: &Facade, args: &[(String, String)], lang: Lang) -> Result<Doc, Failure> {
-    facade.check_jurisdiction(args).await?;
-    Ok(georeport::service_list(&facade.categories().await?, lang))
-}
-
-async fn requests(facade: &Facade, args: &[(String, String)], lang: Lang) -> Result<Doc, Failure> {
-    let query = georeport::list_query(args, facade.0.clock.now()).map_err(Failure::invalid)?;
-    let reports = match query {
-        Query::Ids(ids) => {
-            let mut found = Vec::new();
-            for id in ids.iter().take(georeport::MAX_REQUESTS) {
-                found.extend(facade.report(id).await?);
-            }
-            found
-        }
-        Query::Filter(filter) => facade.list(filter).await?,
-    };
-    let categories = facade.categories().await?;
-    Ok(request_list(&reports, &categories, lang))
-}
-
-fn request_list(reports: &[pb::Report], categories: &[pb::Category], lang: Lang) -> Doc {
-    let name_of = |code: &str| {
-        categories
-            .iter()
-            .find(|c| c.code == code)
-            .and_then(|c| c.name.as_ref())
-            .map(|n| match lang {
-                Lang::Arabic if !n.ar.is_empty() => n.ar.clone(),
-                _ if !n.en.is_empty() => n.en.clone(),
-                _ => n.ar.clone(),
-            })
-            .unwrap_or_default()
-    };
-    Doc::list(
-        "service_requests",
-        "request",
-        reports
-            .iter()
-            .map(|r| georeport::request_record(r, &name_of(&r.category_code)))
-            .collect(),
-    )
-}
-
-async fn get_service(
-    State(facade): State<Facade>,
-    Path(resource): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let (code, format) = match Format::split(&resource) {
-        Some(split) => split,
-        None => return unknown_format(&resource),
-    };
-    let args = pairs(query.unwrap_or_default().as_bytes());
-    let answer = async {
-        facade.check_jurisdiction(&args).await?;
-        let categories = facade.categories().await?;
-        categories
-            .iter()
-            .find(|c| c.code == code && c.active)
-            .map(georeport::service_definition)
-            .ok_or_else(|| {
-                Failure::not_found(format!(
-                    "service_code: '{code}' is not a service here; see GET /services"
-                ))
-            })
-    };
-    respond(format, StatusCode::OK, answer.await)
-}
-
-async fn get_request(
-    State(facade): State<Facade>,
-    Path(resource): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let (id, format) = match Format::split(&resource) {
-        Some(split) => split,
-        None => return unknown_format(&resource),
-    };
-    let answer = async {
-        let report = facade.report(id).await?.ok_or_else(|| {
-            Failure::not_found(format!("service_request_id: '{id}' is not a request here"))
-        })?;
-        let categories = facade.categories().await?;
-        Ok::<_, Failure>(request_list(&[report], &categories, lang(&headers)))
-    };
-    respond(format, StatusCode::OK, answer.await)
-}
-
-async fn get_token(State(facade): State<Facade>, Path(resource): Path<String>) -> Response {
-    let (token, format) = match Format::split(&resource) {
-        Some(split) => split,
-        None => return unknown_format(&resource),
-    };
-    let unknown = || Failure::not_found(format!("token: '{token}' is not a token here"));
-    let answer = async {
-        if token.parse::<uuid::Uuid>().is_err() {
-            return Err(unknown());
-        }
-        let report = facade.report(token).await?.ok_or_else(unknown)?;
-        Ok(georeport::token(&report, token))
-    };
-    respond(format, StatusCode::OK, answer.await)
-}
-
-async fn post_requests(
-    State(facade): State<Facade>,
-    Path(resource): Path<String>,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Response {
-    let format = match Format::split(&resource) {
-        Some(("requests", format)) => format,
-        Some((name, format)) => {
-            return Failure::not_found(format!("{name}: only requests can be created"))
-                .render(format);
-        }
-        None => return unknown_format(&resource),
-    };
-    // The key may come in the form (as the specification says) or the query.
-    let mut form = pairs(query.unwrap_or_default().as_bytes());
-    form.extend(pairs(&body));
-    let api_key = georeport::arg(&form, "api_key");
-    let answer = async {
-        let client = facade.client(&api_key)?;
-        let new = georeport::new_request(&form, &client.name, client.channel)
-            .map_err(Failure::invalid)?;
-        let request = facade.request(new.submit.clone(), &client.identity)?;
-        let mut intake = facade.0.intake.clone();
-        let response = intake
-            .submit_report(request)
-            .await
-            .map_err(|s| Failure::from_status(&s, Call::Submit))?
-            .into_inner();
-        let report = response.report.ok_or_else(Failure::internal)?;
-        Ok::<_, Failure>(georeport::created(
-            &report,
-            &new,
-            response.linked_as_duplicate,
-        ))
-    };
-    respond(format, StatusCode::CREATED, answer.await)
 }

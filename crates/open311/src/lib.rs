@@ -13,8 +13,13 @@
 //! mTLS too); or elsewhere, with `open311.grpc_endpoint` naming intake.
 //!
 //! - [`wire`]: one document tree rendered as XML or JSON (pure);
-//! - [`georeport`]: forms, queries and records in the platform's terms (pure);
-//! - [`facade`]: the HTTP handlers and the gRPC calls.
+//! - [`georeport`]: forms, queries and records in the platform's terms
+//!   (pure): [`georeport::request`] reads what clients send,
+//!   [`georeport::record`] writes what they get back;
+//! - [`routes`]: the HTTP handlers; [`facade`]: identities, transport and
+//!   the intake gRPC calls;
+//! - [`error`]: [`Open311Error`], the one error path (the specification's
+//!   error document with its HTTP status).
 //!
 //! Identities (`[open311]`): each client's `api_key` stands for a channel
 //! identity, whose bearer token the facade presents when it submits; reads
@@ -24,9 +29,13 @@
 //! the read identity: a channel token shows the requests made through Open311,
 //! an operator token a municipality's.
 
+pub mod error;
 pub mod facade;
 pub mod georeport;
+pub mod routes;
 pub mod wire;
+
+pub use error::Open311Error;
 
 use std::collections::BTreeMap;
 
@@ -161,9 +170,9 @@ impl ServiceConfig for Open311Config {
 
 /// The Open311 module.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Open311Service;
+pub struct Open311Module;
 
-impl ServiceModule for Open311Service {
+impl ServiceModule for Open311Module {
     fn name(&self) -> &'static str {
         "open311"
     }
@@ -200,7 +209,7 @@ impl ServiceModule for Open311Service {
                     "open311: no clients configured (open311.clients); POST /requests answers 403"
                 );
             }
-            mounted.add_routes(facade::router(facade));
+            mounted.add_routes(routes::router(facade));
             Ok(Vec::new())
         })
     }

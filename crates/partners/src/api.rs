@@ -4,19 +4,20 @@
 use baladiya_platform::audit::Audit;
 use baladiya_platform::auth::caller;
 use baladiya_platform::clock::Clock;
-use baladiya_platform::error::{ApiError, Violations};
-use baladiya_platform::events::outbox;
+use baladiya_platform::error::{ApiError, Reply, Violations, reply};
+use baladiya_platform::events::Emitter;
 use baladiya_platform::idempotency::{self, Claim};
 use baladiya_platform::paging::PageTokens;
 use baladiya_proto::convert::{instant, timestamp};
 use baladiya_proto::partners::v1 as pb;
 use prost::Message;
 use sqlx::PgPool;
-use tonic::{Request, Response, Status};
+use tonic::Request;
 
+use crate::commands::{self, Exception};
 use crate::convert::{self, agreement_to_proto, calendar_to_proto, partner_to_proto};
 use crate::domain::{self, CalendarRecord};
-use crate::ops::{self, Exception};
+use crate::error::PartnersError;
 use crate::store;
 
 const DEFAULT_PAGE: i64 = 100;
@@ -27,10 +28,9 @@ const MAX_PAGE: i64 = 500;
 pub struct PartnerApi {
     pub pool: PgPool,
     pub clock: Clock,
+    pub emitter: Emitter,
     pub tokens: PageTokens,
 }
-
-type Reply<T> = Result<Response<T>, Status>;
 
 fn page_filters(kind: i32, include_inactive: bool) -> String {
     format!("kind={kind}&include_inactive={include_inactive}")
@@ -72,6 +72,88 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
         &self,
         request: Request<pb::ListPartnersRequest>,
     ) -> Reply<pb::ListPartnersResponse> {
+        reply(self.partners_page(request).await)
+    }
+
+    async fn get_partner(&self, request: Request<pb::GetPartnerRequest>) -> Reply<pb::Partner> {
+        reply(self.partner(request).await)
+    }
+
+    async fn upsert_partner(
+        &self,
+        request: Request<pb::UpsertPartnerRequest>,
+    ) -> Reply<pb::Partner> {
+        reply(self.save_partner(request).await)
+    }
+
+    async fn get_agreement(
+        &self,
+        request: Request<pb::GetAgreementRequest>,
+    ) -> Reply<pb::Agreement> {
+        reply(self.agreement(request).await)
+    }
+
+    async fn list_agreements(
+        &self,
+        request: Request<pb::ListAgreementsRequest>,
+    ) -> Reply<pb::ListAgreementsResponse> {
+        reply(self.agreement_versions(request).await)
+    }
+
+    async fn publish_agreement(
+        &self,
+        request: Request<pb::PublishAgreementRequest>,
+    ) -> Reply<pb::Agreement> {
+        reply(self.publish(request).await)
+    }
+
+    async fn get_calendar(&self, request: Request<pb::GetCalendarRequest>) -> Reply<pb::Calendar> {
+        reply(self.calendar(request).await)
+    }
+
+    async fn list_calendars(
+        &self,
+        request: Request<pb::ListCalendarsRequest>,
+    ) -> Reply<pb::ListCalendarsResponse> {
+        reply(self.calendars(request).await)
+    }
+
+    async fn upsert_calendar(
+        &self,
+        request: Request<pb::UpsertCalendarRequest>,
+    ) -> Reply<pb::Calendar> {
+        reply(self.save_calendar(request).await)
+    }
+
+    async fn add_calendar_exception(
+        &self,
+        request: Request<pb::AddCalendarExceptionRequest>,
+    ) -> Reply<pb::Calendar> {
+        reply(self.add_exception(request).await)
+    }
+
+    async fn resolve_sla_terms(
+        &self,
+        request: Request<pb::ResolveSlaTermsRequest>,
+    ) -> Reply<pb::ResolvedSlaTerms> {
+        reply(self.sla_terms(request).await)
+    }
+
+    async fn resolve_clearance_terms(
+        &self,
+        request: Request<pb::ResolveClearanceTermsRequest>,
+    ) -> Reply<pb::ResolvedClearanceTerms> {
+        reply(self.clearance_terms(request).await)
+    }
+}
+
+/// The RPCs' work, in the crate's error type; the trait above converts each
+/// outcome once.
+impl PartnerApi {
+    async fn partners_page(
+        &self,
+        request: Request<pb::ListPartnersRequest>,
+    ) -> Result<pb::ListPartnersResponse, PartnersError> {
         caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -87,58 +169,58 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
             .cursor(&req.page_token, &filters)?
             .unwrap_or_default();
         let kind = convert::kind_from_proto(req.kind);
-        let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
-        let rows = store::partners(&mut conn, &after, kind, req.include_inactive, limit + 1)
-            .await
-            .map_err(ApiError::from)?;
+        let mut conn = self.pool.acquire().await?;
+        let rows =
+            store::partners(&mut conn, &after, kind, req.include_inactive, limit + 1).await?;
         let more = rows.len() as i64 > limit;
         let page: Vec<_> = rows.into_iter().take(limit as usize).collect();
         let next_page_token = match (more, page.last()) {
             (true, Some((last, _))) => self.tokens.issue(&filters, &last.code),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListPartnersResponse {
+        Ok(pb::ListPartnersResponse {
             partners: page
                 .iter()
                 .map(|(p, at)| partner_to_proto(p, *at))
                 .collect(),
             next_page_token,
-        }))
+        })
     }
 
-    async fn get_partner(&self, request: Request<pb::GetPartnerRequest>) -> Reply<pb::Partner> {
+    async fn partner(
+        &self,
+        request: Request<pb::GetPartnerRequest>,
+    ) -> Result<pb::Partner, PartnersError> {
         caller(&request)?;
         let code = &request.get_ref().code;
-        let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
+        let mut conn = self.pool.acquire().await?;
         let (partner, at) = store::partner(&mut conn, code)
-            .await
-            .map_err(ApiError::from)?
+            .await?
             .ok_or_else(|| ApiError::not_found(format_args!("partner {code}")))?;
-        Ok(Response::new(partner_to_proto(&partner, at)))
+        Ok(partner_to_proto(&partner, at))
     }
 
-    async fn upsert_partner(
+    async fn save_partner(
         &self,
         request: Request<pb::UpsertPartnerRequest>,
-    ) -> Reply<pb::Partner> {
+    ) -> Result<pb::Partner, PartnersError> {
         let audit = Audit::of(&request)?;
         let mut v = Violations::new();
         let Some(proto) = request.get_ref().partner.as_ref() else {
             return Err(ApiError::invalid_field("partner", "is required").into());
         };
         let partner = convert::partner_from_proto(proto, &mut v);
-        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
-        let at = ops::upsert_partner(&mut tx, &self.clock, &partner, v).await?;
+        let mut tx = self.emitter.begin(&self.pool).await?;
+        let at = commands::upsert_partner(&mut tx, &partner, v).await?;
         audit.record(&mut tx, at, &partner.code).await?;
-        tx.commit().await.map_err(ApiError::from)?;
-        outbox::committed(crate::SCHEMA);
-        Ok(Response::new(partner_to_proto(&partner, at)))
+        tx.commit().await?;
+        Ok(partner_to_proto(&partner, at))
     }
 
-    async fn get_agreement(
+    async fn agreement(
         &self,
         request: Request<pb::GetAgreementRequest>,
-    ) -> Reply<pb::Agreement> {
+    ) -> Result<pb::Agreement, PartnersError> {
         caller(&request)?;
         let req = request.into_inner();
         let versions = self.versions(&req.partner_code).await?;
@@ -153,24 +235,24 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
                 req.version, req.partner_code
             ))
         })?;
-        Ok(Response::new(agreement_to_proto(agreement)))
+        Ok(agreement_to_proto(agreement))
     }
 
-    async fn list_agreements(
+    async fn agreement_versions(
         &self,
         request: Request<pb::ListAgreementsRequest>,
-    ) -> Reply<pb::ListAgreementsResponse> {
+    ) -> Result<pb::ListAgreementsResponse, PartnersError> {
         caller(&request)?;
         let versions = self.versions(&request.get_ref().partner_code).await?;
-        Ok(Response::new(pb::ListAgreementsResponse {
+        Ok(pb::ListAgreementsResponse {
             agreements: versions.iter().map(agreement_to_proto).collect(),
-        }))
+        })
     }
 
-    async fn publish_agreement(
+    async fn publish(
         &self,
         request: Request<pb::PublishAgreementRequest>,
-    ) -> Reply<pb::Agreement> {
+    ) -> Result<pb::Agreement, PartnersError> {
         let audit = Audit::of(&request)?;
         let who = audit.caller.subject.clone();
         let req = request.into_inner();
@@ -194,7 +276,7 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
             None => None,
         };
         let body = convert::body_from_proto(agreement);
-        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        let mut tx = self.emitter.begin(&self.pool).await?;
         if v.is_empty() {
             let claim = idempotency::claim::<pb::Agreement>(
                 &mut tx,
@@ -204,12 +286,11 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
             )
             .await?;
             if let Claim::Replay(original) = claim {
-                return Ok(Response::new(original));
+                return Ok(original);
             }
         }
-        let published = ops::publish_agreement(
+        let published = commands::publish_agreement(
             &mut tx,
-            &self.clock,
             &agreement.partner_code,
             effective_from,
             body,
@@ -226,60 +307,58 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
                 &format!("{}@{}", agreement.partner_code, published.version),
             )
             .await?;
-        tx.commit().await.map_err(ApiError::from)?;
-        outbox::committed(crate::SCHEMA);
-        Ok(Response::new(response))
+        tx.commit().await?;
+        Ok(response)
     }
 
-    async fn get_calendar(&self, request: Request<pb::GetCalendarRequest>) -> Reply<pb::Calendar> {
+    async fn calendar(
+        &self,
+        request: Request<pb::GetCalendarRequest>,
+    ) -> Result<pb::Calendar, PartnersError> {
         caller(&request)?;
-        Ok(Response::new(
-            self.calendar_proto(&request.get_ref().id).await?,
-        ))
+        Ok(self.calendar_proto(&request.get_ref().id).await?)
     }
 
-    async fn list_calendars(
+    async fn calendars(
         &self,
         request: Request<pb::ListCalendarsRequest>,
-    ) -> Reply<pb::ListCalendarsResponse> {
+    ) -> Result<pb::ListCalendarsResponse, PartnersError> {
         caller(&request)?;
-        let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
-        let all = store::calendars(&mut conn).await.map_err(ApiError::from)?;
-        Ok(Response::new(pb::ListCalendarsResponse {
+        let mut conn = self.pool.acquire().await?;
+        let all = store::calendars(&mut conn).await?;
+        Ok(pb::ListCalendarsResponse {
             calendars: all
                 .iter()
                 .map(|c| calendar_to_proto(&c.record, c.revision, c.updated_at))
                 .collect(),
-        }))
+        })
     }
 
-    async fn upsert_calendar(
+    async fn save_calendar(
         &self,
         request: Request<pb::UpsertCalendarRequest>,
-    ) -> Reply<pb::Calendar> {
+    ) -> Result<pb::Calendar, PartnersError> {
         let audit = Audit::of(&request)?;
         let Some(proto) = request.get_ref().calendar.as_ref() else {
             return Err(ApiError::invalid_field("calendar", "is required").into());
         };
         let mut v = Violations::new();
         let record: CalendarRecord = convert::calendar_from_proto(proto, &mut v);
-        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
-        let stored =
-            ops::upsert_calendar(&mut tx, &self.clock, &record, "calendar replaced", v).await?;
+        let mut tx = self.emitter.begin(&self.pool).await?;
+        let stored = commands::upsert_calendar(&mut tx, &record, "calendar replaced", v).await?;
         audit.record(&mut tx, stored.updated_at, &record.id).await?;
-        tx.commit().await.map_err(ApiError::from)?;
-        outbox::committed(crate::SCHEMA);
-        Ok(Response::new(calendar_to_proto(
+        tx.commit().await?;
+        Ok(calendar_to_proto(
             &stored.record,
             stored.revision,
             stored.updated_at,
-        )))
+        ))
     }
 
-    async fn add_calendar_exception(
+    async fn add_exception(
         &self,
         request: Request<pb::AddCalendarExceptionRequest>,
-    ) -> Reply<pb::Calendar> {
+    ) -> Result<pb::Calendar, PartnersError> {
         let audit = Audit::of(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -305,25 +384,23 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
         let Some(change) = change else {
             return Err(ApiError::invalid_field("exception", "is invalid").into());
         };
-        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
-        let stored =
-            ops::add_calendar_exception(&mut tx, &self.clock, &req.calendar_id, change).await?;
+        let mut tx = self.emitter.begin(&self.pool).await?;
+        let stored = commands::add_calendar_exception(&mut tx, &req.calendar_id, change).await?;
         audit
             .record(&mut tx, stored.updated_at, &req.calendar_id)
             .await?;
-        tx.commit().await.map_err(ApiError::from)?;
-        outbox::committed(crate::SCHEMA);
-        Ok(Response::new(calendar_to_proto(
+        tx.commit().await?;
+        Ok(calendar_to_proto(
             &stored.record,
             stored.revision,
             stored.updated_at,
-        )))
+        ))
     }
 
-    async fn resolve_sla_terms(
+    async fn sla_terms(
         &self,
         request: Request<pb::ResolveSlaTermsRequest>,
-    ) -> Reply<pb::ResolvedSlaTerms> {
+    ) -> Result<pb::ResolvedSlaTerms, PartnersError> {
         caller(&request)?;
         let req = request.into_inner();
         let at = at_or_now(&req.at, &self.clock)?;
@@ -344,7 +421,7 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
                     req.category_code, agreement.version, req.partner_code
                 ))
             })?;
-        Ok(Response::new(pb::ResolvedSlaTerms {
+        Ok(pb::ResolvedSlaTerms {
             partner_code: req.partner_code.clone(),
             agreement_version: agreement.version,
             effective_from: Some(timestamp(agreement.effective_from)),
@@ -355,13 +432,13 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
             matched_by: matched_by.into(),
             escalation_ladder: convert::ladder_to_proto(&req.partner_code, &agreement.body.ladder),
             calendar: Some(self.calendar_proto(&terms.calendar_id).await?),
-        }))
+        })
     }
 
-    async fn resolve_clearance_terms(
+    async fn clearance_terms(
         &self,
         request: Request<pb::ResolveClearanceTermsRequest>,
-    ) -> Reply<pb::ResolvedClearanceTerms> {
+    ) -> Result<pb::ResolvedClearanceTerms, PartnersError> {
         caller(&request)?;
         let req = request.into_inner();
         let at = at_or_now(&req.at, &self.clock)?;
@@ -381,7 +458,7 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
                     req.license_type_code, agreement.version, req.partner_code
                 ))
             })?;
-        Ok(Response::new(pb::ResolvedClearanceTerms {
+        Ok(pb::ResolvedClearanceTerms {
             partner_code: req.partner_code.clone(),
             agreement_version: agreement.version,
             clearance: Some(convert::clearance_to_proto(
@@ -390,6 +467,6 @@ impl pb::partner_service_server::PartnerService for PartnerApi {
             )),
             escalation_ladder: convert::ladder_to_proto(&req.partner_code, &agreement.body.ladder),
             calendar: Some(self.calendar_proto(&clearance.calendar_id).await?),
-        }))
+        })
     }
 }

@@ -3,18 +3,20 @@
 //! agreements (SLA terms per category and priority, escalation ladders,
 //! licensing clearances) and the working calendars every SLA is measured on.
 //!
-//! - [`domain`]: pure types and rules (validation, which terms are in force);
-//! - [`ops`]: the write operations, shared by the API and the seed loader;
-//! - [`store`]: SQL; [`api`]: the gRPC face; [`seed`]: editable seed files.
+//! - [`domain`]: the partner's pure types and rules (agreements and calendars
+//!   are `baladiya_agreements`', re-exported);
+//! - [`commands`]: the state changes, shared by the API and the seed loader;
+//! - [`store`]: SQL; [`api`]: the gRPC face; [`convert`]: proto and back;
+//!   [`seed`]: editable seed files; [`error`]: the crate's one error type.
 //!
 //! Events (`baladiya.partners.>` on stream `PARTNERS`): partner upserted,
 //! agreement published, calendar changed (with the affected date range).
 
 pub mod api;
+pub mod commands;
 pub mod convert;
 pub mod domain;
 pub mod error;
-pub mod ops;
 pub mod seed;
 pub mod store;
 
@@ -23,8 +25,7 @@ use std::path::Path;
 use baladiya_platform::app::{
     BackgroundTask, ServiceContext, ServiceModule, StartError, seed_error,
 };
-use baladiya_platform::clock::Clock;
-use baladiya_platform::events::{StreamSpec, streams};
+use baladiya_platform::events::{Emitter, StreamSpec, streams};
 use baladiya_platform::grpc::Mounted;
 use baladiya_proto::partners::v1::partner_service_server::PartnerServiceServer;
 use futures::future::BoxFuture;
@@ -35,13 +36,12 @@ static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// The partners service module.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct PartnersService;
+pub struct PartnersModule;
 
-/// The PostgreSQL schema the service owns; writers pass it to
-/// `outbox::committed` after a commit that enqueued events.
+/// The PostgreSQL schema the service owns.
 pub const SCHEMA: &str = "partners";
 
-impl ServiceModule for PartnersService {
+impl ServiceModule for PartnersModule {
     fn name(&self) -> &'static str {
         "partners"
     }
@@ -60,11 +60,11 @@ impl ServiceModule for PartnersService {
     fn seed<'a>(
         &'a self,
         pool: &'a PgPool,
-        clock: &'a Clock,
+        emitter: &'a Emitter,
         dir: &'a Path,
     ) -> BoxFuture<'a, Result<Option<String>, StartError>> {
         Box::pin(async move {
-            seed::load(pool, clock, dir)
+            seed::load(pool, emitter, dir)
                 .await
                 .map(Some)
                 .map_err(|e| seed_error("partners", dir, e))
@@ -81,6 +81,7 @@ impl ServiceModule for PartnersService {
                     PartnerServiceServer::new(api::PartnerApi {
                         pool: ctx.pool.clone(),
                         clock: ctx.clock.clone(),
+                        emitter: ctx.emitter.clone(),
                         tokens: ctx.config.server.page_tokens(),
                     })
                     .max_decoding_message_size(ctx.config.server.max_request_bytes),

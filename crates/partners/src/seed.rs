@@ -6,15 +6,16 @@
 
 use std::path::Path;
 
-use baladiya_platform::clock::Clock;
-use baladiya_platform::error::{ApiError, Violations};
+use baladiya_platform::error::Violations;
+use baladiya_platform::events::Emitter;
+use baladiya_platform::seed::{SeedError, read_toml};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::PgPool;
 
 use crate::domain::{AgreementBody, CalendarRecord, Partner};
 use crate::error::PartnersError;
-use crate::{ops, store};
+use crate::{commands, store};
 
 #[derive(Debug, Deserialize)]
 struct CalendarsFile {
@@ -42,46 +43,34 @@ struct AgreementsFile {
     agreement: Vec<SeedAgreement>,
 }
 
-fn read<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<T, PartnersError> {
-    let path = dir.join(name);
-    let text = std::fs::read_to_string(&path).map_err(|e| PartnersError::Seed {
-        file: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    toml::from_str(&text).map_err(|e| PartnersError::Seed {
-        file: path.display().to_string(),
-        reason: e.to_string(),
-    })
+fn read<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<T, SeedError> {
+    read_toml(&dir.join(name))
 }
 
-fn in_file(file: &Path, what: &str) -> impl Fn(ApiError) -> PartnersError {
-    let file = file.display().to_string();
+/// A command's failure on `what` in `file`: the database's as it is, a
+/// refusal with its fields.
+fn in_file(file: &Path, what: &str) -> impl Fn(PartnersError) -> SeedError {
+    let file = file.to_path_buf();
     let what = what.to_string();
-    move |e: ApiError| PartnersError::Seed {
-        file: file.clone(),
-        reason: format!(
-            "{what}: {}{}",
-            e.message,
-            e.violations
-                .iter()
-                .map(|v| format!("\n  - {}: {}", v.field, v.description))
-                .collect::<String>()
-        ),
+    move |e| match e {
+        PartnersError::Db(e) => SeedError::Db(e),
+        PartnersError::Api(e) => SeedError::refused(&file, &what, e),
+        PartnersError::Events(e) => SeedError::file(&file, format!("{what}: {e}")),
     }
 }
 
 /// Adds missing seed records; returns what was added.
-pub async fn load(pool: &PgPool, clock: &Clock, seed_dir: &Path) -> Result<String, PartnersError> {
+pub async fn load(pool: &PgPool, emitter: &Emitter, seed_dir: &Path) -> Result<String, SeedError> {
     let dir = seed_dir.join("partners");
     let calendars: CalendarsFile = read(&dir, "calendars.toml")?;
     let partners: PartnersFile = read(&dir, "partners.toml")?;
     let agreements: AgreementsFile = read(&dir, "agreements.toml")?;
-    let mut tx = pool.begin().await?;
+    let mut tx = emitter.begin(pool).await?;
     let (mut c, mut p, mut a) = (0, 0, 0);
     let file = dir.join("calendars.toml");
     for record in &calendars.calendar {
         if store::calendar(&mut tx, &record.id).await?.is_none() {
-            ops::upsert_calendar(&mut tx, clock, record, "seeded", Violations::new())
+            commands::upsert_calendar(&mut tx, record, "seeded", Violations::new())
                 .await
                 .map_err(in_file(&file, &format!("calendar {}", record.id)))?;
             c += 1;
@@ -90,7 +79,7 @@ pub async fn load(pool: &PgPool, clock: &Clock, seed_dir: &Path) -> Result<Strin
     let file = dir.join("partners.toml");
     for partner in &partners.partner {
         if store::partner(&mut tx, &partner.code).await?.is_none() {
-            ops::upsert_partner(&mut tx, clock, partner, Violations::new())
+            commands::upsert_partner(&mut tx, partner, Violations::new())
                 .await
                 .map_err(in_file(&file, &format!("partner {}", partner.code)))?;
             p += 1;
@@ -102,9 +91,8 @@ pub async fn load(pool: &PgPool, clock: &Clock, seed_dir: &Path) -> Result<Strin
             .await?
             .is_empty()
         {
-            ops::publish_agreement(
+            commands::publish_agreement(
                 &mut tx,
-                clock,
                 &seed.partner_code,
                 Some(seed.effective_from),
                 seed.body.clone(),

@@ -24,7 +24,7 @@ use crate::config::{ClockMode, Config, NatsConfig};
 use crate::db::{self, DbError};
 use crate::events::consumer::{Consumer, ConsumerSpec, EventHandler};
 use crate::events::outbox::Relay;
-use crate::events::{EventError, Namespace, StreamSpec};
+use crate::events::{Emitter, EventError, Namespace, StreamSpec};
 use crate::grpc::{self, Mounted};
 use crate::http::{self, Readiness};
 use crate::metrics::Metrics;
@@ -57,12 +57,13 @@ pub trait ServiceModule: Send + Sync + 'static {
     fn config_section(&self) -> Option<crate::config::SectionHandler> {
         None
     }
-    /// Adds the service's seed data from `dir` where it is missing; returns a
-    /// summary line. Services without seed data keep this default.
+    /// Adds the service's seed data from `dir` where it is missing, writing
+    /// through `emitter` as the API does; returns a summary line. Services
+    /// without seed data keep this default.
     fn seed<'a>(
         &'a self,
         _pool: &'a PgPool,
-        _clock: &'a Clock,
+        _emitter: &'a Emitter,
         _dir: &'a std::path::Path,
     ) -> BoxFuture<'a, Result<Option<String>, StartError>> {
         Box::pin(async { Ok(None) })
@@ -117,9 +118,10 @@ pub struct ServiceContext {
     pub clock: Clock,
     /// Pinned to the service's schema.
     pub pool: PgPool,
-    /// The service's schema; writers pass it to
-    /// [`crate::events::outbox::committed`] after a commit that enqueued events.
+    /// The service's schema.
     pub schema: &'static str,
+    /// The service's one way to write events (see [`crate::events::Emitter`]).
+    pub emitter: Emitter,
     pub nats: async_nats::Client,
     pub js: jetstream::Context,
     pub namespace: Namespace,
@@ -158,7 +160,7 @@ impl ServiceContext {
             spec,
             handler,
             self.pool.clone(),
-            self.schema,
+            &self.emitter,
             self.js.clone(),
             self.namespace.clone(),
             &self.config.events,
@@ -311,7 +313,10 @@ pub async fn seed_all(
     }
     for module in modules {
         let pool = db::schema_pool(&config.database, module.schema())?;
-        if let Some(summary) = module.seed(&pool, clock, dir).await? {
+        // No relay runs here: what the seed emits is published by the next
+        // `baladiya run`.
+        let emitter = Emitter::new(module.name(), clock.clone());
+        if let Some(summary) = module.seed(&pool, &emitter, dir).await? {
             tracing::info!(service = module.name(), "{summary}");
         }
         pool.close().await;
@@ -353,6 +358,7 @@ pub async fn run(
     for module in &modules {
         // Lazy: a module that stores nothing never opens a connection.
         let pool = db::schema_pool(&config.database, module.schema())?;
+        let emitter = Emitter::new(module.name(), clock.clone());
         if module.stores_data() {
             let migrator = Arc::new(module.migrator());
             if config.database.migrate_on_start {
@@ -370,6 +376,7 @@ pub async fn run(
             let mut relay = Relay::new(
                 pool.clone(),
                 module.schema(),
+                &emitter,
                 js.clone(),
                 namespace.clone(),
                 &config.events,
@@ -385,6 +392,7 @@ pub async fn run(
             clock: clock.clone(),
             pool,
             schema: module.schema(),
+            emitter,
             nats: nats.clone(),
             js: js.clone(),
             namespace: namespace.clone(),
@@ -395,7 +403,11 @@ pub async fn run(
         if config.seed.on_start
             && std::path::Path::new(&config.seed.dir).is_dir()
             && let Some(summary) = module
-                .seed(&ctx.pool, &clock, std::path::Path::new(&config.seed.dir))
+                .seed(
+                    &ctx.pool,
+                    &ctx.emitter,
+                    std::path::Path::new(&config.seed.dir),
+                )
                 .await?
         {
             tracing::info!(service = module.name(), "{summary}");

@@ -29,7 +29,7 @@ pub struct Audit {
 
 impl Audit {
     /// The audit context of `request` (which went through the interceptor).
-    pub fn of<T>(request: &Request<T>) -> Result<Self, Status> {
+    pub fn of<T>(request: &Request<T>) -> Result<Self, ApiError> {
         Ok(Self {
             caller: caller(request)?.clone(),
             rpc: request

@@ -277,12 +277,6 @@ pub fn service_migrations(embedded: &Migrator) -> Migrator {
     Migrator::with_migrations(embedded.iter().cloned().collect())
 }
 
-/// A migrator with no migrations, for services whose schema holds only the
-/// platform's tables.
-pub fn no_service_migrations() -> Migrator {
-    Migrator::with_migrations(Vec::new())
-}
-
 /// Whether the schema's migrations are all applied.
 pub async fn is_migrated(pool: &PgPool, schema: &str, service: &Migrator) -> bool {
     let expected = PLATFORM_MIGRATIONS.iter().count() + service.iter().count();

@@ -219,6 +219,18 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// What a gRPC handler returns.
+pub type Reply<T> = Result<tonic::Response<T>, Status>;
+
+/// The one conversion of a handler's outcome to gRPC: a handler computes with
+/// its crate's error type (anything that becomes an [`ApiError`]) and calls
+/// this once, so helpers never build a `Status` themselves.
+pub fn reply<T, E: Into<ApiError>>(outcome: Result<T, E>) -> Reply<T> {
+    outcome
+        .map(tonic::Response::new)
+        .map_err(|e| Status::from(e.into()))
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         let mut details = ErrorDetails::new();
@@ -263,6 +275,17 @@ impl From<sqlx::Error> for ApiError {
                 _ => Self::internal(&e),
             },
             _ => Self::internal(&e),
+        }
+    }
+}
+
+/// Event failures inside a request: the database ones as [`sqlx::Error`]s,
+/// the rest internal.
+impl From<crate::events::EventError> for ApiError {
+    fn from(e: crate::events::EventError) -> Self {
+        match e {
+            crate::events::EventError::Db(e) => e.into(),
+            other => Self::internal(&other),
         }
     }
 }

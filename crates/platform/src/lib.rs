@@ -15,6 +15,7 @@
 //! | [`auth`] | the caller identity from a bearer token |
 //! | [`clock`] | the process clock, movable in tests |
 //! | [`grpc`], [`http`] | the two ports, health, reflection, metrics |
+//! | [`seed`] | the seed loaders' shared error and TOML reading |
 //! | [`wake`] | process-local wake-ups from a commit to the loop that reads it |
 //! | [`app`] | [`app::ServiceModule`] and [`app::run`], which wire all of it |
 
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod paging;
 pub mod policy;
 pub mod pseudonym;
+pub mod seed;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

@@ -8,34 +8,42 @@
 //! held until the commit is flushed, which lines every such commit up behind
 //! the others and caps the whole platform at one commit per disk flush.
 //!
-//! Writers call [`signal`] after their transaction commits; a loop holds a
-//! [`subscribe`]d receiver and awaits `changed()`, which returns at once if a
-//! signal came while it was busy, so no wake-up is lost and bursts coalesce.
+//! A [`Wake`] is a value, handed to the writers and to the loop by whoever
+//! wires them (the outbox's is inside [`crate::events::Emitter`], which signals
+//! it on commit), so a writer cannot name the wrong loop. The loop holds a
+//! [`Wake::subscribe`]d receiver and awaits `changed()`, which returns at once
+//! if a signal came while it was busy, so no wake-up is lost and bursts
+//! coalesce.
 
-use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::watch;
 
-static TOPICS: LazyLock<Mutex<HashMap<String, watch::Sender<u64>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// One loop's wake-up: clones signal the same loop.
+#[derive(Debug, Clone)]
+pub struct Wake(Arc<watch::Sender<u64>>);
 
-fn with_sender<T>(topic: &str, f: impl FnOnce(&watch::Sender<u64>) -> T) -> T {
-    let mut topics = TOPICS.lock().unwrap_or_else(|p| p.into_inner());
-    let sender = topics
-        .entry(topic.to_string())
-        .or_insert_with(|| watch::channel(0).0);
-    f(sender)
+impl Default for Wake {
+    fn default() -> Self {
+        Self(Arc::new(watch::channel(0).0))
+    }
 }
 
-/// Wakes every loop subscribed to `topic` in this process.
-pub fn signal(topic: &str) {
-    with_sender(topic, |s| s.send_modify(|n| *n = n.wrapping_add(1)));
-}
+impl Wake {
+    /// A wake-up nobody listens to yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
 
-/// A receiver whose `changed()` resolves after the next [`signal`] of `topic`.
-pub fn subscribe(topic: &str) -> watch::Receiver<u64> {
-    with_sender(topic, watch::Sender::subscribe)
+    /// Wakes the loop (now, or at its next wait if it is busy).
+    pub fn signal(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver whose `changed()` resolves after the next [`Self::signal`].
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
+    }
 }
 
 #[cfg(test)]
@@ -44,17 +52,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_signal_sent_while_busy_is_seen_and_bursts_coalesce() {
-        let mut rx = subscribe("wake-test");
-        signal("wake-test");
-        signal("wake-test");
+        let wake = Wake::new();
+        let other = Wake::new();
+        let mut rx = wake.subscribe();
+        wake.clone().signal();
+        wake.signal();
         tokio::time::timeout(std::time::Duration::from_secs(1), rx.changed())
             .await
             .expect("woken")
             .expect("open");
         let again = tokio::time::timeout(std::time::Duration::from_millis(50), rx.changed()).await;
         assert!(again.is_err(), "two signals while busy wake once");
-        signal("another-topic");
-        let other = tokio::time::timeout(std::time::Duration::from_millis(50), rx.changed()).await;
-        assert!(other.is_err(), "topics are separate");
+        other.signal();
+        let from_other =
+            tokio::time::timeout(std::time::Duration::from_millis(50), rx.changed()).await;
+        assert!(from_other.is_err(), "wake-ups are separate");
     }
 }

@@ -1,12 +1,28 @@
 //! The case lifecycle and routing rules as pure rules: which transitions are
-//! allowed from which state and by whom, and which rule routes a report.
+//! allowed from which state and by whom, who may read a case, and which rule
+//! routes a report.
 
 use std::cmp::Ordering;
 
+use baladiya_platform::auth::{CallerIdentity, Role};
+use baladiya_platform::events::EventType;
 use baladiya_platform::geo::{Point, polygon_contains};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+/// The events of a case (`baladiya.routing.case.<event>.<MUNICIPALITY>.<ASSIGNEE>`).
+pub const CASE_ROUTED: EventType = EventType::new("routing", "case", "routed");
+pub const CASE_ACKNOWLEDGED: EventType = EventType::new("routing", "case", "acknowledged");
+pub const CASE_WORK_STARTED: EventType = EventType::new("routing", "case", "work_started");
+pub const CASE_PUT_ON_HOLD: EventType = EventType::new("routing", "case", "put_on_hold");
+pub const CASE_RESUMED: EventType = EventType::new("routing", "case", "resumed");
+pub const CASE_RESOLVED: EventType = EventType::new("routing", "case", "resolved");
+pub const CASE_REJECTED: EventType = EventType::new("routing", "case", "rejected");
+pub const CASE_REROUTED: EventType = EventType::new("routing", "case", "rerouted");
+pub const CASE_REOPENED: EventType = EventType::new("routing", "case", "reopened");
+pub const CASE_CLOSED: EventType = EventType::new("routing", "case", "closed");
+pub const CASE_SUPPORTER_ADDED: EventType = EventType::new("routing", "case", "supporter_added");
 
 /// Where a case stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,6 +130,38 @@ impl Action {
             Self::Reopen => Actor::CitizenChannel,
         }
     }
+
+    /// The event the action emits (a note emits none).
+    pub fn event(self) -> Option<EventType> {
+        Some(match self {
+            Self::Note => return None,
+            Self::Acknowledge => CASE_ACKNOWLEDGED,
+            Self::StartWork => CASE_WORK_STARTED,
+            Self::Hold => CASE_PUT_ON_HOLD,
+            Self::Resume => CASE_RESUMED,
+            Self::Resolve => CASE_RESOLVED,
+            Self::Reject => CASE_REJECTED,
+            Self::Reroute => CASE_REROUTED,
+            Self::Reopen => CASE_REOPENED,
+            Self::Close => CASE_CLOSED,
+        })
+    }
+
+    /// The verb of a refusal: "cannot {verb} a case that is ...".
+    pub fn verb(self) -> &'static str {
+        match self {
+            Self::Acknowledge => "acknowledge",
+            Self::StartWork => "start work on",
+            Self::Note => "add a note to",
+            Self::Hold => "put on hold",
+            Self::Resume => "resume",
+            Self::Resolve => "resolve",
+            Self::Reject => "reject",
+            Self::Reroute => "reroute",
+            Self::Reopen => "reopen",
+            Self::Close => "close",
+        }
+    }
 }
 
 /// Who may take an action.
@@ -128,6 +176,71 @@ pub enum Actor {
     /// A citizens' channel.
     CitizenChannel,
 }
+
+impl Actor {
+    /// Why a caller who is not this actor is refused.
+    pub fn refusal(self) -> &'static str {
+        match self {
+            Self::Assignee => "only the case's current assignee may do this",
+            Self::Operator => "only an operator of the case's municipality may do this",
+            Self::AssigneeOrOperator => {
+                "only the assignee or an operator of the case's municipality may do this"
+            }
+            Self::CitizenChannel => "only a citizens' channel may reopen a case",
+        }
+    }
+}
+
+/// Whom a case concerns: the body it is assigned to and its municipality.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaseParties<'a> {
+    pub assignee_code: &'a str,
+    pub municipality_code: &'a str,
+}
+
+/// Whether `caller` may read a case: admins and analysts every case, a
+/// partner the cases assigned to it, an operator those of its municipality
+/// (all of them without one); a channel none (it reads through intake).
+pub fn may_read(caller: &CallerIdentity, case: CaseParties<'_>) -> bool {
+    match caller.role {
+        Role::Admin | Role::Analyst => true,
+        Role::Partner => caller.partner.as_deref() == Some(case.assignee_code),
+        Role::Operator => caller.covers_municipality(case.municipality_code),
+        Role::Channel => false,
+    }
+}
+
+/// Whether `caller` is the actor `action` needs on a case (admins act as
+/// anyone).
+pub fn may_take(caller: &CallerIdentity, action: Action, case: CaseParties<'_>) -> bool {
+    if caller.role == Role::Admin {
+        return true;
+    }
+    let is_assignee =
+        caller.role == Role::Partner && caller.partner.as_deref() == Some(case.assignee_code);
+    let is_operator =
+        caller.role == Role::Operator && caller.covers_municipality(case.municipality_code);
+    match action.actor() {
+        Actor::Assignee => is_assignee,
+        Actor::Operator => is_operator,
+        Actor::AssigneeOrOperator => is_assignee || is_operator,
+        Actor::CitizenChannel => caller.role == Role::Channel,
+    }
+}
+
+/// Whether `code` has the shape of a partner or department code (`MOTLS`,
+/// `MUN-TRIAGE`): 2 to 32 characters, an uppercase letter first, then
+/// uppercase letters, digits, `-` and `_`.
+pub fn is_assignee_code(code: &str) -> bool {
+    (2..=32).contains(&code.len())
+        && code.starts_with(|c: char| c.is_ascii_uppercase())
+        && code
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// The body a case goes to when no rule matches it.
+pub const UNROUTED_ASSIGNEE: &str = "MUN-TRIAGE";
 
 /// The state an action leads to from `from`, or `None` if it is not allowed.
 pub fn next(from: Status, action: Action) -> Option<Status> {

@@ -2,22 +2,30 @@
 //! `routing`): every report reaches the body that must act, and the case
 //! lifecycle after that.
 //!
-//! - [`domain`]: the transition table, who may act, rule matching and precedence;
-//! - [`lifecycle`]: one transition with its checks, history and event;
-//! - [`consumers`]: a case per received report (supporters for duplicates),
-//!   overdue marks from SLA breaches;
-//! - [`store`]: SQL; [`api`]: gRPC; [`seed`]: routing rules as editable data.
+//! - [`domain`]: the transition table, who may read and act, rule matching
+//!   and precedence;
+//! - [`commands`]: every change: a case's transition (checks, history,
+//!   event), a case per received report, supporters, overdue marks, closing
+//!   quiet cases, the rules;
+//! - [`consumers`]: received reports and SLA breaches, to commands;
+//! - [`api`]: gRPC, with [`convert`] (proto ↔ domain) and [`error`] (the
+//!   crate's one error, [`RoutingError`], and its codes);
+//! - [`store`]: SQL; [`seed`]: routing rules as editable data.
 //!
 //! Events (`baladiya.routing.case.<event>.<MUNICIPALITY>.<ASSIGNEE>`): routed,
 //! acknowledged, work started, put on hold, resumed, resolved, rejected,
 //! rerouted, reopened, closed, supporter added.
 
 pub mod api;
+pub mod commands;
 pub mod consumers;
+pub mod convert;
 pub mod domain;
-pub mod lifecycle;
+pub mod error;
 pub mod seed;
 pub mod store;
+
+pub use error::RoutingError;
 
 use std::path::Path;
 use std::time::Duration;
@@ -26,9 +34,8 @@ use baladiya_platform::app::{
     BackgroundTask, ServiceContext, ServiceModule, StartError, seed_error,
 };
 use baladiya_platform::backdating::{BackdatingBound, DEFAULT_MAX_BACKDATE_SECS};
-use baladiya_platform::clock::Clock;
 use baladiya_platform::config::{Environment, KeyError, SectionHandler, ServiceConfig};
-use baladiya_platform::events::{StreamSpec, outbox, streams};
+use baladiya_platform::events::{Emitter, StreamSpec, streams};
 use baladiya_platform::grpc::Mounted;
 use baladiya_proto::routing::v1::routing_service_server::RoutingServiceServer;
 use futures::future::BoxFuture;
@@ -36,8 +43,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
-use crate::domain::Action;
-use crate::lifecycle::{By, Limits, Step};
+use crate::commands::Limits;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
@@ -102,16 +108,17 @@ impl ServiceConfig for RoutingConfig {
 
 /// The routing service module.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RoutingService;
+pub struct RoutingModule;
 
 /// Closes resolved cases that stayed quiet for the configured period.
 async fn auto_close(
     pool: PgPool,
-    clock: Clock,
+    emitter: Emitter,
     config: RoutingConfig,
     limits: Limits,
     mut stop: baladiya_platform::shutdown::Shutdown,
 ) {
+    let clock = emitter.clock().clone();
     let quiet = chrono::Duration::days(i64::from(config.auto_close_after_days));
     loop {
         tokio::select! {
@@ -127,26 +134,10 @@ async fn auto_close(
             Vec::new()
         }) {
             let closed = async {
-                let mut tx = pool.begin().await?;
-                lifecycle::apply(
-                    &mut tx,
-                    &clock,
-                    limits,
-                    &[],
-                    id,
-                    Action::Close,
-                    By::System,
-                    Step {
-                        note: "closed automatically after the quiet period".into(),
-                        // Now, as `apply` reads it under the outbox fence.
-                        occurred_at: None,
-                        ..Step::default()
-                    },
-                )
-                .await?;
+                let mut tx = emitter.begin(&pool).await?;
+                commands::close_quiet_case(&mut tx, limits, id).await?;
                 tx.commit().await?;
-                outbox::committed(crate::SCHEMA);
-                Ok::<_, baladiya_platform::error::ApiError>(())
+                Ok::<_, RoutingError>(())
             }
             .await;
             if let Err(e) = closed {
@@ -156,11 +147,10 @@ async fn auto_close(
     }
 }
 
-/// The PostgreSQL schema the service owns; writers pass it to
-/// `outbox::committed` after a commit that enqueued events.
+/// The PostgreSQL schema the service owns.
 pub const SCHEMA: &str = "routing";
 
-impl ServiceModule for RoutingService {
+impl ServiceModule for RoutingModule {
     fn name(&self) -> &'static str {
         "routing"
     }
@@ -182,11 +172,11 @@ impl ServiceModule for RoutingService {
     fn seed<'a>(
         &'a self,
         pool: &'a PgPool,
-        clock: &'a Clock,
+        emitter: &'a Emitter,
         dir: &'a Path,
     ) -> BoxFuture<'a, Result<Option<String>, StartError>> {
         Box::pin(async move {
-            seed::load(pool, clock, dir)
+            seed::load(pool, emitter, dir)
                 .await
                 .map(Some)
                 .map_err(|e| seed_error("routing", dir, e))
@@ -207,7 +197,7 @@ impl ServiceModule for RoutingService {
                 ctx.protect(
                     RoutingServiceServer::new(api::RoutingApi {
                         pool: ctx.pool.clone(),
-                        clock: ctx.clock.clone(),
+                        emitter: ctx.emitter.clone(),
                         limits,
                         tokens: ctx.config.server.page_tokens(),
                     })
@@ -215,16 +205,11 @@ impl ServiceModule for RoutingService {
                 ),
             );
             Ok(vec![
-                ctx.consumer(
-                    consumers::reports_spec(),
-                    consumers::RouteReports {
-                        clock: ctx.clock.clone(),
-                    },
-                ),
+                ctx.consumer(consumers::reports_spec(), consumers::RouteReports),
                 ctx.consumer(consumers::breaches_spec(), consumers::MarkOverdue),
                 Box::pin(auto_close(
                     ctx.pool.clone(),
-                    ctx.clock.clone(),
+                    ctx.emitter.clone(),
                     config,
                     limits,
                     ctx.background_shutdown(),

@@ -4,22 +4,15 @@
 
 use std::path::Path;
 
-use baladiya_platform::clock::Clock;
+use baladiya_platform::events::Emitter;
+use baladiya_platform::seed::{SeedError, read_toml};
 use serde::Deserialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::commands;
 use crate::domain::Rule;
-use crate::store;
-
-/// Why seed data could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum SeedError {
-    #[error("seed file {file}: {reason}")]
-    File { file: String, reason: String },
-    #[error(transparent)]
-    Db(#[from] sqlx::Error),
-}
+use crate::error::RoutingError;
 
 #[derive(Debug, Deserialize)]
 struct SeedRule {
@@ -41,28 +34,21 @@ struct RulesFile {
 }
 
 /// Adds rules whose keys were never seeded.
-pub async fn load(pool: &PgPool, clock: &Clock, seed_dir: &Path) -> Result<String, SeedError> {
+pub async fn load(pool: &PgPool, emitter: &Emitter, seed_dir: &Path) -> Result<String, SeedError> {
     let path = seed_dir.join("routing").join("rules.toml");
-    let fail = |reason: String| SeedError::File {
-        file: path.display().to_string(),
-        reason,
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
-    let file: RulesFile = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+    let file: RulesFile = read_toml(&path)?;
     if !file.rule.iter().any(|r| {
         r.category_code.is_none() && r.category_group.is_none() && r.municipality_code.is_none()
     }) {
-        return Err(fail(
-            "a triage fallback rule (no category, group or municipality) is required".into(),
+        return Err(SeedError::file(
+            &path,
+            "a triage fallback rule (no category, group or municipality) is required",
         ));
     }
-    let now = clock.now();
-    let mut tx = pool.begin().await?;
+    let now = emitter.clock().now();
+    let mut tx = emitter.begin(pool).await?;
     let mut added = 0;
     for s in &file.rule {
-        if store::seeded(&mut tx, &s.key).await? {
-            continue;
-        }
         let rule = Rule {
             id: Uuid::now_v7(),
             category_code: s.category_code.clone(),
@@ -77,12 +63,25 @@ pub async fn load(pool: &PgPool, clock: &Clock, seed_dir: &Path) -> Result<Strin
             updated_at: now,
             updated_by: "seed".into(),
         };
-        store::put_rule(&mut tx, &rule, "created", Some(&s.key)).await?;
-        added += 1;
+        let seeded = commands::seed_rule(&mut tx, &s.key, &rule)
+            .await
+            .map_err(|e| refused(&path, &s.key, e))?;
+        if seeded {
+            added += 1;
+        }
     }
     tx.commit().await?;
     Ok(format!(
         "seeded {added} routing rule(s) from {}",
         path.display()
     ))
+}
+
+/// Why the rule with `key` could not be seeded: the database's own error, or
+/// the API's words for a refusal.
+fn refused(path: &Path, key: &str, e: RoutingError) -> SeedError {
+    match e {
+        RoutingError::Db(e) => SeedError::Db(e),
+        other => SeedError::refused(path, &format!("rule {key}"), other.into()),
+    }
 }

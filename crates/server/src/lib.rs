@@ -14,13 +14,13 @@ use baladiya_platform::app::ServiceModule;
 /// Each service crate contributes one [`ServiceModule`].
 pub fn catalogue() -> Vec<Arc<dyn ServiceModule>> {
     vec![
-        Arc::new(baladiya_partners::PartnersService),
-        Arc::new(baladiya_intake::IntakeService),
-        Arc::new(baladiya_routing::RoutingService),
-        Arc::new(baladiya_licensing::LicensingService),
-        Arc::new(baladiya_sla_watcher::SlaWatcher),
-        Arc::new(baladiya_kpi::KpiService),
-        Arc::new(baladiya_open311::Open311Service),
+        Arc::new(baladiya_partners::PartnersModule),
+        Arc::new(baladiya_intake::IntakeModule),
+        Arc::new(baladiya_routing::RoutingModule),
+        Arc::new(baladiya_licensing::LicensingModule),
+        Arc::new(baladiya_sla_watcher::SlaWatcherModule),
+        Arc::new(baladiya_kpi::KpiModule),
+        Arc::new(baladiya_open311::Open311Module),
     ]
 }
 

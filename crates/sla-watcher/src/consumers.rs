@@ -5,19 +5,17 @@
 
 use std::sync::Arc;
 
-use baladiya_platform::clock::Clock;
 use baladiya_platform::error::Violations;
 use baladiya_platform::events::consumer::{ConsumerSpec, EventHandler, HandlerError};
-use baladiya_platform::events::{InboundEvent, streams};
+use baladiya_platform::events::{InboundEvent, Tx, streams};
+use baladiya_platform::wake::Wake;
 use baladiya_proto::partners::events::v1 as partners;
 use baladiya_proto::routing::events::v1 as routing;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::SlaConfig;
-use crate::derive::ApplicationEvent;
-use crate::derive::{CaseEvent, CaseEventKind};
-use crate::engine;
+use crate::commands;
+use crate::domain::derive::{ApplicationEvent, CaseEvent, CaseEventKind};
 use crate::store::{self, SubjectFacts};
 use baladiya_proto::licensing::events::v1 as licensing;
 
@@ -45,8 +43,9 @@ pub fn partners_spec() -> ConsumerSpec {
 /// Feeds case events into clocks.
 #[derive(Debug, Clone)]
 pub struct CaseClocks {
-    pub clock: Clock,
     pub config: Arc<SlaConfig>,
+    /// The timer loop's wake-up, signalled after each commit.
+    pub timers: Wake,
 }
 
 fn case_event(
@@ -147,14 +146,10 @@ fn case_event(
 
 impl EventHandler for CaseClocks {
     fn committed(&self) {
-        engine::timers_changed();
+        self.timers.signal();
     }
 
-    async fn handle(
-        &self,
-        conn: &mut PgConnection,
-        event: &InboundEvent,
-    ) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut Tx, event: &InboundEvent) -> Result<(), HandlerError> {
         let Some((case, kind, received)) = case_event(event)? else {
             return Ok(());
         };
@@ -176,8 +171,8 @@ impl EventHandler for CaseClocks {
             priority: case.priority,
             target_days: 0,
         };
-        if store::add_case_event(conn, case_id, &e, &facts).await? {
-            engine::recompute_subject(conn, &self.clock, &self.config, "case", case_id).await?;
+        if store::add_case_event(tx, case_id, &e, &facts).await? {
+            commands::recompute_subject(tx, &self.config, "case", case_id).await?;
         }
         Ok(())
     }
@@ -199,20 +194,17 @@ pub fn applications_spec() -> ConsumerSpec {
 /// Feeds application steps into decision and clearance clocks.
 #[derive(Debug, Clone)]
 pub struct ApplicationClocks {
-    pub clock: Clock,
     pub config: Arc<SlaConfig>,
+    /// The timer loop's wake-up, signalled after each commit.
+    pub timers: Wake,
 }
 
 impl EventHandler for ApplicationClocks {
     fn committed(&self) {
-        engine::timers_changed();
+        self.timers.signal();
     }
 
-    async fn handle(
-        &self,
-        conn: &mut PgConnection,
-        event: &InboundEvent,
-    ) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut Tx, event: &InboundEvent) -> Result<(), HandlerError> {
         let Some(step) = event
             .ce_type
             .strip_prefix("sa.baladiya.licensing.")
@@ -254,8 +246,8 @@ impl EventHandler for ApplicationClocks {
             at: event.occurred_at,
             partner,
         };
-        if store::add_application_event(conn, id, &e, &facts).await? {
-            engine::recompute_subject(conn, &self.clock, &self.config, "application", id).await?;
+        if store::add_application_event(tx, id, &e, &facts).await? {
+            commands::recompute_subject(tx, &self.config, "application", id).await?;
         }
         Ok(())
     }
@@ -264,20 +256,17 @@ impl EventHandler for ApplicationClocks {
 /// Keeps the agreement and calendar replica.
 #[derive(Debug, Clone)]
 pub struct PartnerReplica {
-    pub clock: Clock,
     pub config: Arc<SlaConfig>,
+    /// The timer loop's wake-up, signalled after each commit.
+    pub timers: Wake,
 }
 
 impl EventHandler for PartnerReplica {
     fn committed(&self) {
-        engine::timers_changed();
+        self.timers.signal();
     }
 
-    async fn handle(
-        &self,
-        conn: &mut PgConnection,
-        event: &InboundEvent,
-    ) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut Tx, event: &InboundEvent) -> Result<(), HandlerError> {
         match event.ce_type.as_str() {
             "sa.baladiya.partners.agreement.published.v1" => {
                 let a = event
@@ -291,11 +280,10 @@ impl EventHandler for PartnerReplica {
                     .ok_or_else(|| {
                         HandlerError::Reject("agreement without effective_from".into())
                     })?;
-                let body = baladiya_partners::convert::body_from_proto(&a);
-                store::put_agreement(conn, &a.partner_code, a.version, effective, &body).await?;
-                let n = engine::recompute_partner_since(
-                    conn,
-                    &self.clock,
+                let body = baladiya_agreements::convert::body_from_proto(&a);
+                store::put_agreement(tx, &a.partner_code, a.version, effective, &body).await?;
+                let n = commands::recompute_partner_since(
+                    tx,
                     &self.config,
                     &a.partner_code,
                     a.version,
@@ -310,14 +298,14 @@ impl EventHandler for PartnerReplica {
                 let changed: partners::CalendarChanged = event.decode()?;
                 let proto = changed.calendar.unwrap_or_default();
                 let mut v = Violations::new();
-                let record = baladiya_partners::convert::calendar_from_proto(&proto, &mut v);
+                let record = baladiya_agreements::convert::calendar_from_proto(&proto, &mut v);
                 if !v.is_empty() {
                     return Err(HandlerError::Reject(format!(
                         "calendar {} does not convert",
                         proto.id
                     )));
                 }
-                store::put_calendar(conn, &record, proto.revision).await?;
+                store::put_calendar(tx, &record, proto.revision).await?;
                 // Clocks that ended before the first changed date keep their
                 // outcome; later ones (and open ones) are recomputed in steps.
                 let ended_since =
@@ -326,7 +314,7 @@ impl EventHandler for PartnerReplica {
                         .and_then(|d| d.pred_opt())
                         .and_then(|d| d.and_hms_opt(0, 0, 0))
                         .map(|d| d.and_utc());
-                store::request_calendar_recompute(conn, &record.id, proto.revision, ended_since)
+                store::request_calendar_recompute(tx, &record.id, proto.revision, ended_since)
                     .await?;
             }
             _ => {}

@@ -2,16 +2,23 @@
 //! every SLA clock in the responsible body's working time, warns, breaches and
 //! escalates to partner bodies level by level, exactly once.
 //!
-//! - [`clock`]: one clock computed from its inputs (pure; the edge rules);
-//! - [`derive`]: which clocks a case has, from its event log (pure);
-//! - [`engine`]: recomputation after events and calendar changes (these in
-//!   resumable steps; both withdraw whatever fired and turned out wrong),
-//!   and firing durable
-//!   timers with `FOR UPDATE SKIP LOCKED` once the watcher knows every event
-//!   up to their instant;
+//! Its rooms:
+//! - [`domain`]: the pure rules: one SLA clock computed from its inputs
+//!   ([`domain::sla_clock`], the edge rules) and which clocks a subject has
+//!   from its event log ([`domain::derive`]);
+//! - [`commands`]: every state change: recomputation after events, late
+//!   agreement versions and calendar changes (these in resumable steps; all
+//!   withdraw whatever fired and turned out wrong), firing durable timers
+//!   with `FOR UPDATE SKIP LOCKED` once the watcher knows every event up to
+//!   their instant, raising and acknowledging escalations;
 //! - [`consumers`]: case and application events with their producers'
 //!   watermarks, and the replica of partner agreements and calendars;
-//!   [`store`]: SQL; [`api`]: gRPC; [`webhook`]: deliveries to partners.
+//! - [`store`]: SQL, by table family; [`replica_format`]: how the replica is
+//!   stored; [`api`] and [`convert`]: gRPC; [`webhook`]: deliveries to
+//!   partners; [`error`]: what the watcher refuses.
+//!
+//! Words: a *clock* is an SLA clock; the platform's source of the current
+//! instant (`baladiya_platform::clock::Clock`) is the *time* source.
 //!
 //! Nothing fires on partial knowledge: a timer of a case fires once routing's
 //! watermark (see `baladiya_platform::events::watermark`) has passed its
@@ -25,10 +32,12 @@
 //! `baladiya.sla.escalation.<raised|acknowledged|withdrawn>.<PARTNER>`.
 
 pub mod api;
-pub mod clock;
+pub mod commands;
 pub mod consumers;
-pub mod derive;
-pub mod engine;
+pub mod convert;
+pub mod domain;
+pub mod error;
+pub mod replica_format;
 pub mod store;
 pub mod webhook;
 
@@ -41,10 +50,11 @@ use baladiya_platform::clock::Clock;
 use baladiya_platform::config::{
     Environment, KeyError, Secret, SectionHandler, ServiceConfig, hex_bytes,
 };
-use baladiya_platform::events::{Namespace, StreamSpec, streams, watermark};
+use baladiya_platform::events::{Emitter, Namespace, StreamSpec, streams, watermark};
 use baladiya_platform::grpc::Mounted;
 use baladiya_platform::metrics::Metrics;
 use baladiya_platform::shutdown::Shutdown;
+use baladiya_platform::wake::Wake;
 use baladiya_proto::sla::v1::sla_service_server::SlaServiceServer;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -215,7 +225,7 @@ struct Knowledge {
 impl Knowledge {
     /// The effective watermarks of the case and application consumers, and
     /// whether a later one waits for the consumers' acknowledgements.
-    async fn refresh(&self, clock: &Clock, metrics: &Metrics) -> (store::Known, bool) {
+    async fn refresh(&self, time: &Clock, metrics: &Metrics) -> (store::Known, bool) {
         let mut known = store::Known::default();
         let mut pending = false;
         for (spec, slot) in [
@@ -241,7 +251,7 @@ impl Knowledge {
             *slot = mark.as_ref().and_then(|m| m.complete_before);
             pending |= mark.as_ref().is_some_and(|m| m.pending);
             if let (Some(producer), Some(before)) = (producer, *slot) {
-                let age = (clock.now() - before).to_std().unwrap_or_default();
+                let age = (time.now() - before).to_std().unwrap_or_default();
                 metrics.set_watermark_age(&spec.name, producer, age);
             }
         }
@@ -251,34 +261,36 @@ impl Knowledge {
 
 /// Fires due timers until shutdown: each once its producer's watermark has
 /// passed it (or, provisional, past `sla.max_hold_secs`), at once for anything
-/// overdue, then at each next deadline (the process clock's, so a manual
-/// clock fires them as it moves), woken early when timers or watermarks
+/// overdue, then at each next deadline (by the process's time source, so a
+/// manual one fires them as it moves), woken early when timers or watermarks
 /// change, and every `poll` while something is held.
 async fn fire_timers(
     knowledge: Knowledge,
-    clock: Clock,
+    emitter: Emitter,
+    timers: Wake,
     metrics: Arc<Metrics>,
     poll: Duration,
     max_hold: Duration,
     mut stop: Shutdown,
 ) {
     let pool = knowledge.pool.clone();
+    let time = emitter.clock().clone();
     // Subscribed before the first look, so a change during it wakes the next.
-    let mut changed = baladiya_platform::wake::subscribe(engine::TIMERS_TOPIC);
-    let mut failing = engine::Failing::default();
+    let mut changed = timers.subscribe();
+    let mut failing = commands::Failing::default();
     metrics.init_sla_provisional(&["warning", "breach", "escalation"]);
-    let watching_since = clock.now();
+    let watching_since = time.now();
     loop {
-        let (known, pending) = knowledge.refresh(&clock, &metrics).await;
-        let rules = engine::FireRules {
+        let (known, pending) = knowledge.refresh(&time, &metrics).await;
+        let rules = commands::FireRules {
             known,
             max_hold,
             watching_since,
         };
-        if let Err(e) = engine::fire_due(&pool, &clock, &metrics, rules, &mut failing).await {
+        if let Err(e) = commands::fire_due(&pool, &emitter, &metrics, rules, &mut failing).await {
             tracing::warn!(error = %e, "firing timers failed; will retry");
         }
-        let now = clock.now();
+        let now = time.now();
         let (next, held) = match pool.acquire().await {
             Ok(mut conn) => (
                 store::next_due(&mut conn, now).await.ok().flatten(),
@@ -314,7 +326,7 @@ async fn fire_timers(
             _ = stop.wait() => return,
             _fired = async {
                 match next {
-                    Some(due) => clock.sleep_until(due).await,
+                    Some(due) => time.sleep_until(due).await,
                     None => std::future::pending().await,
                 }
             } => {}
@@ -329,15 +341,17 @@ async fn fire_timers(
 /// every `poll` otherwise, backing off while one fails.
 async fn recompute_calendars(
     pool: PgPool,
-    clock: Clock,
+    emitter: Emitter,
+    timers: Wake,
     config: Arc<SlaConfig>,
     poll: Duration,
     mut stop: Shutdown,
 ) {
-    let mut changed = baladiya_platform::wake::subscribe(engine::TIMERS_TOPIC);
+    let mut changed = timers.subscribe();
     let mut failures = 0u32;
     loop {
-        let wait = match engine::recompute_calendar_step(&pool, &clock, &config).await {
+        let wait = match commands::recompute_calendar_step(&pool, &emitter, &timers, &config).await
+        {
             Ok(0) => poll,
             Ok(_) => {
                 failures = 0;
@@ -359,13 +373,12 @@ async fn recompute_calendars(
 
 /// The SLA watcher module.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SlaWatcher;
+pub struct SlaWatcherModule;
 
-/// The PostgreSQL schema the service owns; writers pass it to
-/// `outbox::committed` after a commit that enqueued events.
+/// The PostgreSQL schema the service owns.
 pub const SCHEMA: &str = "sla_watcher";
 
-impl ServiceModule for SlaWatcher {
+impl ServiceModule for SlaWatcherModule {
     fn name(&self) -> &'static str {
         "sla-watcher"
     }
@@ -408,11 +421,16 @@ impl ServiceModule for SlaWatcher {
                 ctx.background_shutdown(),
             );
             let config = Arc::new(config);
+            // Wakes the timer loop (and the calendar recomputations) after a
+            // commit that may have changed timers.
+            let timers = Wake::new();
             mounted.add(
                 ctx.protect(
                     SlaServiceServer::new(api::SlaApi {
                         pool: ctx.pool.clone(),
-                        clock: ctx.clock.clone(),
+                        time: ctx.clock.clone(),
+                        emitter: ctx.emitter.clone(),
+                        timers: timers.clone(),
                         tokens: ctx.config.server.page_tokens(),
                         max_hold: Duration::from_secs(config.max_hold_secs),
                     })
@@ -429,27 +447,28 @@ impl ServiceModule for SlaWatcher {
                 ctx.consumer(
                     consumers::partners_spec(),
                     consumers::PartnerReplica {
-                        clock: ctx.clock.clone(),
                         config: config.clone(),
+                        timers: timers.clone(),
                     },
                 ),
                 ctx.consumer(
                     consumers::cases_spec(),
                     consumers::CaseClocks {
-                        clock: ctx.clock.clone(),
                         config: config.clone(),
+                        timers: timers.clone(),
                     },
                 ),
                 ctx.consumer(
                     consumers::applications_spec(),
                     consumers::ApplicationClocks {
-                        clock: ctx.clock.clone(),
                         config: config.clone(),
+                        timers: timers.clone(),
                     },
                 ),
                 Box::pin(recompute_calendars(
                     ctx.pool.clone(),
-                    ctx.clock.clone(),
+                    ctx.emitter.clone(),
+                    timers.clone(),
                     config,
                     Duration::from_secs(1),
                     ctx.background_shutdown(),
@@ -457,7 +476,8 @@ impl ServiceModule for SlaWatcher {
                 Box::pin(deliveries),
                 Box::pin(fire_timers(
                     knowledge,
-                    ctx.clock.clone(),
+                    ctx.emitter.clone(),
+                    timers,
                     ctx.metrics.clone(),
                     poll,
                     max_hold,

@@ -236,11 +236,6 @@ impl Calendar {
         self.tz
     }
 
-    /// Whether every minute counts.
-    pub fn is_always_open(&self) -> bool {
-        self.always_open
-    }
-
     /// The length of one working day in targets such as "5 working days".
     pub fn working_day(&self) -> Duration {
         Duration::from_secs(self.working_day_secs)

@@ -19,95 +19,37 @@
 //! terminated on the stream, so one poison event never blocks the ones after
 //! it. Setting `replay_requested` on a parked row (`baladiya events replay`)
 //! makes the running consumer try it again.
+//!
+//! What a service implements, [`EventHandler`] and [`HandlerError`], is in
+//! `handler`; parking, replay and the operator's view of parked events in
+//! `parked`. Both are re-exported here, so their paths are
+//! `events::consumer::Name`.
 
-use std::future::Future;
+mod handler;
+mod parked;
+
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
-use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use sqlx::postgres::PgPool;
-use sqlx::{PgConnection, Row};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{EventError, InboundEvent, Namespace, StreamSpec};
+use super::{Emitter, EventError, InboundEvent, Namespace, StreamSpec};
 use crate::config::EventsConfig;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
+use parked::headers_to_json;
+
+pub use handler::{EventHandler, HandlerError};
+pub use parked::{ParkedEvent, list_parked, request_replay};
 
 /// How many events a consumer fetches, and applies in one transaction, at most.
 const FETCH_BATCH: usize = 128;
-
-/// Why a handler did not apply an event.
-#[derive(Debug, thiserror::Error)]
-pub enum HandlerError {
-    /// Might work later (a database hiccup, a dependency down): retried.
-    #[error("{0}")]
-    Retry(String),
-    /// Can never work (undecodable, violates an invariant): parked at once.
-    #[error("{0}")]
-    Reject(String),
-}
-
-impl From<sqlx::Error> for HandlerError {
-    fn from(e: sqlx::Error) -> Self {
-        Self::Retry(e.to_string())
-    }
-}
-
-impl From<EventError> for HandlerError {
-    fn from(e: EventError) -> Self {
-        match e {
-            EventError::Decode { .. } | EventError::Header { .. } => Self::Reject(e.to_string()),
-            other => Self::Retry(other.to_string()),
-        }
-    }
-}
-
-/// Applies events of some kinds to a service's state.
-pub trait EventHandler: Send + Sync + 'static {
-    /// Applies `event` using `conn`, which is inside the transaction that also
-    /// records the event in the inbox; do every write through it.
-    fn handle(
-        &self,
-        conn: &mut PgConnection,
-        event: &InboundEvent,
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
-
-    /// Applies `events`, in order, using `conn` (inside the transaction that
-    /// records them all in the inbox): a consumer applies what it fetched
-    /// together this way. One by one through [`Self::handle`] unless the
-    /// handler can write a batch more cheaply.
-    fn handle_batch(
-        &self,
-        conn: &mut PgConnection,
-        events: &[InboundEvent],
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
-        async move {
-            for event in events {
-                self.handle(conn, event).await?;
-            }
-            Ok(())
-        }
-    }
-
-    /// How many fetched batches the consumer may apply at once, each in its
-    /// own transaction. One (the default) keeps a stream's order; a handler
-    /// whose writes give the same rows in any order (a projection) can take
-    /// more, so a busy stream is not held to one transaction's round trips.
-    fn batches_at_once(&self) -> usize {
-        1
-    }
-
-    /// Called after an event's transaction has committed, to wake an
-    /// in-process loop that reads what the handler wrote (see
-    /// [`crate::wake`]). The service's outbox relay is woken without it.
-    fn committed(&self) {}
-}
 
 /// Where a consumer reads from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,7 +67,7 @@ pub struct Consumer<H> {
     spec: ConsumerSpec,
     handler: H,
     pool: PgPool,
-    schema: String,
+    emitter: Emitter,
     js: jetstream::Context,
     namespace: Namespace,
     max_attempts: u32,
@@ -164,15 +106,15 @@ impl Outcome {
 }
 
 impl<H: EventHandler> Consumer<H> {
-    /// A consumer applying events through `handler` in `pool`'s schema,
-    /// named `schema` (whose outbox relay it wakes after a commit that
-    /// enqueued events).
+    /// A consumer applying events through `handler` in `pool`'s schema, in
+    /// transactions of `emitter` (so the events a handler writes wake the
+    /// service's relay on commit).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         spec: ConsumerSpec,
         handler: H,
         pool: PgPool,
-        schema: &str,
+        emitter: &Emitter,
         js: jetstream::Context,
         namespace: Namespace,
         config: &EventsConfig,
@@ -182,7 +124,7 @@ impl<H: EventHandler> Consumer<H> {
             spec,
             handler,
             pool,
-            schema: schema.to_string(),
+            emitter: emitter.clone(),
             js,
             namespace,
             max_attempts: config.consumer_max_attempts,
@@ -537,15 +479,12 @@ impl<H: EventHandler> Consumer<H> {
                 .map(|(event, _)| event.clone())
                 .collect()
         };
-        let (handled, enqueued) = super::outbox::noting_enqueues(
-            AssertUnwindSafe(self.handler.handle_batch(&mut tx, &new)).catch_unwind(),
-        )
-        .await;
-        handled.map_err(|_| HandlerError::Retry("handler panicked".into()))??;
+        let mut tx = self.emitter.within(tx);
+        AssertUnwindSafe(self.handler.handle_batch(&mut tx, &new))
+            .catch_unwind()
+            .await
+            .map_err(|_| HandlerError::Retry("handler panicked".into()))??;
         tx.commit().await?;
-        if enqueued {
-            super::outbox::committed(&self.schema);
-        }
         self.handler.committed();
         Ok(applied)
     }
@@ -584,198 +523,5 @@ impl<H: EventHandler> Consumer<H> {
     fn delay(&self, attempt: u32) -> Duration {
         let factor = 1u32 << attempt.saturating_sub(1).min(16);
         self.backoff.saturating_mul(factor).min(self.backoff_max)
-    }
-
-    /// Records a poison event; `Err` (retry later) only if even that fails.
-    async fn park(
-        &self,
-        event_id: Option<Uuid>,
-        subject: &str,
-        headers: serde_json::Value,
-        payload: &Bytes,
-        error: &str,
-        attempts: u32,
-    ) -> Result<Outcome, Duration> {
-        let result = sqlx::query(
-            "INSERT INTO parked_events (consumer, event_id, subject, headers, payload, error, attempts)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (consumer, event_id) DO UPDATE
-               SET error = EXCLUDED.error, attempts = parked_events.attempts + EXCLUDED.attempts,
-                   parked_at = now(), replay_requested = false, replayed_at = NULL",
-        )
-        .bind(&self.spec.name)
-        .bind(event_id)
-        .bind(subject)
-        .bind(headers)
-        .bind(payload.as_ref())
-        .bind(error)
-        .bind(attempts as i32)
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(Outcome::Parked),
-            Err(e) => {
-                tracing::error!(consumer = %self.spec.name, error = %e, "cannot park event; will retry");
-                Err(self.backoff_max)
-            }
-        }
-    }
-
-    /// Tries again every parked event an operator asked to replay.
-    pub async fn replay_requested(&self) -> usize {
-        let rows = sqlx::query(
-            "SELECT id, subject, headers, payload FROM parked_events
-             WHERE consumer = $1 AND replay_requested ORDER BY id LIMIT 100",
-        )
-        .bind(&self.spec.name)
-        .fetch_all(&self.pool)
-        .await
-        .unwrap_or_default();
-        let mut replayed = 0;
-        for row in rows {
-            let (Ok(id), Ok(subject), Ok(headers), Ok(payload)) = (
-                row.try_get::<i64, _>("id"),
-                row.try_get::<String, _>("subject"),
-                row.try_get::<serde_json::Value, _>("headers"),
-                row.try_get::<Vec<u8>, _>("payload"),
-            ) else {
-                continue;
-            };
-            let result =
-                match InboundEvent::from_parts(subject, &json_to_headers(&headers), payload.into())
-                {
-                    Ok(event) => self.apply(&event).await.map(|_| ()),
-                    Err(e) => Err(HandlerError::from(e)),
-                };
-            let update = match &result {
-                Ok(()) => sqlx::query(
-                    "UPDATE parked_events SET replay_requested = false, replayed_at = now() WHERE id = $1",
-                )
-                .bind(id),
-                Err(e) => sqlx::query(
-                    "UPDATE parked_events SET replay_requested = false, attempts = attempts + 1, error = $2 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(e.to_string()),
-            };
-            if let Err(e) = update.execute(&self.pool).await {
-                tracing::warn!(consumer = %self.spec.name, error = %e, "cannot record replay");
-            }
-            if result.is_ok() {
-                replayed += 1;
-                self.metrics
-                    .record_event(&self.spec.name, "replayed", Duration::ZERO);
-            }
-        }
-        replayed
-    }
-
-    async fn update_parked_gauge(&self) {
-        if let Ok(n) = sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM parked_events WHERE consumer = $1 AND replayed_at IS NULL",
-        )
-        .bind(&self.spec.name)
-        .fetch_one(&self.pool)
-        .await
-        {
-            self.metrics.set_parked(&self.spec.name, n);
-        }
-    }
-}
-
-/// Asks running consumers to replay parked events: all of `consumer`'s, or one.
-/// Returns how many rows were marked.
-pub async fn request_replay(
-    pool: &PgPool,
-    consumer: &str,
-    id: Option<i64>,
-) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "UPDATE parked_events SET replay_requested = true
-         WHERE consumer = $1 AND replayed_at IS NULL AND ($2::bigint IS NULL OR id = $2)",
-    )
-    .bind(consumer)
-    .bind(id)
-    .execute(pool)
-    .await?
-    .rows_affected())
-}
-
-/// A parked event, as an operator sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParkedEvent {
-    pub id: i64,
-    pub consumer: String,
-    pub event_id: Option<Uuid>,
-    pub subject: String,
-    pub error: String,
-    pub attempts: i32,
-    pub parked_at: chrono::DateTime<chrono::Utc>,
-    pub replay_requested: bool,
-}
-
-/// Parked events of the pool's schema that were not replayed yet, oldest first.
-pub async fn list_parked(pool: &PgPool) -> Result<Vec<ParkedEvent>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT id, consumer, event_id, subject, error, attempts, parked_at, replay_requested
-         FROM parked_events WHERE replayed_at IS NULL ORDER BY id",
-    )
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(ParkedEvent {
-                id: r.try_get("id")?,
-                consumer: r.try_get("consumer")?,
-                event_id: r.try_get("event_id")?,
-                subject: r.try_get("subject")?,
-                error: r.try_get("error")?,
-                attempts: r.try_get("attempts")?,
-                parked_at: r.try_get("parked_at")?,
-                replay_requested: r.try_get("replay_requested")?,
-            })
-        })
-        .collect()
-}
-
-fn headers_to_json(headers: &async_nats::HeaderMap) -> serde_json::Value {
-    let map: serde_json::Map<String, serde_json::Value> = headers
-        .iter()
-        .filter_map(|(name, values)| {
-            values.first().map(|v| {
-                (
-                    name.to_string(),
-                    serde_json::Value::String(v.as_str().to_string()),
-                )
-            })
-        })
-        .collect();
-    serde_json::Value::Object(map)
-}
-
-fn json_to_headers(value: &serde_json::Value) -> async_nats::HeaderMap {
-    let mut headers = async_nats::HeaderMap::new();
-    if let Some(map) = value.as_object() {
-        for (name, v) in map {
-            if let Some(s) = v.as_str() {
-                headers.insert(name.as_str(), s);
-            }
-        }
-    }
-    headers
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn headers_survive_parking_as_json() {
-        let mut h = async_nats::HeaderMap::new();
-        h.insert("ce-id", "0190");
-        h.insert("Nats-Msg-Id", "0190");
-        let back = json_to_headers(&headers_to_json(&h));
-        assert_eq!(back.get("ce-id").map(|v| v.as_str()), Some("0190"));
-        assert_eq!(back.get("Nats-Msg-Id").map(|v| v.as_str()), Some("0190"));
     }
 }

@@ -4,8 +4,10 @@
 //!   CloudEvents attributes, which travel as NATS headers (binary content
 //!   mode, see `proto/baladiya/events/v1/envelope.proto`), with
 //!   `Nats-Msg-Id` = `ce-id` so JetStream drops republished duplicates.
-//! - [`outbox`] writes events in the same transaction as the state change and
-//!   relays them to JetStream in order.
+//! - [`Emitter`] is a service's one way to write events: its [`Tx`] builds
+//!   each envelope, writes it in the same transaction as the state change,
+//!   and wakes the relay on commit.
+//! - [`outbox`] relays committed events to JetStream in order.
 //! - [`consumer`] applies events exactly once per consumer (inbox table),
 //!   retries with backoff and parks poison events.
 //! - [`StreamSpec`] provisions a domain's stream from code.
@@ -14,6 +16,7 @@
 //! concurrent tests) can share one NATS without seeing each other's events.
 
 pub mod consumer;
+mod emitter;
 pub mod outbox;
 pub mod streams;
 pub mod watermark;
@@ -27,6 +30,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
 use crate::config::EventsConfig;
+
+pub use emitter::{Emitter, Event, Tx};
 
 /// `ce-specversion`.
 pub const SPEC_VERSION: &str = "1.0";

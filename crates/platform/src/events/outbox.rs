@@ -1,10 +1,9 @@
 //! The transactional outbox: a state change and its events commit together,
 //! and a relay publishes committed events to JetStream in order.
 //!
-//! [`enqueue`] inserts the event into the service schema's `outbox` table
-//! inside the caller's transaction; once it commits, the writer calls
-//! [`committed`] to wake this process's relay (see [`crate::wake`] for why
-//! not `NOTIFY`). The [`Relay`] takes a transaction-scoped advisory lock so
+//! A writer's [`super::Tx`] inserts the event into the service schema's
+//! `outbox` table inside its transaction and, once it commits, wakes this
+//! process's relay (see [`crate::wake`] for why not `NOTIFY`). The [`Relay`] takes a transaction-scoped advisory lock so
 //! one replica relays a schema at a time, reads unsent rows in `seq` order,
 //! publishes each with `Nats-Msg-Id` = event id and waits for its ack before
 //! the next, then marks what was stored as sent in the same transaction. A relay
@@ -26,35 +25,8 @@ use super::{EventError, Namespace, OutboundEvent};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::wake::Wake;
 use std::sync::Arc;
-
-fn wake_topic(schema: &str) -> String {
-    format!("outbox.{schema}")
-}
-
-/// Wakes this process's relay of `schema`: call it after a transaction that
-/// enqueued events has committed.
-pub fn committed(schema: &str) {
-    crate::wake::signal(&wake_topic(schema));
-}
-
-tokio::task_local! {
-    /// Set by [`enqueue`] inside [`noting_enqueues`].
-    static ENQUEUED: std::cell::Cell<bool>;
-}
-
-/// Runs `work` and tells whether it [`enqueue`]d an event: a consumer wakes
-/// its schema's relay after a commit only if it did, since a relay woken for
-/// nothing still spends a transaction finding the outbox empty (at a few
-/// events per report, most consumer commits enqueue nothing).
-pub async fn noting_enqueues<F: std::future::Future>(work: F) -> (F::Output, bool) {
-    ENQUEUED
-        .scope(std::cell::Cell::new(false), async {
-            let output = work.await;
-            (output, ENQUEUED.with(std::cell::Cell::get))
-        })
-        .await
-}
 
 /// Takes the outbox fence of the connection's schema (shared, until the
 /// transaction ends) and then reads `clock`: the instant a writer of a stream
@@ -76,11 +48,12 @@ pub async fn fenced_now(
 }
 
 /// Writes `event` to the outbox of the connection's schema, inside the
-/// caller's transaction; call [`committed`] after the commit.
-pub async fn enqueue(conn: &mut PgConnection, event: &OutboundEvent) -> Result<(), EventError> {
-    // Noted before the insert: an insert that fails leaves nothing to relay,
-    // but a wake-up too many is harmless and one too few is not.
-    let _ = ENQUEUED.try_with(|enqueued| enqueued.set(true));
+/// caller's transaction: only through [`super::Tx`], whose commit wakes the
+/// relay.
+pub(super) async fn enqueue(
+    conn: &mut PgConnection,
+    event: &OutboundEvent,
+) -> Result<(), EventError> {
     // The fence (shared) tells the relay's cut to wait for this transaction:
     // see the watermark module.
     sqlx::query(
@@ -200,6 +173,7 @@ pub struct Relay {
     retention_days: u32,
     metrics: Arc<Metrics>,
     watermarks: Option<Watermarks>,
+    woken_by: Wake,
 }
 
 /// How a relay publishes its stream's low watermarks.
@@ -234,10 +208,12 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
-    /// A relay for the schema `pool` is pinned to.
+    /// A relay for the schema `pool` is pinned to, woken by the commits of
+    /// `emitter`'s transactions.
     pub fn new(
         pool: PgPool,
         schema: &str,
+        emitter: &super::Emitter,
         js: jetstream::Context,
         namespace: Namespace,
         config: &crate::config::EventsConfig,
@@ -253,6 +229,7 @@ impl Relay {
             retention_days: config.outbox_retention_days,
             metrics,
             watermarks: None,
+            woken_by: emitter.relay_wake().clone(),
         }
     }
 
@@ -405,7 +382,7 @@ impl Relay {
     /// Relays until `shutdown`, then flushes what is left (bounded by `grace`).
     pub async fn run(self, mut shutdown: Shutdown, grace: Duration) {
         // Subscribed before the first drain, so a commit during it wakes the next.
-        let mut woken = crate::wake::subscribe(&wake_topic(&self.schema));
+        let mut woken = self.woken_by.subscribe();
         let mut failures: u32 = 0;
         let mut rounds: u64 = 0;
         while !shutdown.is_triggered() {
