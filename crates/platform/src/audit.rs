@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
-use tonic::{Request, Response, Status};
+use tonic::Request;
 use uuid::Uuid;
 
 use crate::auth::{CallerIdentity, RpcMethod, caller};
-use crate::error::{ApiError, Violations};
+use crate::error::{ApiError, Reply, Violations, reply};
 use crate::paging::{PageTokens, page_size};
 
 /// The caller and RPC of a state-changing request, taken before the request
@@ -77,8 +77,7 @@ impl Audit {
         .bind(&self.rpc)
         .bind(target)
         .execute(conn)
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(())
     }
 }
@@ -115,7 +114,18 @@ impl baladiya_proto::admin::v1::audit_service_server::AuditService for AuditAdmi
     async fn list_audit_events(
         &self,
         request: Request<baladiya_proto::admin::v1::ListAuditEventsRequest>,
-    ) -> Result<Response<baladiya_proto::admin::v1::ListAuditEventsResponse>, Status> {
+    ) -> Reply<baladiya_proto::admin::v1::ListAuditEventsResponse> {
+        reply(self.audit_events(request).await)
+    }
+}
+
+/// The RPCs' work, in the crate's error type; the trait above converts each
+/// outcome once.
+impl AuditAdmin {
+    async fn audit_events(
+        &self,
+        request: Request<baladiya_proto::admin::v1::ListAuditEventsRequest>,
+    ) -> Result<baladiya_proto::admin::v1::ListAuditEventsResponse, ApiError> {
         use baladiya_proto::admin::v1 as pb;
         caller(&request)?;
         let req = request.into_inner();
@@ -144,7 +154,7 @@ impl baladiya_proto::admin::v1::audit_service_server::AuditService for AuditAdmi
         let limit = v.absorb(page_size(req.page_size));
         v.finish()?;
         let (Some(pool), Some(limit)) = (pool, limit) else {
-            return Err(ApiError::internal(&"checked request lost a field").into());
+            return Err(ApiError::internal(&"checked request lost a field"));
         };
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT id, at, occurred_at, actor, role, partner, municipality, channel, rpc, target
@@ -163,12 +173,11 @@ impl baladiya_proto::admin::v1::audit_service_server::AuditService for AuditAdmi
         .bind(after.map(|(_, id)| id))
         .bind(limit + 1)
         .fetch_all(pool)
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         let (rows, next_page_token) = self
             .tokens
             .keyset_page(rows, limit, &filters, |r| (r.1, r.0));
-        Ok(Response::new(pb::ListAuditEventsResponse {
+        Ok(pb::ListAuditEventsResponse {
             events: rows
                 .into_iter()
                 .map(
@@ -200,6 +209,10 @@ impl baladiya_proto::admin::v1::audit_service_server::AuditService for AuditAdmi
                 )
                 .collect(),
             next_page_token,
-        }))
+        })
     }
 }
+
+/// The RPCs' work, in the crate's error type; the trait above converts each
+/// outcome once.
+impl AuditAdmin {}

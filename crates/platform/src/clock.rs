@@ -201,10 +201,10 @@ impl Manual {
 pub mod admin {
     use super::{Clock, ClockError};
     use crate::auth::{Role, caller};
-    use crate::error::ApiError;
+    use crate::error::{ApiError, Reply, reply};
     use baladiya_proto::admin::v1 as pb;
     use baladiya_proto::convert::{instant, timestamp};
-    use tonic::{Request, Response, Status};
+    use tonic::Request;
 
     /// The gRPC face of a manual [`Clock`].
     #[derive(Debug, Clone)]
@@ -219,8 +219,11 @@ pub mod admin {
         }
     }
 
-    fn moved(e: ClockError) -> Status {
-        ApiError::failed_precondition(e.to_string()).into()
+    /// A clock that cannot move (not manual, or backwards) refuses the call.
+    impl From<ClockError> for ApiError {
+        fn from(e: ClockError) -> Self {
+            ApiError::failed_precondition(e.to_string())
+        }
     }
 
     #[tonic::async_trait]
@@ -228,18 +231,42 @@ pub mod admin {
         async fn get_time(
             &self,
             request: Request<pb::GetTimeRequest>,
-        ) -> Result<Response<pb::GetTimeResponse>, Status> {
-            caller(&request)?;
-            Ok(Response::new(pb::GetTimeResponse {
-                now: Some(timestamp(self.clock.now())),
-                mode: self.clock.mode().into(),
-            }))
+        ) -> Reply<pb::GetTimeResponse> {
+            reply(self.time(request))
         }
 
         async fn set_time(
             &self,
             request: Request<pb::SetTimeRequest>,
-        ) -> Result<Response<pb::SetTimeResponse>, Status> {
+        ) -> Reply<pb::SetTimeResponse> {
+            reply(self.move_to(request).await)
+        }
+
+        async fn advance(
+            &self,
+            request: Request<pb::AdvanceRequest>,
+        ) -> Reply<pb::AdvanceResponse> {
+            reply(self.move_by(request).await)
+        }
+    }
+
+    /// The RPCs' work; the trait above converts each outcome once.
+    impl ClockAdmin {
+        fn time(
+            &self,
+            request: Request<pb::GetTimeRequest>,
+        ) -> Result<pb::GetTimeResponse, ApiError> {
+            caller(&request)?;
+            Ok(pb::GetTimeResponse {
+                now: Some(timestamp(self.clock.now())),
+                mode: self.clock.mode().into(),
+            })
+        }
+
+        async fn move_to(
+            &self,
+            request: Request<pb::SetTimeRequest>,
+        ) -> Result<pb::SetTimeResponse, ApiError> {
             caller(&request)?.require(Role::Admin)?;
             let to = request
                 .get_ref()
@@ -247,17 +274,17 @@ pub mod admin {
                 .as_ref()
                 .and_then(instant)
                 .ok_or_else(|| ApiError::invalid_field("time", "is required"))?;
-            let timers_fired = self.clock.set(to).await.map_err(moved)?;
-            Ok(Response::new(pb::SetTimeResponse {
+            let timers_fired = self.clock.set(to).await?;
+            Ok(pb::SetTimeResponse {
                 now: Some(timestamp(self.clock.now())),
                 timers_fired,
-            }))
+            })
         }
 
-        async fn advance(
+        async fn move_by(
             &self,
             request: Request<pb::AdvanceRequest>,
-        ) -> Result<Response<pb::AdvanceResponse>, Status> {
+        ) -> Result<pb::AdvanceResponse, ApiError> {
             caller(&request)?.require(Role::Admin)?;
             let by = request
                 .get_ref()
@@ -265,11 +292,11 @@ pub mod admin {
                 .and_then(|d| std::time::Duration::try_from(d).ok())
                 .filter(|d| !d.is_zero())
                 .ok_or_else(|| ApiError::invalid_field("by", "must be a positive duration"))?;
-            let timers_fired = self.clock.advance(by).await.map_err(moved)?;
-            Ok(Response::new(pb::AdvanceResponse {
+            let timers_fired = self.clock.advance(by).await?;
+            Ok(pb::AdvanceResponse {
                 now: Some(timestamp(self.clock.now())),
                 timers_fired,
-            }))
+            })
         }
     }
 }

@@ -287,20 +287,9 @@ impl tonic::service::Interceptor for AuthInterceptor {
 
 #[cfg(test)]
 mod tests {
+    use super::tokens::tests::dev_request;
     use super::*;
     use crate::config::AuthConfig;
-
-    /// A dev token request for `role`.
-    fn dev_request(role: Role) -> DevTokenRequest {
-        DevTokenRequest {
-            subject: "tester".into(),
-            role,
-            partner: Some("MOTLS".into()),
-            municipality: None,
-            channel: None,
-            ttl: chrono::Duration::hours(1),
-        }
-    }
 
     #[test]
     fn interceptor_puts_the_caller_in_extensions() {

@@ -371,10 +371,11 @@ pub fn mint_dev_token(config: &AuthConfig, request: &DevTokenRequest) -> Result<
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn dev_request(role: Role) -> DevTokenRequest {
+    /// A dev token request for `role` (the interceptor's tests use it too).
+    pub(in crate::auth) fn dev_request(role: Role) -> DevTokenRequest {
         DevTokenRequest {
             subject: "tester".into(),
             role,
