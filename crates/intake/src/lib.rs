@@ -39,12 +39,11 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use baladiya_platform::app::{
-    BackgroundTask, ServiceContext, ServiceModule, StartError, seed_error,
-};
+use baladiya_platform::app::{BackgroundTask, ServiceContext, ServiceModule, StartError};
 use baladiya_platform::config::{Environment, KeyError, Secret, SectionHandler, ServiceConfig};
 use baladiya_platform::events::{Emitter, StreamSpec, streams};
 use baladiya_platform::grpc::Mounted;
+use baladiya_platform::seed::SeedError;
 use baladiya_proto::intake::v1::intake_service_server::IntakeServiceServer;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -228,13 +227,8 @@ impl ServiceModule for IntakeModule {
         pool: &'a PgPool,
         emitter: &'a Emitter,
         dir: &'a Path,
-    ) -> BoxFuture<'a, Result<Option<String>, StartError>> {
-        Box::pin(async move {
-            seed::load(pool, emitter, dir)
-                .await
-                .map(Some)
-                .map_err(|e| seed_error("intake", dir, e))
-        })
+    ) -> BoxFuture<'a, Result<Option<String>, SeedError>> {
+        Box::pin(async move { seed::load(pool, emitter, dir).await.map(Some) })
     }
     fn start<'a>(
         &'a self,

@@ -34,15 +34,14 @@ pub mod store;
 use std::path::Path;
 use std::time::Duration;
 
-use baladiya_platform::app::{
-    BackgroundTask, ServiceContext, ServiceModule, StartError, seed_error,
-};
+use baladiya_platform::app::{BackgroundTask, ServiceContext, ServiceModule, StartError};
 use baladiya_platform::backdating::{BackdatingBound, DEFAULT_MAX_BACKDATE_SECS};
 use baladiya_platform::config::{
     Environment, KeyError, Secret, SectionHandler, ServiceConfig, hex_bytes,
 };
 use baladiya_platform::events::{Emitter, StreamSpec, streams};
 use baladiya_platform::grpc::Mounted;
+use baladiya_platform::seed::SeedError;
 use baladiya_proto::licensing::v1::licensing_service_server::LicensingServiceServer;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -176,13 +175,8 @@ impl ServiceModule for LicensingModule {
         pool: &'a PgPool,
         emitter: &'a Emitter,
         dir: &'a Path,
-    ) -> BoxFuture<'a, Result<Option<String>, StartError>> {
-        Box::pin(async move {
-            seed::load(pool, emitter, dir)
-                .await
-                .map(Some)
-                .map_err(|e| seed_error("licensing", dir, e))
-        })
+    ) -> BoxFuture<'a, Result<Option<String>, SeedError>> {
+        Box::pin(async move { seed::load(pool, emitter, dir).await.map(Some) })
     }
     fn start<'a>(
         &'a self,

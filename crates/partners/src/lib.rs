@@ -22,11 +22,10 @@ pub mod store;
 
 use std::path::Path;
 
-use baladiya_platform::app::{
-    BackgroundTask, ServiceContext, ServiceModule, StartError, seed_error,
-};
+use baladiya_platform::app::{BackgroundTask, ServiceContext, ServiceModule, StartError};
 use baladiya_platform::events::{Emitter, StreamSpec, streams};
 use baladiya_platform::grpc::Mounted;
+use baladiya_platform::seed::SeedError;
 use baladiya_proto::partners::v1::partner_service_server::PartnerServiceServer;
 use futures::future::BoxFuture;
 use sqlx::PgPool;
@@ -62,13 +61,8 @@ impl ServiceModule for PartnersModule {
         pool: &'a PgPool,
         emitter: &'a Emitter,
         dir: &'a Path,
-    ) -> BoxFuture<'a, Result<Option<String>, StartError>> {
-        Box::pin(async move {
-            seed::load(pool, emitter, dir)
-                .await
-                .map(Some)
-                .map_err(|e| seed_error("partners", dir, e))
-        })
+    ) -> BoxFuture<'a, Result<Option<String>, SeedError>> {
+        Box::pin(async move { seed::load(pool, emitter, dir).await.map(Some) })
     }
     fn start<'a>(
         &'a self,

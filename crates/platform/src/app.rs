@@ -28,6 +28,7 @@ use crate::events::{Emitter, EventError, Namespace, StreamSpec};
 use crate::grpc::{self, Mounted};
 use crate::http::{self, Readiness};
 use crate::metrics::Metrics;
+use crate::seed::SeedError;
 use crate::shutdown::{self, Shutdown};
 
 /// A task that runs until the background shutdown signal.
@@ -65,7 +66,7 @@ pub trait ServiceModule: Send + Sync + 'static {
         _pool: &'a PgPool,
         _emitter: &'a Emitter,
         _dir: &'a std::path::Path,
-    ) -> BoxFuture<'a, Result<Option<String>, StartError>> {
+    ) -> BoxFuture<'a, Result<Option<String>, SeedError>> {
         Box::pin(async { Ok(None) })
     }
     /// Mounts the gRPC service(s) (protected with [`ServiceContext::protect`],
@@ -278,16 +279,12 @@ pub async fn migrate_all(
     Ok(())
 }
 
-/// The error a module's seed loader reports.
-pub fn seed_error(
-    service: &'static str,
-    dir: &std::path::Path,
-    reason: impl std::fmt::Display,
-) -> StartError {
+/// A module's seed failure, naming the module and the directory.
+fn seed_failed(module: &dyn ServiceModule, dir: &std::path::Path, e: SeedError) -> StartError {
     StartError::Seed {
-        service,
+        service: module.name(),
         dir: dir.display().to_string(),
-        reason: reason.to_string(),
+        reason: e.to_string(),
     }
 }
 
@@ -316,7 +313,8 @@ pub async fn seed_all(
         // No relay runs here: what the seed emits is published by the next
         // `baladiya run`.
         let emitter = Emitter::new(module.name(), clock.clone());
-        if let Some(summary) = module.seed(&pool, &emitter, dir).await? {
+        let seeded = module.seed(&pool, &emitter, dir).await;
+        if let Some(summary) = seeded.map_err(|e| seed_failed(module.as_ref(), dir, e))? {
             tracing::info!(service = module.name(), "{summary}");
         }
         pool.close().await;
@@ -400,15 +398,13 @@ pub async fn run(
             auth: auth.clone(),
             background: background.clone(),
         };
+        let seed_dir = std::path::Path::new(&config.seed.dir);
         if config.seed.on_start
-            && std::path::Path::new(&config.seed.dir).is_dir()
+            && seed_dir.is_dir()
             && let Some(summary) = module
-                .seed(
-                    &ctx.pool,
-                    &ctx.emitter,
-                    std::path::Path::new(&config.seed.dir),
-                )
-                .await?
+                .seed(&ctx.pool, &ctx.emitter, seed_dir)
+                .await
+                .map_err(|e| seed_failed(module.as_ref(), seed_dir, e))?
         {
             tracing::info!(service = module.name(), "{summary}");
         }
