@@ -14,7 +14,7 @@ CARGO ?= cargo
 
 ## Run the whole platform in one process against real NATS and PostgreSQL.
 dev: build
-	@eval "$$($(DEVENV) up)"; \
+	@devenv="$$($(DEVENV) up)" || { echo "make: PostgreSQL and NATS could not be found or started; the devenv lines above say why" >&2; exit 1; }; eval "$$devenv"; \
 	echo "Baladiya: gRPC on 127.0.0.1:50051 (reflection on), HTTP on 127.0.0.1:8080 (/metrics /healthz /readyz /dashboard)"; \
 	echo "  PostgreSQL: $$BALADIYA__DATABASE__URL"; \
 	echo "  NATS:       $$BALADIYA__NATS__URL"; \
@@ -28,7 +28,7 @@ dev: build
 ## PostgreSQL: the cargo tests, then the outside-in suite (tests/python).
 test: lint deploy-check
 	$(CARGO) build --locked --workspace --tests --bins
-	@eval "$$($(DEVENV) up)"; \
+	@devenv="$$($(DEVENV) up)" || { echo "make: PostgreSQL and NATS could not be found or started; the devenv lines above say why" >&2; exit 1; }; eval "$$devenv"; \
 	export BALADIYA_TEST_NATS_SERVER="$$($(DEVENV) nats-binary)"; \
 	export BALADIYA_TEST_CHROMIUM="$$($(DEVENV) browser)"; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
@@ -43,7 +43,7 @@ test: lint deploy-check
 ## with it, the analyst example and the published events against the built
 ## binary. Tools from `devenv.py outside-in-tools` (.venv, .dev/npm).
 OUTSIDE_IN = @tools="$$($(DEVENV) outside-in-tools)"; \
-	eval "$$($(DEVENV) up)"; \
+	devenv="$$($(DEVENV) up)" || { echo "make: PostgreSQL and NATS could not be found or started; the devenv lines above say why" >&2; exit 1; }; eval "$$devenv"; \
 	BALADIYA_OUTSIDE_IN_TOOLS="$$tools" .venv/bin/python -m pytest -q -p no:cacheprovider tests/python
 
 ## The outside-in suite alone (OUTSIDE_IN above), after building the binary.
@@ -60,7 +60,7 @@ asyncapi:
 ## table printed (make test runs the short form: 3 s, 2 callers).
 faults: build
 	$(CARGO) build --locked -p baladiya-tests --tests
-	@eval "$$($(DEVENV) up)"; \
+	@devenv="$$($(DEVENV) up)" || { echo "make: PostgreSQL and NATS could not be found or started; the devenv lines above say why" >&2; exit 1; }; eval "$$devenv"; \
 	export BALADIYA_TEST_NATS_SERVER="$$($(DEVENV) nats-binary)"; \
 	BALADIYA_FAULT_OUTAGE_SECS=30 BALADIYA_FAULT_CALLERS=8 \
 	  $(CARGO) nextest run --locked -p baladiya-tests --no-capture faults_it
@@ -69,7 +69,7 @@ faults: build
 ## written to bench/results/<date>.json. Asserts nothing about speed.
 bench:
 	$(CARGO) build --locked --release --bin baladiya --bin baladiya-bench
-	@eval "$$($(DEVENV) up)"; \
+	@devenv="$$($(DEVENV) up)" || { echo "make: PostgreSQL and NATS could not be found or started; the devenv lines above say why" >&2; exit 1; }; eval "$$devenv"; \
 	./target/release/baladiya-bench --baladiya target/release/baladiya $(BENCH_ARGS)
 
 ## The crate dependency rules (scripts/check_crate_deps.py), fmt, clippy -D

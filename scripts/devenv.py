@@ -32,6 +32,7 @@ has nothing but Python, pip and the Rust toolchain.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import pwd
@@ -40,6 +41,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -322,6 +324,46 @@ def as_postgres_user():
     return demote, user
 
 
+def traversable_by_others(path: Path) -> bool:
+    """Whether a user other than the owner (PostgreSQL's `nobody`) can reach
+    `path`: every directory on the way must let others through."""
+    p = path.resolve()
+    for d in [p, *p.parents]:
+        try:
+            if not d.stat().st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def pg_home(dev: Path, bindir: Path) -> tuple[Path, Path]:
+    """Where the private server's data, sockets and log live, and the bin
+    directory it runs from. Unprivileged: under `dev`, from `bindir`. As root,
+    PostgreSQL runs as `nobody`, who may not be able to enter the checkout (a
+    clone in /root): then everything it touches moves to a directory of its
+    own under the system's temporary directory, the installation copied once."""
+    if os.geteuid() != 0 or (traversable_by_others(dev) and traversable_by_others(bindir)):
+        return dev, bindir
+    digest = hashlib.sha256(str(dev.resolve()).encode()).hexdigest()[:16]
+    home = Path(tempfile.gettempdir()) / f"baladiya-pg-{digest}"
+    home.mkdir(mode=0o755, exist_ok=True)
+    os.chmod(home, 0o755)
+    if traversable_by_others(bindir):
+        return home, bindir
+    install = home / "pginstall"
+    if not (install / "bin" / "postgres").exists():
+        log(f"PostgreSQL: {bindir} is out of reach of the nobody user; copying it to {install}")
+        shutil.rmtree(install, ignore_errors=True)
+        shutil.copytree(bindir.parent, install, symlinks=True)
+        for root, dirs, files in os.walk(install):
+            for name in dirs + files:
+                path = Path(root) / name
+                if not path.is_symlink():
+                    os.chmod(path, path.stat().st_mode | 0o005)
+    return home, install / "bin"
+
+
 def ensure_postgres(dev: Path, port: int, state: dict) -> str:
     if os.environ.get("BALADIYA__DATABASE__URL"):
         log("PostgreSQL: using BALADIYA__DATABASE__URL")
@@ -332,19 +374,21 @@ def ensure_postgres(dev: Path, port: int, state: dict) -> str:
         return f"postgres://postgres@127.0.0.1:{port}/baladiya"
     if found is not None:
         log(f"PostgreSQL: 127.0.0.1:{port} answers but is unusable ({found}); need {MIN_PG}+ with trust auth")
-    data = dev / "pg"
+    data = Path(state.get("pg_data", dev / "pg"))
     if pid_alive(data / "postmaster.pid") and state.get("pg_port"):
         if isinstance(probe_postgres("127.0.0.1", state["pg_port"]), int):
             log(f"PostgreSQL: reusing private server on 127.0.0.1:{state['pg_port']}")
             return f"postgres://postgres@127.0.0.1:{state['pg_port']}/baladiya"
-    bindir = pg_bindir()
+    dev.mkdir(parents=True, exist_ok=True)
+    home, bindir = pg_home(dev, pg_bindir())
+    data = home / "pg"
     demote, user = as_postgres_user()
     private_port = port if port_free(port) else free_port(port + 1)
-    sockets = dev / "pgsock"
-    for d in (dev, sockets):
+    sockets = home / "pgsock"
+    for d in (home, sockets):
         d.mkdir(parents=True, exist_ok=True)
     if user:
-        for d in (dev, sockets):
+        for d in (home, sockets):
             os.chmod(d, 0o755)
         os.chown(sockets, user.pw_uid, user.pw_gid)
     if not (data / "PG_VERSION").exists():
@@ -357,9 +401,10 @@ def ensure_postgres(dev: Path, port: int, state: dict) -> str:
             [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
              "--encoding=UTF8", "--locale=C"],
             check=True, stdout=subprocess.DEVNULL, stderr=sys.stderr, preexec_fn=demote,
+            cwd=home,
         )
     log(f"PostgreSQL: starting private server on 127.0.0.1:{private_port}")
-    logfile = dev / "pg.log"
+    logfile = home / "pg.log"
     logfile.touch()
     if user:
         os.chown(logfile, user.pw_uid, user.pw_gid)
@@ -367,11 +412,12 @@ def ensure_postgres(dev: Path, port: int, state: dict) -> str:
         [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(logfile), "-w", "-t", "60", "start",
          "-o", f"-p {private_port} -c listen_addresses=127.0.0.1 -k {sockets} -c max_connections=300 -c fsync=off"],
         check=True, stdout=subprocess.DEVNULL, stderr=sys.stderr, preexec_fn=demote,
-        start_new_session=True,
+        start_new_session=True, cwd=home,
     )
     wait_for(lambda: isinstance(probe_postgres("127.0.0.1", private_port), int), "PostgreSQL")
     state["pg_port"] = private_port
     state["pg_bindir"] = str(bindir)
+    state["pg_data"] = str(data)
     return f"postgres://postgres@127.0.0.1:{private_port}/baladiya"
 
 
@@ -396,12 +442,12 @@ def cmd_down(args) -> None:
     if pid:
         os.kill(pid, 15)
         log(f"stopped private nats-server (pid {pid})")
-    data = dev / "pg"
+    data = Path(state.get("pg_data", dev / "pg"))
     if pid_alive(data / "postmaster.pid") and state.get("pg_bindir"):
         demote, _ = as_postgres_user()
         subprocess.run(
             [str(Path(state["pg_bindir"]) / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-            check=False, stdout=subprocess.DEVNULL, preexec_fn=demote,
+            check=False, stdout=subprocess.DEVNULL, preexec_fn=demote, cwd=data.parent,
         )
         log("stopped private PostgreSQL")
 

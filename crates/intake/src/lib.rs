@@ -35,7 +35,6 @@ pub mod store;
 pub use error::IntakeError;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -43,7 +42,7 @@ use baladiya_platform::app::{BackgroundTask, ServiceContext, ServiceModule, Star
 use baladiya_platform::config::{Environment, KeyError, Secret, SectionHandler, ServiceConfig};
 use baladiya_platform::events::{Emitter, StreamSpec, streams};
 use baladiya_platform::grpc::Mounted;
-use baladiya_platform::seed::SeedError;
+use baladiya_platform::seed::{SeedError, SeedFiles};
 use baladiya_proto::intake::v1::intake_service_server::IntakeServiceServer;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -226,9 +225,9 @@ impl ServiceModule for IntakeModule {
         &'a self,
         pool: &'a PgPool,
         emitter: &'a Emitter,
-        dir: &'a Path,
+        files: &'a SeedFiles,
     ) -> BoxFuture<'a, Result<Option<String>, SeedError>> {
-        Box::pin(async move { seed::load(pool, emitter, dir).await.map(Some) })
+        Box::pin(async move { seed::load(pool, emitter, files).await.map(Some) })
     }
     fn start<'a>(
         &'a self,

@@ -1,21 +1,26 @@
-//! Seed data from editable TOML files under `<seed dir>/intake/`:
+//! Seed data from the TOML files `intake/categories.toml` and
+//! `intake/service_areas.toml` (shipped in the binary from `deploy/seed/`,
+//! each replaced by `seed.dir`'s where it has one):
 //! `categories.toml` (the catalogue and the urgent keywords) and
 //! `service_areas.toml` (each municipality's polygon and tracking prefix).
 //! Only missing records are added ([`commands::add_missing_catalogue`]), so
 //! operators' edits survive restarts.
 
-use std::path::Path;
-
 use baladiya_platform::error::Violations;
 use baladiya_platform::events::Emitter;
 use baladiya_platform::geo::ServiceArea;
-use baladiya_platform::seed::{SeedError, read_toml};
+use baladiya_platform::seed::{SeedError, SeedFiles};
 use serde::Deserialize;
 use sqlx::PgPool;
 
 use crate::commands;
 use crate::domain::Category;
 use crate::error::IntakeError;
+
+const CATEGORIES: &str = "intake/categories.toml";
+const SHIPPED_CATEGORIES: &str = include_str!("../../../deploy/seed/intake/categories.toml");
+const SERVICE_AREAS: &str = "intake/service_areas.toml";
+const SHIPPED_SERVICE_AREAS: &str = include_str!("../../../deploy/seed/intake/service_areas.toml");
 
 #[derive(Debug, Deserialize)]
 struct CategoriesFile {
@@ -32,12 +37,15 @@ struct AreasFile {
 }
 
 /// Adds missing categories, keywords and service areas.
-pub async fn load(pool: &PgPool, emitter: &Emitter, seed_dir: &Path) -> Result<String, SeedError> {
-    let dir = seed_dir.join("intake");
-    let categories_path = dir.join("categories.toml");
-    let areas_path = dir.join("service_areas.toml");
-    let categories: CategoriesFile = read_toml(&categories_path)?;
-    let areas: AreasFile = read_toml(&areas_path)?;
+pub async fn load(
+    pool: &PgPool,
+    emitter: &Emitter,
+    files: &SeedFiles,
+) -> Result<String, SeedError> {
+    let categories_path = files.path(CATEGORIES);
+    let areas_path = files.path(SERVICE_AREAS);
+    let categories: CategoriesFile = files.read_toml(CATEGORIES, SHIPPED_CATEGORIES)?;
+    let areas: AreasFile = files.read_toml(SERVICE_AREAS, SHIPPED_SERVICE_AREAS)?;
     for (i, c) in categories.category.iter().enumerate() {
         let mut v = Violations::new();
         c.check("", &mut v);
@@ -77,14 +85,15 @@ pub async fn load(pool: &PgPool, emitter: &Emitter, seed_dir: &Path) -> Result<S
     .await
     .map_err(|e| match e {
         IntakeError::Db(e) => SeedError::Db(e),
-        other => SeedError::refused(&dir, "the catalogue", other.into()),
+        other => SeedError::refused(&categories_path, "the catalogue", other.into()),
     })?;
     tx.commit().await?;
     Ok(format!(
-        "seeded {} categories, {} urgent keywords, {} service areas from {}",
+        "seeded {} categories, {} urgent keywords, {} service areas from {} and {}",
         added.categories,
         added.keywords,
         added.areas,
-        dir.display()
+        categories_path.display(),
+        areas_path.display()
     ))
 }

@@ -31,7 +31,6 @@ pub mod error;
 pub mod seed;
 pub mod store;
 
-use std::path::Path;
 use std::time::Duration;
 
 use baladiya_platform::app::{BackgroundTask, ServiceContext, ServiceModule, StartError};
@@ -41,7 +40,7 @@ use baladiya_platform::config::{
 };
 use baladiya_platform::events::{Emitter, StreamSpec, streams};
 use baladiya_platform::grpc::Mounted;
-use baladiya_platform::seed::SeedError;
+use baladiya_platform::seed::{SeedError, SeedFiles};
 use baladiya_proto::licensing::v1::licensing_service_server::LicensingServiceServer;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -174,9 +173,9 @@ impl ServiceModule for LicensingModule {
         &'a self,
         pool: &'a PgPool,
         emitter: &'a Emitter,
-        dir: &'a Path,
+        files: &'a SeedFiles,
     ) -> BoxFuture<'a, Result<Option<String>, SeedError>> {
-        Box::pin(async move { seed::load(pool, emitter, dir).await.map(Some) })
+        Box::pin(async move { seed::load(pool, emitter, files).await.map(Some) })
     }
     fn start<'a>(
         &'a self,

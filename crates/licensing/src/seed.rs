@@ -1,4 +1,5 @@
-//! License types as editable seed data (`<seed dir>/licensing/license_types.toml`);
+//! License types as seed data (`licensing/license_types.toml`, shipped in the
+//! binary from `deploy/seed/`, replaced by `seed.dir`'s where it has one);
 //! only missing codes are added, so operators' later edits survive restarts.
 //! Every type is checked before any is written, and each is added through
 //! [`commands::add_license_type`] in one transaction.
@@ -6,13 +7,17 @@
 use std::path::Path;
 
 use baladiya_platform::events::Emitter;
-use baladiya_platform::seed::{SeedError, read_toml};
+use baladiya_platform::seed::{SeedError, SeedFiles};
 use serde::Deserialize;
 use sqlx::PgPool;
 
 use crate::commands;
 use crate::domain::LicenseType;
 use crate::error::LicensingError;
+
+const LICENSE_TYPES: &str = "licensing/license_types.toml";
+const SHIPPED_LICENSE_TYPES: &str =
+    include_str!("../../../deploy/seed/licensing/license_types.toml");
 
 #[derive(Debug, Deserialize)]
 struct TypesFile {
@@ -21,9 +26,13 @@ struct TypesFile {
 }
 
 /// Adds missing license types.
-pub async fn load(pool: &PgPool, emitter: &Emitter, seed_dir: &Path) -> Result<String, SeedError> {
-    let path = seed_dir.join("licensing").join("license_types.toml");
-    let file: TypesFile = read_toml(&path)?;
+pub async fn load(
+    pool: &PgPool,
+    emitter: &Emitter,
+    files: &SeedFiles,
+) -> Result<String, SeedError> {
+    let path = files.path(LICENSE_TYPES);
+    let file: TypesFile = files.read_toml(LICENSE_TYPES, SHIPPED_LICENSE_TYPES)?;
     let problems: Vec<String> = file
         .license_type
         .iter()

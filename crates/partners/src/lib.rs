@@ -20,12 +20,10 @@ pub mod error;
 pub mod seed;
 pub mod store;
 
-use std::path::Path;
-
 use baladiya_platform::app::{BackgroundTask, ServiceContext, ServiceModule, StartError};
 use baladiya_platform::events::{Emitter, StreamSpec, streams};
 use baladiya_platform::grpc::Mounted;
-use baladiya_platform::seed::SeedError;
+use baladiya_platform::seed::{SeedError, SeedFiles};
 use baladiya_proto::partners::v1::partner_service_server::PartnerServiceServer;
 use futures::future::BoxFuture;
 use sqlx::PgPool;
@@ -60,9 +58,9 @@ impl ServiceModule for PartnersModule {
         &'a self,
         pool: &'a PgPool,
         emitter: &'a Emitter,
-        dir: &'a Path,
+        files: &'a SeedFiles,
     ) -> BoxFuture<'a, Result<Option<String>, SeedError>> {
-        Box::pin(async move { seed::load(pool, emitter, dir).await.map(Some) })
+        Box::pin(async move { seed::load(pool, emitter, files).await.map(Some) })
     }
     fn start<'a>(
         &'a self,

@@ -1,5 +1,6 @@
-//! Seed data from editable TOML files under `<seed dir>/partners/`:
-//! `calendars.toml`, `partners.toml`, `agreements.toml`. Only what is missing
+//! Seed data from the TOML files `partners/calendars.toml`, `partners.toml` and
+//! `agreements.toml` (shipped in the binary from `deploy/seed/`, each replaced
+//! by `seed.dir`'s where it has one). Only what is missing
 //! is added (a calendar or partner by id, an agreement for a partner with none),
 //! so operators' later edits survive restarts. Everything goes through the same
 //! operations and validation as the API, in one transaction.
@@ -8,7 +9,7 @@ use std::path::Path;
 
 use baladiya_platform::error::Violations;
 use baladiya_platform::events::Emitter;
-use baladiya_platform::seed::{SeedError, read_toml};
+use baladiya_platform::seed::{SeedError, SeedFiles};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -43,9 +44,12 @@ struct AgreementsFile {
     agreement: Vec<SeedAgreement>,
 }
 
-fn read<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<T, SeedError> {
-    read_toml(&dir.join(name))
-}
+const CALENDARS: &str = "partners/calendars.toml";
+const PARTNERS: &str = "partners/partners.toml";
+const AGREEMENTS: &str = "partners/agreements.toml";
+const SHIPPED_CALENDARS: &str = include_str!("../../../deploy/seed/partners/calendars.toml");
+const SHIPPED_PARTNERS: &str = include_str!("../../../deploy/seed/partners/partners.toml");
+const SHIPPED_AGREEMENTS: &str = include_str!("../../../deploy/seed/partners/agreements.toml");
 
 /// A command's failure on `what` in `file`: the database's as it is, a
 /// refusal with its fields.
@@ -60,14 +64,17 @@ fn in_file(file: &Path, what: &str) -> impl Fn(PartnersError) -> SeedError {
 }
 
 /// Adds missing seed records; returns what was added.
-pub async fn load(pool: &PgPool, emitter: &Emitter, seed_dir: &Path) -> Result<String, SeedError> {
-    let dir = seed_dir.join("partners");
-    let calendars: CalendarsFile = read(&dir, "calendars.toml")?;
-    let partners: PartnersFile = read(&dir, "partners.toml")?;
-    let agreements: AgreementsFile = read(&dir, "agreements.toml")?;
+pub async fn load(
+    pool: &PgPool,
+    emitter: &Emitter,
+    files: &SeedFiles,
+) -> Result<String, SeedError> {
+    let calendars: CalendarsFile = files.read_toml(CALENDARS, SHIPPED_CALENDARS)?;
+    let partners: PartnersFile = files.read_toml(PARTNERS, SHIPPED_PARTNERS)?;
+    let agreements: AgreementsFile = files.read_toml(AGREEMENTS, SHIPPED_AGREEMENTS)?;
     let mut tx = emitter.begin(pool).await?;
     let (mut c, mut p, mut a) = (0, 0, 0);
-    let file = dir.join("calendars.toml");
+    let file = files.path(CALENDARS);
     for record in &calendars.calendar {
         if store::calendar(&mut tx, &record.id).await?.is_none() {
             commands::upsert_calendar(&mut tx, record, "seeded", Violations::new())
@@ -76,7 +83,7 @@ pub async fn load(pool: &PgPool, emitter: &Emitter, seed_dir: &Path) -> Result<S
             c += 1;
         }
     }
-    let file = dir.join("partners.toml");
+    let file = files.path(PARTNERS);
     for partner in &partners.partner {
         if store::partner(&mut tx, &partner.code).await?.is_none() {
             commands::upsert_partner(&mut tx, partner, Violations::new())
@@ -85,7 +92,7 @@ pub async fn load(pool: &PgPool, emitter: &Emitter, seed_dir: &Path) -> Result<S
             p += 1;
         }
     }
-    let file = dir.join("agreements.toml");
+    let file = files.path(AGREEMENTS);
     for seed in &agreements.agreement {
         if store::agreements(&mut tx, &seed.partner_code)
             .await?
@@ -109,14 +116,15 @@ pub async fn load(pool: &PgPool, emitter: &Emitter, seed_dir: &Path) -> Result<S
     }
     tx.commit().await?;
     Ok(format!(
-        "seeded {c} calendar(s), {p} partner(s), {a} agreement(s) from {}",
-        dir.display()
+        "seeded {c} calendar(s), {p} partner(s), {a} agreement(s) from {}, {} and {}",
+        files.path(CALENDARS).display(),
+        files.path(PARTNERS).display(),
+        files.path(AGREEMENTS).display()
     ))
 }
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
     use std::time::Duration;
 
     use chrono::{NaiveDateTime, TimeZone};
@@ -124,8 +132,9 @@ mod tests {
     use super::*;
 
     fn shipped() -> Vec<CalendarRecord> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/seed/partners");
-        let file: CalendarsFile = read(&dir, "calendars.toml").expect("seed calendars");
+        let file: CalendarsFile = SeedFiles::shipped()
+            .read_toml(CALENDARS, SHIPPED_CALENDARS)
+            .expect("seed calendars");
         file.calendar
     }
 

@@ -28,7 +28,7 @@ use crate::events::{Emitter, EventError, Namespace, StreamSpec};
 use crate::grpc::{self, Mounted};
 use crate::http::{self, Readiness};
 use crate::metrics::Metrics;
-use crate::seed::SeedError;
+use crate::seed::{SeedError, SeedFiles};
 use crate::shutdown::{self, Shutdown};
 
 /// A task that runs until the background shutdown signal.
@@ -58,14 +58,14 @@ pub trait ServiceModule: Send + Sync + 'static {
     fn config_section(&self) -> Option<crate::config::SectionHandler> {
         None
     }
-    /// Adds the service's seed data from `dir` where it is missing, writing
+    /// Adds the service's seed data from `files` where it is missing, writing
     /// through `emitter` as the API does; returns a summary line. Services
     /// without seed data keep this default.
     fn seed<'a>(
         &'a self,
         _pool: &'a PgPool,
         _emitter: &'a Emitter,
-        _dir: &'a std::path::Path,
+        _files: &'a SeedFiles,
     ) -> BoxFuture<'a, Result<Option<String>, SeedError>> {
         Box::pin(async { Ok(None) })
     }
@@ -100,10 +100,9 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("seeding {service} from {dir}: {reason}")]
+    #[error("seeding {service}: {reason}")]
     Seed {
         service: &'static str,
-        dir: String,
         reason: String,
     },
     #[error("gRPC server failed: {0}")]
@@ -279,42 +278,30 @@ pub async fn migrate_all(
     Ok(())
 }
 
-/// A module's seed failure, naming the module and the directory.
-fn seed_failed(module: &dyn ServiceModule, dir: &std::path::Path, e: SeedError) -> StartError {
+/// A module's seed failure, naming the module (the error names the file).
+fn seed_failed(module: &dyn ServiceModule, e: SeedError) -> StartError {
     StartError::Seed {
         service: module.name(),
-        dir: dir.display().to_string(),
         reason: e.to_string(),
     }
 }
 
 /// Loads every module's seed data (the `baladiya seed` command, and start-up
-/// when `seed.on_start`). A missing directory is an error only when `required`.
+/// when `seed.on_start`): the shipped seed, with `seed.dir`'s files in place
+/// of the shipped ones where it has them.
 pub async fn seed_all(
     config: &Config,
     modules: &[Arc<dyn ServiceModule>],
     clock: &Clock,
-    required: bool,
 ) -> Result<(), StartError> {
-    let dir = std::path::Path::new(&config.seed.dir);
-    if !dir.is_dir() {
-        if required {
-            return Err(StartError::Seed {
-                service: "all",
-                dir: config.seed.dir.clone(),
-                reason: "no such directory".into(),
-            });
-        }
-        tracing::info!(dir = %config.seed.dir, "no seed directory; nothing seeded");
-        return Ok(());
-    }
+    let files = SeedFiles::from_config(&config.seed);
     for module in modules {
         let pool = db::schema_pool(&config.database, module.schema())?;
         // No relay runs here: what the seed emits is published by the next
         // `baladiya run`.
         let emitter = Emitter::new(module.name(), clock.clone());
-        let seeded = module.seed(&pool, &emitter, dir).await;
-        if let Some(summary) = seeded.map_err(|e| seed_failed(module.as_ref(), dir, e))? {
+        let seeded = module.seed(&pool, &emitter, &files).await;
+        if let Some(summary) = seeded.map_err(|e| seed_failed(module.as_ref(), e))? {
             tracing::info!(service = module.name(), "{summary}");
         }
         pool.close().await;
@@ -345,6 +332,7 @@ pub async fn run(
     let namespace = Namespace::new(&config.events.namespace);
     let (background_trigger, background) = shutdown::channel();
     let grace = config.server.shutdown_grace();
+    let seed_files = SeedFiles::from_config(&config.seed);
 
     let mut mounted = Mounted::default();
     let mut tasks: Vec<BackgroundTask> = Vec::new();
@@ -398,13 +386,11 @@ pub async fn run(
             auth: auth.clone(),
             background: background.clone(),
         };
-        let seed_dir = std::path::Path::new(&config.seed.dir);
         if config.seed.on_start
-            && seed_dir.is_dir()
             && let Some(summary) = module
-                .seed(&ctx.pool, &ctx.emitter, seed_dir)
+                .seed(&ctx.pool, &ctx.emitter, &seed_files)
                 .await
-                .map_err(|e| seed_failed(module.as_ref(), seed_dir, e))?
+                .map_err(|e| seed_failed(module.as_ref(), e))?
         {
             tracing::info!(service = module.name(), "{summary}");
         }

@@ -27,7 +27,6 @@ pub mod store;
 
 pub use error::RoutingError;
 
-use std::path::Path;
 use std::time::Duration;
 
 use baladiya_platform::app::{BackgroundTask, ServiceContext, ServiceModule, StartError};
@@ -35,7 +34,7 @@ use baladiya_platform::backdating::{BackdatingBound, DEFAULT_MAX_BACKDATE_SECS};
 use baladiya_platform::config::{Environment, KeyError, SectionHandler, ServiceConfig};
 use baladiya_platform::events::{Emitter, StreamSpec, streams};
 use baladiya_platform::grpc::Mounted;
-use baladiya_platform::seed::SeedError;
+use baladiya_platform::seed::{SeedError, SeedFiles};
 use baladiya_proto::routing::v1::routing_service_server::RoutingServiceServer;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -172,9 +171,9 @@ impl ServiceModule for RoutingModule {
         &'a self,
         pool: &'a PgPool,
         emitter: &'a Emitter,
-        dir: &'a Path,
+        files: &'a SeedFiles,
     ) -> BoxFuture<'a, Result<Option<String>, SeedError>> {
-        Box::pin(async move { seed::load(pool, emitter, dir).await.map(Some) })
+        Box::pin(async move { seed::load(pool, emitter, files).await.map(Some) })
     }
     fn start<'a>(
         &'a self,

@@ -1,11 +1,12 @@
-//! Routing rules as editable seed data (`<seed dir>/routing/rules.toml`). Each
+//! Routing rules as seed data (`routing/rules.toml`, shipped in the binary from
+//! `deploy/seed/`, replaced by `seed.dir`'s where it has one). Each
 //! seeded rule has a key; a rule whose key was ever seeded is not added again,
 //! so operators' edits and deletions survive restarts.
 
 use std::path::Path;
 
 use baladiya_platform::events::Emitter;
-use baladiya_platform::seed::{SeedError, read_toml};
+use baladiya_platform::seed::{SeedError, SeedFiles};
 use serde::Deserialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -27,6 +28,9 @@ struct SeedRule {
     description: String,
 }
 
+const RULES: &str = "routing/rules.toml";
+const SHIPPED_RULES: &str = include_str!("../../../deploy/seed/routing/rules.toml");
+
 #[derive(Debug, Deserialize)]
 struct RulesFile {
     #[serde(default)]
@@ -34,9 +38,13 @@ struct RulesFile {
 }
 
 /// Adds rules whose keys were never seeded.
-pub async fn load(pool: &PgPool, emitter: &Emitter, seed_dir: &Path) -> Result<String, SeedError> {
-    let path = seed_dir.join("routing").join("rules.toml");
-    let file: RulesFile = read_toml(&path)?;
+pub async fn load(
+    pool: &PgPool,
+    emitter: &Emitter,
+    files: &SeedFiles,
+) -> Result<String, SeedError> {
+    let path = files.path(RULES);
+    let file: RulesFile = files.read_toml(RULES, SHIPPED_RULES)?;
     if !file.rule.iter().any(|r| {
         r.category_code.is_none() && r.category_group.is_none() && r.municipality_code.is_none()
     }) {

@@ -48,7 +48,8 @@ enum Command {
         #[arg(long, default_value = "all")]
         services: String,
     },
-    /// Apply migrations, then add missing seed data from seed.dir.
+    /// Apply migrations, then add missing seed data (the shipped seed, with
+    /// seed.dir's files in place of the shipped ones where it has them).
     Seed {
         #[arg(long, default_value = "all")]
         services: String,
@@ -457,7 +458,7 @@ async fn serve_command(
         Command::Seed { .. } => {
             app::migrate_all(&config, &modules).await?;
             let clock = app::clock_from_config(&config.clock)?;
-            app::seed_all(&config, &modules, &clock, true).await?;
+            app::seed_all(&config, &modules, &clock).await?;
         }
         Command::Events {
             action: EventsAction::Parked { .. },

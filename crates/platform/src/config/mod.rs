@@ -309,6 +309,24 @@ mod tests {
     }
 
     #[test]
+    fn a_seed_directory_that_does_not_exist_is_refused_by_name() {
+        let missing = std::env::temp_dir().join(format!("no-seed-{}", uuid::Uuid::now_v7()));
+        let e = Config::load(
+            None,
+            &env(&[("BALADIYA__SEED__DIR", missing.to_str().expect("utf-8"))]),
+        )
+        .expect_err("a missing seed directory");
+        assert!(e.to_string().contains("seed.dir"), "{e}");
+        let here = std::env::temp_dir();
+        let c = Config::load(
+            None,
+            &env(&[("BALADIYA__SEED__DIR", here.to_str().expect("utf-8"))]),
+        )
+        .expect("an existing directory");
+        assert_eq!(c.seed.dir, here.display().to_string());
+    }
+
+    #[test]
     fn file_overrides_defaults_and_env_overrides_file() {
         let path = write_temp(
             "[server]\ngrpc_addr = \"127.0.0.1:7000\"\nhttp_addr = \"127.0.0.1:7001\"\n[events]\noutbox_batch = 10\n",

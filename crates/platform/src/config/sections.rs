@@ -14,7 +14,10 @@ use super::{Secret, hex_bytes};
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SeedConfig {
-    /// Directory of seed files; relative paths are from the working directory.
+    /// A directory of seed files, each replacing the shipped file of the same
+    /// path (`partners/calendars.toml`, ...); empty: the shipped seed only,
+    /// which the binary carries. Relative paths are from the working
+    /// directory; a directory that does not exist is refused at start.
     pub dir: String,
     /// Load seed data at start: only what is missing is added, so operators'
     /// edits are never overwritten.
@@ -24,7 +27,7 @@ pub struct SeedConfig {
 impl Default for SeedConfig {
     fn default() -> Self {
         Self {
-            dir: "deploy/seed".into(),
+            dir: String::new(),
             on_start: true,
         }
     }

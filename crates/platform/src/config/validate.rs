@@ -23,6 +23,11 @@ impl Config {
         };
         let addr_ok = |a: &str| a.parse::<SocketAddr>().is_ok();
         check(
+            self.seed.dir.is_empty() || std::path::Path::new(&self.seed.dir).is_dir(),
+            "seed.dir",
+            "is not a directory (leave it empty for the seed the binary ships)",
+        );
+        check(
             addr_ok(&self.server.grpc_addr),
             "server.grpc_addr",
             "must be host:port, e.g. 0.0.0.0:50051",
